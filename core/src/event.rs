@@ -1,0 +1,50 @@
+//! The log event as it travels on NATS (JSON, one event per message).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// One log line, enriched. Serialised as
+/// `{"ts":"2026-11-21T23:01:15.123456789Z","org":"acme","app":"web",...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEvent {
+    pub ts: DateTime<Utc>,
+    pub org: String,
+    pub app: String,
+    pub region: String,
+    pub host: String,
+    pub source: String,
+    pub level: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub fields: Map<String, Value>,
+    /// Per-source sequence number (1-based) assigned by the agent.
+    #[serde(default)]
+    pub seq: u64,
+}
+
+impl LogEvent {
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising a struct of strings, maps of JSON values and numbers
+        // cannot fail; fall back to an empty object rather than panic.
+        serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec())
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_as_design_json() {
+        let json = r#"{"ts":"2026-11-21T23:01:15.123456789Z","org":"acme","app":"web","region":"iad","host":"h1","source":"file:/var/log/web/app.log","level":"info","message":"hello","fields":{"status":200},"seq":42}"#;
+        let ev = LogEvent::from_json(json.as_bytes()).unwrap();
+        assert_eq!(ev.seq, 42);
+        assert_eq!(ev.fields["status"], 200);
+        assert_eq!(String::from_utf8(ev.to_json()).unwrap(), json);
+    }
+}

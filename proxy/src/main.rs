@@ -1,0 +1,135 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use flotilla_core::config;
+use flotilla_core::shutdown::Signals;
+use flotilla_proxy::auth::Role;
+use flotilla_proxy::{cli, Config};
+
+#[derive(Parser)]
+#[command(name = "flotilla-proxy", version, about = "Authenticating, org-scoped NATS front door")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Check a config file: exit 0 when valid, else list every problem and exit 2.
+    Validate {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Manage the tokens file.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Print shell completions.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Append a hashed token to FILE and print its secret, once, alone on stdout.
+    New {
+        #[arg(long)]
+        tokens: PathBuf,
+        #[arg(long, value_enum)]
+        role: Role,
+        #[arg(long = "org")]
+        orgs: Vec<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime such as 30d or 12h.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List tokens (names, roles, orgs, expiry; never secrets).
+    List {
+        #[arg(long)]
+        tokens: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match args.command {
+        Command::Run { config: path } => {
+            flotilla_core::logging::init();
+            let cfg: Config = match config::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            rt.block_on(async {
+                let signals = match Signals::from_process() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("cannot install signal handlers: {e}");
+                        return ExitCode::from(1);
+                    }
+                };
+                match flotilla_proxy::run(cfg, signals).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("flotilla-proxy: {e}");
+                        ExitCode::from(1)
+                    }
+                }
+            })
+        }
+        Command::Validate { config: path } => match config::load::<Config>(&path) {
+            Ok(_) => {
+                println!("ok");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Token { command: TokenCommand::New { tokens, role, orgs, name, expires } } => {
+            match cli::token_new(&tokens, role, &orgs, name, expires.as_deref()) {
+                Ok(secret) => {
+                    println!("{secret}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("flotilla-proxy token new: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Token { command: TokenCommand::List { tokens } } => match cli::token_list(&tokens) {
+            Ok(lines) => {
+                lines.iter().for_each(|l| println!("{l}"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("flotilla-proxy token list: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Args::command(), "flotilla-proxy", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+    }
+}

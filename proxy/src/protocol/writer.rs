@@ -1,0 +1,56 @@
+//! Encoding of server→client operations.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+pub fn info(json: &str) -> Bytes {
+    Bytes::from(format!("INFO {json}\r\n"))
+}
+
+pub fn err(text: &str) -> Bytes {
+    // Quotes inside the text would end nats-server's quoting early.
+    Bytes::from(format!("-ERR '{}'\r\n", text.replace('\'', "\"")))
+}
+
+pub const OK: &[u8] = b"+OK\r\n";
+pub const PING: &[u8] = b"PING\r\n";
+pub const PONG: &[u8] = b"PONG\r\n";
+
+/// `MSG <subject> <sid> [reply] <#bytes>` or, with headers,
+/// `HMSG <subject> <sid> [reply] <#header bytes> <#total bytes>`.
+pub fn msg(subject: &str, sid: &str, reply: Option<&str>, headers: Option<&[u8]>, payload: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(subject.len() + payload.len() + 64);
+    b.put_slice(if headers.is_some() { b"HMSG " } else { b"MSG " });
+    b.put_slice(subject.as_bytes());
+    b.put_u8(b' ');
+    b.put_slice(sid.as_bytes());
+    if let Some(r) = reply {
+        b.put_u8(b' ');
+        b.put_slice(r.as_bytes());
+    }
+    let hlen = headers.map_or(0, <[u8]>::len);
+    if headers.is_some() {
+        b.put_slice(format!(" {} {}\r\n", hlen, hlen + payload.len()).as_bytes());
+    } else {
+        b.put_slice(format!(" {}\r\n", payload.len()).as_bytes());
+    }
+    if let Some(h) = headers {
+        b.put_slice(h);
+    }
+    b.put_slice(payload);
+    b.put_slice(b"\r\n");
+    b.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_msg_and_hmsg() {
+        assert_eq!(&msg("a.b", "1", None, None, b"hi")[..], b"MSG a.b 1 2\r\nhi\r\n");
+        assert_eq!(&msg("a", "7", Some("r"), None, b"")[..], b"MSG a 7 r 0\r\n\r\n");
+        let h = b"NATS/1.0\r\n\r\n";
+        assert_eq!(&msg("a", "1", None, Some(h), b"x")[..], b"HMSG a 1 12 13\r\nNATS/1.0\r\n\r\nx\r\n");
+        assert_eq!(&err("Permissions Violation for Publish to 'x'")[..], b"-ERR 'Permissions Violation for Publish to \"x\"'\r\n");
+    }
+}

@@ -1,0 +1,174 @@
+//! What a connection may do, and how its subjects map to the upstream ones.
+//!
+//! A tenant of `acme` subscribing to `logs.>` gets upstream `logs.acme.>`;
+//! deliveries of `logs.acme.web.iad.h1` reach it as `logs.web.iad.h1`.
+//! Inbox subscriptions (`_INBOX.…`) never go upstream: replies reach a
+//! connection through its own private upstream prefix, so no client can read
+//! another's replies.
+
+use std::borrow::Cow;
+
+use flotilla_core::subject::{is_valid_subject, OrgId};
+
+use crate::auth::{Role, TokenEntry};
+
+/// Subject families a tenant reads, with the org as their second token.
+const ORG_SCOPED: [&str; 2] = ["logs", "telemetry"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Tenant { org: OrgId },
+    Agent { orgs: Vec<OrgId> },
+    Admin,
+}
+
+/// Where a client's SUB goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubTarget {
+    /// An upstream subscription on this subject.
+    Upstream(String),
+    /// A local inbox subscription, fed by the connection's reply prefix.
+    Inbox,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied(pub String);
+
+impl Scope {
+    pub fn for_token(entry: &TokenEntry, user: Option<&str>) -> Scope {
+        match entry.role {
+            Role::Admin => Scope::Admin,
+            Role::Agent => Scope::Agent { orgs: entry.orgs.clone() },
+            Role::Tenant => {
+                // A tenant token names one org; `user` (when given) was
+                // checked to be one of the token's orgs.
+                let org = user
+                    .and_then(|u| entry.orgs.iter().find(|o| o.as_str() == u))
+                    .or_else(|| entry.orgs.first())
+                    .cloned();
+                match org {
+                    Some(org) => Scope::Tenant { org },
+                    None => Scope::Agent { orgs: vec![] },
+                }
+            }
+        }
+    }
+
+    /// The org label used in metrics.
+    pub fn label(&self) -> &str {
+        match self {
+            Scope::Tenant { org } => org.as_str(),
+            Scope::Agent { .. } => "_agent",
+            Scope::Admin => "_admin",
+        }
+    }
+
+    pub fn subscribe(&self, subject: &str) -> Result<SubTarget, Denied> {
+        let deny = || Denied(format!("Permissions Violation for Subscription to \"{}\"", printable(subject)));
+        if !is_valid_subject(subject, true) {
+            return Err(deny());
+        }
+        if is_inbox(subject) {
+            return Ok(SubTarget::Inbox);
+        }
+        match self {
+            Scope::Admin => Ok(SubTarget::Upstream(subject.to_string())),
+            Scope::Agent { .. } => Err(deny()),
+            Scope::Tenant { org } => {
+                let (family, rest) = subject.split_once('.').ok_or_else(deny)?;
+                if !ORG_SCOPED.contains(&family) {
+                    return Err(deny());
+                }
+                Ok(SubTarget::Upstream(format!("{family}.{org}.{rest}")))
+            }
+        }
+    }
+
+    pub fn publish(&self, subject: &str) -> Result<String, Denied> {
+        let deny = || Denied(format!("Permissions Violation for Publish to \"{}\"", printable(subject)));
+        if !is_valid_subject(subject, false) {
+            return Err(deny());
+        }
+        match self {
+            Scope::Admin => Ok(subject.to_string()),
+            Scope::Tenant { .. } => Err(deny()),
+            Scope::Agent { orgs } => {
+                let mut t = subject.split('.');
+                let (family, org, rest) = (t.next(), t.next(), t.next());
+                let ok = family.is_some_and(|f| ORG_SCOPED.contains(&f))
+                    && org.is_some_and(|o| orgs.iter().any(|x| x.as_str() == o))
+                    && rest.is_some();
+                if ok {
+                    Ok(subject.to_string())
+                } else {
+                    Err(deny())
+                }
+            }
+        }
+    }
+
+    /// The subject a client sees for an upstream delivery.
+    pub fn deliver<'a>(&self, upstream: &'a str) -> Cow<'a, str> {
+        let Scope::Tenant { org } = self else { return Cow::Borrowed(upstream) };
+        let mut t = upstream.splitn(3, '.');
+        match (t.next(), t.next(), t.next()) {
+            (Some(family), Some(o), Some(rest)) if o == org.as_str() && ORG_SCOPED.contains(&family) => {
+                Cow::Owned(format!("{family}.{rest}"))
+            }
+            _ => Cow::Borrowed(upstream),
+        }
+    }
+}
+
+pub fn is_inbox(subject: &str) -> bool {
+    subject.starts_with("_INBOX.") && subject.len() > "_INBOX.".len()
+}
+
+/// Subjects are echoed in errors: keep them to one printable line.
+fn printable(s: &str) -> String {
+    s.chars().take(256).map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant() -> Scope {
+        Scope::Tenant { org: OrgId::new("acme").unwrap() }
+    }
+
+    #[test]
+    fn tenant_subscriptions_are_pinned_to_the_org() {
+        let t = tenant();
+        assert_eq!(t.subscribe("logs.>"), Ok(SubTarget::Upstream("logs.acme.>".into())));
+        assert_eq!(t.subscribe("logs.web.*.h1"), Ok(SubTarget::Upstream("logs.acme.web.*.h1".into())));
+        assert_eq!(t.subscribe("telemetry.>"), Ok(SubTarget::Upstream("telemetry.acme.>".into())));
+        assert_eq!(t.subscribe("_INBOX.abc.*"), Ok(SubTarget::Inbox));
+        for bad in [">", "*.>", "logs", "*.acme.>", "$SYS.>", "$JS.API.>", "_INBOX", "flotilla.>", "logs..x", "logs.a b", "logs.a\r\nPUB x"] {
+            assert!(t.subscribe(bad).is_err(), "{bad}");
+        }
+        // Whatever comes after the family stays under the org prefix.
+        assert_eq!(t.subscribe("logs.globex.>"), Ok(SubTarget::Upstream("logs.acme.globex.>".into())));
+    }
+
+    #[test]
+    fn deliveries_drop_the_org_token() {
+        let t = tenant();
+        assert_eq!(t.deliver("logs.acme.web.iad.h1"), "logs.web.iad.h1");
+        assert_eq!(t.deliver("telemetry.acme.iad.r1.if"), "telemetry.iad.r1.if");
+        assert_eq!(Scope::Admin.deliver("logs.acme.web.iad.h1"), "logs.acme.web.iad.h1");
+    }
+
+    #[test]
+    fn agents_publish_only_into_their_orgs() {
+        let a = Scope::Agent { orgs: vec![OrgId::new("acme").unwrap(), OrgId::new("globex").unwrap()] };
+        assert!(a.publish("logs.acme.web.iad.h1").is_ok());
+        assert!(a.publish("logs.globex.web.iad.h1").is_ok());
+        for bad in ["logs.initech.web.iad.h1", "logs.acme", "logs.*.web", "logs.acme.>", "$JS.API.STREAM.LIST", "_INBOX.x"] {
+            assert!(a.publish(bad).is_err(), "{bad}");
+        }
+        assert!(a.subscribe("logs.>").is_err());
+        assert_eq!(a.subscribe("_INBOX.x.*"), Ok(SubTarget::Inbox));
+        assert!(tenant().publish("logs.acme.web.iad.h1").is_err());
+    }
+}

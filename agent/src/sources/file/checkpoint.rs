@@ -1,0 +1,104 @@
+//! File checkpoints: how far each file (by identity) has been acknowledged.
+//! Written atomically: temp file, fsync, rename, fsync of the directory.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where one file stands: every line before `offset` is in the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileCheckpoint {
+    pub path: PathBuf,
+    pub offset: u64,
+    /// Lines acknowledged so far (the last acknowledged event's seq).
+    pub seq: u64,
+    /// Bumped on truncation so de-duplication ids never repeat.
+    #[serde(default)]
+    pub generation: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct OnDisk {
+    files: BTreeMap<String, FileCheckpoint>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint file {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("checkpoint file {path} is corrupt ({message}); move it aside to start over (lines may then be sent again)")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+pub struct Checkpoints {
+    path: PathBuf,
+    files: BTreeMap<String, FileCheckpoint>,
+    /// True when no checkpoint file existed at start (a first run).
+    pub fresh: bool,
+}
+
+impl Checkpoints {
+    pub fn load(data_dir: &Path) -> Result<Self, CheckpointError> {
+        let path = data_dir.join("checkpoints.json");
+        let io = |source| CheckpointError::Io { path: path.clone(), source };
+        std::fs::create_dir_all(data_dir).map_err(io)?;
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let disk: OnDisk = serde_json::from_slice(&bytes)
+                    .map_err(|e| CheckpointError::Corrupt { path: path.clone(), message: e.to_string() })?;
+                Ok(Checkpoints { path, files: disk.files, fresh: false })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Checkpoints { path, files: BTreeMap::new(), fresh: true }),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&FileCheckpoint> {
+        self.files.get(key)
+    }
+
+    pub fn set(&mut self, key: &str, cp: FileCheckpoint) {
+        self.files.insert(key.to_string(), cp);
+    }
+
+    pub fn remove(&mut self, key: &str) {
+        self.files.remove(key);
+    }
+
+    pub fn save(&self) -> Result<(), CheckpointError> {
+        let io = |source| CheckpointError::Io { path: self.path.clone(), source };
+        let tmp = self.path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(&OnDisk { files: self.files.clone() }).unwrap_or_default();
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        if let Some(dir) = self.path.parent() {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_and_loads_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Checkpoints::load(dir.path()).unwrap();
+        assert!(c.fresh);
+        c.set("1:2", FileCheckpoint { path: "/a".into(), offset: 10, seq: 2, generation: 0 });
+        c.save().unwrap();
+        let c = Checkpoints::load(dir.path()).unwrap();
+        assert!(!c.fresh);
+        assert_eq!(c.get("1:2").unwrap().offset, 10);
+        std::fs::write(dir.path().join("checkpoints.json"), b"{not json").unwrap();
+        assert!(matches!(Checkpoints::load(dir.path()), Err(CheckpointError::Corrupt { .. })));
+    }
+}

@@ -1,0 +1,4 @@
+//! Log sources. Each source runs as one task that reads, publishes with
+//! acks, and moves its checkpoint only past acknowledged events.
+
+pub mod file;

@@ -1,0 +1,150 @@
+//! The agent tailing real files into a real JetStream: every line arrives
+//! exactly once across agent restarts and a nats-server restart.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use flotilla_agent::Config;
+use flotilla_core::event::LogEvent;
+use flotilla_core::shutdown::Signals;
+use flotilla_testsupport::NatsServer;
+
+fn config(logs: &Path, data: &Path, url: &str) -> Config {
+    let text = format!(
+        r#"
+        host = "h1"
+        region = "iad"
+        data_dir = "{}"
+        http_addr = "127.0.0.1:0"
+        [nats]
+        url = "{url}"
+        max_in_flight = 64
+        [[sources]]
+        type = "file"
+        include = ["{}/{{org}}/{{app}}/*.log"]
+        codec = "json"
+        poll_interval = "50ms"
+        "#,
+        data.display(),
+        logs.display()
+    );
+    flotilla_core::config::parse(&text, |_| None).unwrap()
+}
+
+fn append(path: &Path, from: usize, to: usize) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    for i in from..to {
+        writeln!(f, r#"{{"level":"info","msg":"line-{i}"}}"#).unwrap();
+    }
+}
+
+async fn stream_len(js: &async_nats::jetstream::Context) -> u64 {
+    match js.get_stream("LOGS").await {
+        Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+async fn wait_for(js: &async_nats::jetstream::Context, n: u64) {
+    for _ in 0..300 {
+        if stream_len(js).await >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("stream has {} messages, expected {n}", stream_len(js).await);
+}
+
+/// Every stored event, in stream order: (subject, message, seq).
+async fn events(js: &async_nats::jetstream::Context) -> Vec<(String, String, u64)> {
+    let stream = js.get_stream("LOGS").await.unwrap();
+    let n = stream_len(js).await;
+    let mut out = vec![];
+    for seq in 1..=n {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        let e = LogEvent::from_json(&m.payload).unwrap();
+        out.push((m.subject.to_string(), e.message, e.seq));
+    }
+    out
+}
+
+async fn connect_js(url: &str) -> async_nats::jetstream::Context {
+    let client = async_nats::ConnectOptions::new().retry_on_initial_connect().connect(url).await.unwrap();
+    async_nats::jetstream::new(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_arrive_exactly_once_across_restarts() {
+    let mut nats = NatsServer::start();
+    let js = connect_js(&nats.url()).await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "LOGS".into(),
+        subjects: vec!["logs.>".into()],
+        storage: async_nats::jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, data) = (dir.path().join("logs"), dir.path().join("data"));
+    let web = logs.join("acme/web/app.log");
+    append(&web, 0, 100); // written before the agent starts
+
+    let signals = Signals::default();
+    let agent = tokio::spawn(flotilla_agent::run(config(&logs, &data, &nats.url()), signals.clone()));
+    wait_for(&js, 100).await;
+    append(&web, 100, 200); // written while it runs
+    wait_for(&js, 200).await;
+    signals.shutdown.cancel();
+    agent.await.unwrap().unwrap();
+
+    // Restart: only new lines are sent.
+    append(&web, 200, 250);
+    let signals = Signals::default();
+    let agent = tokio::spawn(flotilla_agent::run(config(&logs, &data, &nats.url()), signals.clone()));
+    wait_for(&js, 250).await;
+
+    // nats-server restarts under the agent while lines keep coming.
+    nats.restart();
+    append(&web, 250, 300);
+    wait_for(&js, 300).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signals.shutdown.cancel();
+    agent.await.unwrap().unwrap();
+
+    let got = events(&js).await;
+    assert_eq!(got.len(), 300, "no duplicates");
+    for (i, (subject, message, seq)) in got.iter().enumerate() {
+        assert_eq!(subject, "logs.acme.web.iad.h1");
+        assert_eq!(message, &format!("line-{i}"), "in order, exactly once");
+        assert_eq!(*seq, i as u64 + 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_for_the_stream_and_loses_nothing() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, data) = (dir.path().join("logs"), dir.path().join("data"));
+    append(&logs.join("globex/api/x.log"), 0, 20);
+    let signals = Signals::default();
+    let agent = tokio::spawn(flotilla_agent::run(config(&logs, &data, &nats.url()), signals.clone()));
+    // No stream yet: publishes get no ack, the agent keeps the lines.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let js = connect_js(&nats.url()).await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "LOGS".into(),
+        subjects: vec!["logs.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    wait_for(&js, 20).await;
+    signals.shutdown.cancel();
+    agent.await.unwrap().unwrap();
+    let got = events(&js).await;
+    assert_eq!(got.len(), 20);
+    assert!(got.iter().all(|(s, _, _)| s == "logs.globex.api.iad.h1"));
+}

@@ -1,1 +1,168 @@
-//! placeholder
+//! `flotilla-shipper`: JetStream streams fanned out to sinks.
+//!
+//! At start the shipper connects to NATS (retrying until it is up), creates
+//! or updates the configured streams ([`stream`]), and starts one task per
+//! sink ([`sinks`]). Each sink reads its own durable pull consumer
+//! `flotilla-<sink>`, holds messages until `batch_max_events` or
+//! `batch_max_age`, commits them — the Parquet sink
+//! ([`sinks::parquet`]) writes one object per Hive partition
+//! `org=/app=/date=/hour=` — and only then acks them. A failed commit is
+//! retried, never dropped. On shutdown every sink stops fetching, commits
+//! and acks what it holds, and [`run`] returns.
+//!
+//! `/metrics` and `/healthz` are served on `http_addr`.
+
+mod backoff;
+pub mod config;
+pub mod sinks;
+pub mod stream;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use flotilla_core::config::{Problem, Validate, Validator};
+use flotilla_core::metrics::Registry;
+use flotilla_core::shutdown::Signals;
+
+pub use config::Config;
+use config::NatsConfig;
+use sinks::{Sink, SinkError, SinkMetrics};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShipperError {
+    #[error("config is not valid:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<Problem>),
+    #[error("cannot serve http on {addr}: {source}")]
+    Http { addr: String, source: std::io::Error },
+    #[error("sink {name}: {source}")]
+    Sink { name: String, source: SinkError },
+    #[error("a sink task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Run the shipper until `signals.shutdown` is cancelled, then drain.
+pub async fn run(config: Config, signals: Signals) -> Result<(), ShipperError> {
+    run_with_registry(config, signals, Registry::default()).await
+}
+
+/// [`run`], with metrics recorded in `registry` (for embedding and tests).
+pub async fn run_with_registry(config: Config, signals: Signals, registry: Registry) -> Result<(), ShipperError> {
+    let mut v = Validator::default();
+    config.validate(&mut v);
+    let problems = v.into_problems();
+    if !problems.is_empty() {
+        return Err(ShipperError::Config(problems));
+    }
+    let shutdown = signals.shutdown;
+
+    // Sinks first: a sink that cannot start (e.g. an unwritable directory)
+    // fails the start, before anything is consumed.
+    let mut prepared = Vec::new();
+    for cfg in &config.sinks {
+        let metrics = SinkMetrics::new(&registry, &cfg.name);
+        let sink = Sink::from_config(cfg, &metrics).map_err(|source| ShipperError::Sink {
+            name: cfg.name.clone(),
+            source,
+        })?;
+        let stream = stream::covering_stream(&config.streams, &cfg.subjects)
+            .map(|s| s.name.clone())
+            .ok_or_else(|| {
+                ShipperError::Config(vec![Problem {
+                    path: "sinks".into(),
+                    message: format!("no stream covers sink {:?}", cfg.name),
+                }])
+            })?;
+        prepared.push((cfg.clone(), stream, sink, metrics));
+    }
+
+    // Metrics stay up while the sinks drain.
+    let http_stop = CancellationToken::new();
+    let _stop_http = http_stop.clone().drop_guard();
+    let addr: SocketAddr = config.http_addr.parse().map_err(|e| ShipperError::Http {
+        addr: config.http_addr.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    let bound = flotilla_core::http::serve(addr, flotilla_core::http::router(registry), http_stop.clone())
+        .await
+        .map_err(|source| ShipperError::Http {
+            addr: config.http_addr.clone(),
+            source,
+        })?;
+    tracing::info!(%bound, "serving /metrics and /healthz");
+
+    let Some(client) = connect(&config.nats, &shutdown).await else {
+        return Ok(());
+    };
+    let js = async_nats::jetstream::new(client.clone());
+    if !ensure_streams(&js, &config, &shutdown).await {
+        return Ok(());
+    }
+
+    let mut tasks = JoinSet::new();
+    for (cfg, stream, sink, metrics) in prepared {
+        tasks.spawn(sinks::run_sink(
+            js.clone(),
+            stream,
+            cfg,
+            sink,
+            metrics,
+            shutdown.clone(),
+        ));
+    }
+    let mut result = Ok(());
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done {
+            tracing::error!(error = %e, "sink task failed");
+            result = Err(ShipperError::Task(e));
+        }
+    }
+    if let Err(e) = client.flush().await {
+        tracing::warn!(error = %e, "flushing the NATS connection");
+    }
+    tracing::info!("shipper stopped");
+    result
+}
+
+/// Connect, retrying with backoff; `None` if shutdown came first.
+async fn connect(cfg: &NatsConfig, shutdown: &CancellationToken) -> Option<async_nats::Client> {
+    let mut backoff = backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        let mut opts = async_nats::ConnectOptions::new().name("flotilla-shipper");
+        if let Some(user) = &cfg.user {
+            opts = opts.user_and_password(user.clone(), cfg.password.clone().unwrap_or_default());
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            r = opts.connect(cfg.url.as_str()) => match r {
+                Ok(c) => {
+                    tracing::info!(url = %cfg.url, "connected to NATS");
+                    return Some(c);
+                }
+                Err(e) => tracing::warn!(url = %cfg.url, error = %e, "cannot connect to NATS; retrying"),
+            },
+        }
+        if !backoff::sleep_or_shutdown(backoff.next_delay(), shutdown).await {
+            return None;
+        }
+    }
+}
+
+/// Create or update every stream, retrying; false if shutdown came first.
+async fn ensure_streams(js: &async_nats::jetstream::Context, config: &Config, shutdown: &CancellationToken) -> bool {
+    let mut backoff = backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            r = stream::ensure_streams(js, &config.streams) => match r {
+                Ok(()) => return true,
+                Err(e) => tracing::warn!(error = %e, "cannot create or update streams; retrying"),
+            },
+        }
+        if !backoff::sleep_or_shutdown(backoff.next_delay(), shutdown).await {
+            return false;
+        }
+    }
+}

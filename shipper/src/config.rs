@@ -1,0 +1,347 @@
+//! Shipper configuration: raw TOML structs (`deny_unknown_fields`) and a
+//! `validate()` that reports every problem with its key path.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use flotilla_core::config::{parse_duration, Validate, Validator};
+use flotilla_core::subject::is_valid_subject;
+
+use crate::stream::covering_stream;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `/metrics` and `/healthz`.
+    #[serde(default = "default_http_addr")]
+    pub http_addr: String,
+    pub nats: NatsConfig,
+    /// Streams created (or updated) at start.
+    #[serde(default = "default_streams")]
+    pub streams: Vec<StreamConfig>,
+    pub sinks: Vec<SinkConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+/// A JetStream stream the shipper makes sure exists.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    pub name: String,
+    pub subjects: Vec<String>,
+    /// Oldest message kept (`7d`); unlimited when absent.
+    pub max_age: Option<String>,
+    /// Largest stream size in bytes; unlimited when absent.
+    pub max_bytes: Option<u64>,
+    /// Window in which a repeated `Nats-Msg-Id` is dropped.
+    #[serde(default = "default_duplicate_window")]
+    pub duplicate_window: String,
+}
+
+/// One sink: its own durable consumer `flotilla-<name>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    pub name: String,
+    /// Only `parquet` for now.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Where objects go: `file:///path` for now.
+    pub url: String,
+    #[serde(default = "default_sink_subjects")]
+    pub subjects: Vec<String>,
+    /// Commit when this many events are held...
+    #[serde(default = "default_batch_max_events")]
+    pub batch_max_events: usize,
+    /// ...or when the first held event is this old.
+    #[serde(default = "default_batch_max_age")]
+    pub batch_max_age: String,
+}
+
+fn default_http_addr() -> String {
+    "127.0.0.1:9102".into()
+}
+fn default_streams() -> Vec<StreamConfig> {
+    vec![StreamConfig {
+        name: "LOGS".into(),
+        subjects: vec!["logs.>".into()],
+        max_age: None,
+        max_bytes: None,
+        duplicate_window: default_duplicate_window(),
+    }]
+}
+fn default_duplicate_window() -> String {
+    "2m".into()
+}
+fn default_sink_subjects() -> Vec<String> {
+    vec!["logs.>".into()]
+}
+fn default_batch_max_events() -> usize {
+    10_000
+}
+fn default_batch_max_age() -> String {
+    "5s".into()
+}
+
+/// Most events one batch may hold (it is held in memory).
+pub const MAX_BATCH_EVENTS: usize = 1_000_000;
+
+impl StreamConfig {
+    pub fn max_age(&self) -> Option<Duration> {
+        self.max_age.as_deref().and_then(parse_duration)
+    }
+    pub fn duplicate_window(&self) -> Duration {
+        parse_duration(&self.duplicate_window).unwrap_or(Duration::from_secs(120))
+    }
+}
+
+impl SinkConfig {
+    pub fn batch_max_age(&self) -> Duration {
+        parse_duration(&self.batch_max_age).unwrap_or(Duration::from_secs(5))
+    }
+    /// The durable consumer this sink reads with.
+    pub fn consumer_name(&self) -> String {
+        format!("flotilla-{}", self.name)
+    }
+    /// The local directory of a `file://` URL.
+    pub fn local_dir(&self) -> Result<PathBuf, String> {
+        local_dir(&self.url)
+    }
+}
+
+/// `file:///abs/path` → `/abs/path`; other schemes are explained.
+pub fn local_dir(url: &str) -> Result<PathBuf, String> {
+    match url.split_once("://") {
+        Some(("file", path)) if path.starts_with('/') && path.len() > 1 => Ok(PathBuf::from(path)),
+        Some(("file", _)) => Err(format!(
+            "{url:?} must be an absolute path like file:///var/lib/flotilla/archive"
+        )),
+        Some((scheme @ ("s3" | "gs" | "az" | "abfs" | "http" | "https"), _)) => {
+            Err(format!("{scheme}:// URLs are not supported yet (only file:// for now)"))
+        }
+        _ => Err(format!("{url:?} is not a URL like file:///var/lib/flotilla/archive")),
+    }
+}
+
+fn valid_name(name: &str, extra: &[char]) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || extra.contains(&c))
+}
+
+impl Validate for Config {
+    fn validate(&self, v: &mut Validator) {
+        v.socket_addr("http_addr", &self.http_addr);
+        v.nats_url("nats.url", &self.nats.url);
+        v.check(
+            self.nats.password.is_none() || self.nats.user.is_some(),
+            "nats.password",
+            "a password needs a user",
+        );
+
+        v.check(!self.streams.is_empty(), "streams", "at least one stream is required");
+        let mut stream_names = HashSet::new();
+        for (i, s) in self.streams.iter().enumerate() {
+            let at = |k: &str| format!("streams[{i}].{k}");
+            v.check(
+                valid_name(&s.name, &[]),
+                at("name"),
+                format!("{:?} must match [A-Za-z0-9_-]+", s.name),
+            );
+            v.check(
+                stream_names.insert(&s.name),
+                at("name"),
+                format!("stream {:?} is defined twice", s.name),
+            );
+            subjects(v, &at("subjects"), &s.subjects);
+            let max_age = s.max_age.as_deref().map(|a| v.duration(&at("max_age"), a));
+            let window = v.duration(&at("duplicate_window"), &s.duplicate_window);
+            if let Some(age) = max_age.filter(|a| !a.is_zero()) {
+                v.check(window <= age, at("duplicate_window"), "must not be longer than max_age");
+            }
+            if let Some(b) = s.max_bytes {
+                v.check(
+                    b > 0 && b <= i64::MAX as u64,
+                    at("max_bytes"),
+                    "must be a positive number of bytes",
+                );
+            }
+        }
+
+        v.check(!self.sinks.is_empty(), "sinks", "at least one sink is required");
+        let mut sink_names = HashSet::new();
+        for (i, s) in self.sinks.iter().enumerate() {
+            let at = |k: &str| format!("sinks[{i}].{k}");
+            v.check(
+                valid_name(&s.name, &[]),
+                at("name"),
+                format!("{:?} must match [A-Za-z0-9_-]+", s.name),
+            );
+            v.check(
+                sink_names.insert(&s.name),
+                at("name"),
+                format!("sink {:?} is defined twice", s.name),
+            );
+            v.check(
+                s.kind == "parquet",
+                at("type"),
+                format!("unknown sink type {:?} (supported: parquet)", s.kind),
+            );
+            if let Err(e) = local_dir(&s.url) {
+                v.problem(at("url"), e);
+            }
+            if subjects(v, &at("subjects"), &s.subjects) && covering_stream(&self.streams, &s.subjects).is_none() {
+                v.problem(
+                    at("subjects"),
+                    "no single stream in [[streams]] covers all of these subjects",
+                );
+            }
+            v.check(
+                (1..=MAX_BATCH_EVENTS).contains(&s.batch_max_events),
+                at("batch_max_events"),
+                format!("must be between 1 and {MAX_BATCH_EVENTS}"),
+            );
+            let age = v.duration(&at("batch_max_age"), &s.batch_max_age);
+            v.check(
+                parse_duration(&s.batch_max_age).is_none() || !age.is_zero(),
+                at("batch_max_age"),
+                "must be longer than 0",
+            );
+        }
+    }
+}
+
+/// Check a subject list; true when it is non-empty and every subject is valid.
+fn subjects(v: &mut Validator, path: &str, list: &[String]) -> bool {
+    v.check(!list.is_empty(), path, "at least one subject is required");
+    let mut ok = !list.is_empty();
+    for (j, s) in list.iter().enumerate() {
+        if !is_valid_subject(s, true) {
+            v.problem(format!("{path}[{j}]"), format!("{s:?} is not a valid subject"));
+            ok = false;
+        }
+    }
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_core::config::parse;
+
+    fn paths(text: &str) -> Vec<String> {
+        match parse::<Config>(text, |_| None) {
+            Ok(_) => vec![],
+            Err(problems) => problems.into_iter().map(|p| p.path).collect(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let cfg: Config = parse(
+            "[nats]\nurl = \"nats://127.0.0.1:4222\"\n[[sinks]]\nname = \"archive\"\ntype = \"parquet\"\nurl = \"file:///tmp/a\"\n",
+            |_| None,
+        )
+        .unwrap();
+        assert_eq!(cfg.http_addr, "127.0.0.1:9102");
+        assert_eq!(cfg.streams.len(), 1);
+        assert_eq!(cfg.streams[0].name, "LOGS");
+        assert_eq!(cfg.streams[0].subjects, ["logs.>"]);
+        assert_eq!(cfg.streams[0].duplicate_window(), Duration::from_secs(120));
+        let s = &cfg.sinks[0];
+        assert_eq!(s.subjects, ["logs.>"]);
+        assert_eq!(s.batch_max_events, 10_000);
+        assert_eq!(s.batch_max_age(), Duration::from_secs(5));
+        assert_eq!(s.consumer_name(), "flotilla-archive");
+        assert_eq!(s.local_dir().unwrap(), PathBuf::from("/tmp/a"));
+    }
+
+    #[test]
+    fn broken_config_reports_every_problem_with_its_path() {
+        let text = r#"
+http_addr = "nowhere"
+[nats]
+url = "http://x"
+password = "p"
+[[streams]]
+name = "LO.GS"
+subjects = ["logs.>", "bad subject"]
+max_age = "1m"
+duplicate_window = "5m"
+max_bytes = 0
+[[streams]]
+name = "T"
+subjects = []
+max_age = "forever"
+[[sinks]]
+name = "a b"
+type = "loki"
+url = "s3://bucket/x"
+subjects = ["metrics.>"]
+batch_max_events = 0
+batch_max_age = "soon"
+[[sinks]]
+name = "a b"
+type = "parquet"
+url = "file://relative"
+batch_max_age = "0s"
+"#;
+        assert_eq!(
+            paths(text),
+            [
+                "http_addr",
+                "nats.url",
+                "nats.password",
+                "streams[0].name",
+                "streams[0].subjects[1]",
+                "streams[0].duplicate_window",
+                "streams[0].max_bytes",
+                "streams[1].subjects",
+                "streams[1].max_age",
+                "sinks[0].name",
+                "sinks[0].type",
+                "sinks[0].url",
+                "sinks[0].subjects",
+                "sinks[0].batch_max_events",
+                "sinks[0].batch_max_age",
+                "sinks[1].name",
+                "sinks[1].name",
+                "sinks[1].url",
+                "sinks[1].batch_max_age",
+            ]
+        );
+    }
+
+    #[test]
+    fn messages_explain_the_problem() {
+        let text = "[nats]\nurl = \"nats://x\"\n[[sinks]]\nname = \"a\"\ntype = \"parquet\"\nurl = \"s3://b/p\"\n";
+        let problems = parse::<Config>(text, |_| None).err().unwrap();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].path, "sinks[0].url");
+        assert!(
+            problems[0].message.contains("not supported yet"),
+            "{}",
+            problems[0].message
+        );
+    }
+
+    #[test]
+    fn sinks_are_required_and_unknown_keys_rejected() {
+        assert_eq!(paths("sinks = []\n[nats]\nurl = \"nats://x\"\n"), ["sinks"]);
+        let text =
+            "[nats]\nurl = \"nats://x\"\n[[sinks]]\nname = \"a\"\ntype = \"parquet\"\nurl = \"file:///a\"\nbatch = 1\n";
+        let problems = parse::<Config>(text, |_| None).err().unwrap();
+        assert!(problems[0].message.contains("unknown field `batch`"), "{problems:?}");
+    }
+}

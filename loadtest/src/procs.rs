@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -69,7 +70,9 @@ impl Proc {
         let out = File::create(&log).map_err(spawn_err)?;
         let err = out.try_clone().map_err(spawn_err)?;
         let mut cmd = Command::new(program);
-        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        // Own process group: a terminal's Ctrl-C reaches only us, and we stop
+        // the children in order (agent first, nats-server last).
+        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
         for (k, v) in env {
             cmd.env(k, v);
         }

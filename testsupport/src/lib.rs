@@ -53,7 +53,7 @@ impl Drop for NatsServer {
 fn spawn(store: &Path, port: Option<u16>) -> (Child, u16) {
     let port_arg = port.map(|p| p.to_string()).unwrap_or_else(|| "-1".into());
     for attempt in 0..50 {
-        let spawned = Command::new("nats-server")
+        let spawned = Command::new(nats_server_bin())
             .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd"])
             .arg(store)
             .stdout(Stdio::null())
@@ -95,6 +95,22 @@ fn spawn(store: &Path, port: Option<u16>) -> (Child, u16) {
         std::thread::sleep(Duration::from_millis(100 * (attempt + 1).min(10)));
     }
     panic!("nats-server did not start");
+}
+
+/// `$FLOTILLA_NATS_SERVER`, else `nats-server` from PATH, else the
+/// repository's `.venv` (where ./scripts/test installs it).
+fn nats_server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("FLOTILLA_NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join("nats-server").is_file()))
+        .unwrap_or(false);
+    let venv = repo_root().join(".venv/bin/nats-server");
+    if !on_path && venv.is_file() {
+        return venv;
+    }
+    PathBuf::from("nats-server")
 }
 
 fn wait_ready(port: u16) -> bool {

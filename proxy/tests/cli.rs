@@ -1,0 +1,57 @@
+//! The proxy binary: `token new` prints the secret alone and stores only its
+//! hash; `validate` reports every problem and exits 2.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flotilla-proxy");
+
+#[test]
+fn token_new_prints_the_secret_alone_and_stores_a_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    let out = Command::new(BIN)
+        .args(["token", "new", "--tokens"])
+        .arg(&tokens)
+        .args(["--role", "tenant", "--org", "acme", "--expires", "30d"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let secret = stdout.trim_end_matches('\n');
+    assert_eq!(stdout.lines().count(), 1);
+    assert!(secret.starts_with("flt_") && secret.len() > 40, "{secret}");
+    let stored = std::fs::read_to_string(&tokens).unwrap();
+    assert!(!stored.contains(secret), "the secret is not stored");
+    assert!(stored.contains("sha256:") && stored.contains("expires"));
+
+    let list = Command::new(BIN).args(["token", "list", "--tokens"]).arg(&tokens).output().unwrap();
+    let listed = String::from_utf8(list.stdout).unwrap();
+    assert!(listed.contains("tenant") && listed.contains("acme") && !listed.contains("sha256"), "{listed}");
+
+    // A tenant needs exactly one org.
+    let bad = Command::new(BIN).args(["token", "new", "--tokens"]).arg(&tokens).args(["--role", "tenant"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let bad = Command::new(BIN)
+        .args(["token", "new", "--tokens"])
+        .arg(&tokens)
+        .args(["--role", "agent", "--org", "Not-Valid"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn validate_reports_every_problem_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, "listen = \"x\"\ntokens = \"t\"\nmax_payload = 0\n[upstream]\nurl = \"http://nope\"\n").unwrap();
+    let out = Command::new(BIN).args(["validate", "-c"]).arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for key in ["listen: ", "upstream.url: ", "max_payload: "] {
+        assert!(stderr.contains(key), "{key} missing in {stderr}");
+    }
+    std::fs::write(&path, "listen = \"127.0.0.1:4223\"\ntokens = \"t\"\n[upstream]\nurl = \"nats://127.0.0.1:4222\"\n").unwrap();
+    let out = Command::new(BIN).args(["validate", "-c"]).arg(&path).output().unwrap();
+    assert!(out.status.success());
+}

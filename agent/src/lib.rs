@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod metrics;
+pub mod queue;
 pub mod sources;
 
 use std::net::SocketAddr;

@@ -92,6 +92,7 @@ impl Scope {
         match self {
             Scope::Admin => Ok(subject.to_string()),
             Scope::Tenant { .. } => Err(deny()),
+            Scope::Agent { .. } if is_agent_status(subject) => Ok(subject.to_string()),
             Scope::Agent { orgs } => {
                 let mut t = subject.split('.');
                 let (family, org, rest) = (t.next(), t.next(), t.next());
@@ -118,6 +119,12 @@ impl Scope {
             _ => Cow::Borrowed(upstream),
         }
     }
+}
+
+/// `flotilla.agent.<host>.status`: the heartbeat every agent publishes.
+fn is_agent_status(subject: &str) -> bool {
+    let t: Vec<&str> = subject.split('.').collect();
+    matches!(t.as_slice(), ["flotilla", "agent", _, "status"])
 }
 
 pub fn is_inbox(subject: &str) -> bool {
@@ -164,7 +171,9 @@ mod tests {
         let a = Scope::Agent { orgs: vec![OrgId::new("acme").unwrap(), OrgId::new("globex").unwrap()] };
         assert!(a.publish("logs.acme.web.iad.h1").is_ok());
         assert!(a.publish("logs.globex.web.iad.h1").is_ok());
-        for bad in ["logs.initech.web.iad.h1", "logs.acme", "logs.*.web", "logs.acme.>", "$JS.API.STREAM.LIST", "_INBOX.x"] {
+        assert!(a.publish("flotilla.agent.h1.status").is_ok(), "heartbeats");
+        assert!(tenant().publish("flotilla.agent.h1.status").is_err());
+        for bad in ["logs.initech.web.iad.h1", "logs.acme", "logs.*.web", "logs.acme.>", "$JS.API.STREAM.LIST", "_INBOX.x", "flotilla.agent.h1.status.x", "flotilla.dlq.x"] {
             assert!(a.publish(bad).is_err(), "{bad}");
         }
         assert!(a.subscribe("logs.>").is_err());

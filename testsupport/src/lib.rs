@@ -36,10 +36,15 @@ impl NatsServer {
 
     /// Kill the server (SIGKILL) and start it again on the same port and store.
     pub fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
         let (child, _) = spawn(self.store.path(), Some(self.port));
         self.child = child;
+    }
+
+    /// Kill the server (SIGKILL); `restart` brings it back.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -2,3 +2,6 @@
 //! acks, and moves its checkpoint only past acknowledged events.
 
 pub mod file;
+pub mod journald;
+pub mod multiline;
+pub mod syslog;

@@ -6,6 +6,7 @@
 //! resend harmless).
 
 pub mod checkpoint;
+pub mod docker;
 pub mod pattern;
 pub mod tailer;
 

@@ -1,0 +1,6 @@
+//! The syslog source: RFC 3164/5424 messages over UDP and TCP. TCP streams
+//! are split into messages by [`framing`] (RFC 6587 octet counting or
+//! newline-delimited); each message is decoded by
+//! [`flotilla_core::codec::syslog`].
+
+pub mod framing;

@@ -56,7 +56,7 @@ fn main() -> ExitCode {
                         return ExitCode::from(1);
                     }
                 };
-                match flotilla_agent::run(cfg, signals).await {
+                match flotilla_agent::run_with_reload(path.clone(), cfg, signals).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("flotilla-agent: {e}");

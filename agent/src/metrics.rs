@@ -1,36 +1,40 @@
-//! The agent's Prometheus metrics.
+//! Agent-wide metrics; per-source ones live in [`crate::stats`].
 
-use flotilla_core::metrics::{Counter, Gauge, Registry};
+use flotilla_core::metrics::{Counter, Registry};
 
 #[derive(Clone)]
 pub struct AgentMetrics {
     pub registry: Registry,
-    pub events_read: Counter,
-    pub events_acked: Counter,
-    pub events_duplicate: Counter,
-    pub bytes_read: Counter,
-    pub publish_errors: Counter,
-    pub lines_split: Counter,
-    pub invalid_utf8: Counter,
-    pub files_skipped: Counter,
-    pub files_tracked: Gauge,
-    pub in_flight: Gauge,
+    pub reconnects: Counter,
+    pub disconnects: Counter,
+    pub reloads: Counter,
+    pub reload_failures: Counter,
 }
 
 impl AgentMetrics {
     pub fn new(r: Registry) -> Self {
         AgentMetrics {
-            events_read: r.counter("flotilla_agent_events_read_total", "Events read from sources.", &[]),
-            events_acked: r.counter("flotilla_agent_events_acked_total", "Events acknowledged by JetStream.", &[]),
-            events_duplicate: r.counter("flotilla_agent_events_duplicate_total", "Resent events JetStream recognised as duplicates.", &[]),
-            bytes_read: r.counter("flotilla_agent_bytes_read_total", "Bytes of lines read.", &[]),
-            publish_errors: r.counter("flotilla_agent_publish_errors_total", "Publish rounds that failed and were retried.", &[]),
-            lines_split: r.counter("flotilla_agent_lines_split_total", "Pieces of lines longer than max_line_bytes.", &[]),
-            invalid_utf8: r.counter("flotilla_agent_invalid_utf8_total", "Lines with invalid UTF-8 (kept lossily, flagged).", &[]),
-            files_skipped: r.counter("flotilla_agent_files_skipped_total", "Files whose path names no valid org.", &[]),
-            files_tracked: r.gauge("flotilla_agent_files_tracked", "Files being tailed.", &[]),
-            in_flight: r.gauge("flotilla_agent_in_flight", "Publishes awaiting their ack.", &[]),
+            reconnects: r.counter(
+                "flotilla_agent_nats_connects_total",
+                "Connections (and reconnections) to NATS.",
+                &[],
+            ),
+            disconnects: r.counter("flotilla_agent_nats_disconnects_total", "Connections to NATS lost.", &[]),
+            reloads: r.counter("flotilla_agent_config_reloads_total", "Configs reloaded on SIGHUP.", &[]),
+            reload_failures: r.counter(
+                "flotilla_agent_config_reload_failures_total",
+                "SIGHUP reloads refused (the running config was kept).",
+                &[],
+            ),
             registry: r,
         }
+    }
+
+    pub fn queue_corrupted(&self, source: &str) -> Counter {
+        self.registry.counter(
+            "flotilla_agent_queue_corrupted_records_total",
+            "Spill-queue records skipped at start-up because their checksum failed.",
+            &[("source", source)],
+        )
     }
 }

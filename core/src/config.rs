@@ -82,8 +82,8 @@ pub trait Validate {
 
 /// Read, substitute, parse and validate a config file.
 pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     parse(&text, |k| std::env::var(k).ok())
         .map_err(|problems| ConfigError::Invalid { path: path.to_path_buf(), problems })
 }
@@ -132,7 +132,8 @@ pub fn substitute_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Re
                 rest = tail;
             } else if let Some(body) = after.strip_prefix('{') {
                 let Some(end) = body.find('}') else {
-                    problems.push(Problem { path: format!("(line {})", lineno + 1), message: "unterminated ${".into() });
+                    problems
+                        .push(Problem { path: format!("(line {})", lineno + 1), message: "unterminated ${".into() });
                     out.push('$');
                     rest = after;
                     continue;

@@ -71,12 +71,21 @@ impl Registry {
         }
     }
 
-    fn series(&self, name: &str, help: &str, kind: &'static str, labels: &[(&str, &str)], new: impl FnOnce() -> Series) -> Series {
+    fn series(
+        &self,
+        name: &str,
+        help: &str,
+        kind: &'static str,
+        labels: &[(&str, &str)],
+        new: impl FnOnce() -> Series,
+    ) -> Series {
         let key = render_labels(labels);
         let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
-        let family = families
-            .entry(name.to_string())
-            .or_insert_with(|| Family { help: help.to_string(), kind, series: BTreeMap::new() });
+        let family = families.entry(name.to_string()).or_insert_with(|| Family {
+            help: help.to_string(),
+            kind,
+            series: BTreeMap::new(),
+        });
         family.series.entry(key).or_insert_with(new).clone()
     }
 

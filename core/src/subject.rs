@@ -21,9 +21,8 @@ impl OrgId {
     pub fn new(s: &str) -> Result<Self, InvalidOrg> {
         let b = s.as_bytes();
         let first_ok = matches!(b.first(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit());
-        let rest_ok = b.iter().skip(1).all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-'
-        });
+        let rest_ok =
+            b.iter().skip(1).all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-');
         if first_ok && rest_ok && b.len() <= 63 {
             Ok(OrgId(s.to_string()))
         } else {
@@ -66,13 +65,7 @@ pub fn sanitize_token(raw: &str) -> String {
 
 /// `logs.<org>.<app>.<region>.<host>` with every free token sanitised.
 pub fn log_subject(org: &OrgId, app: &str, region: &str, host: &str) -> String {
-    format!(
-        "logs.{}.{}.{}.{}",
-        org,
-        sanitize_token(app),
-        sanitize_token(region),
-        sanitize_token(host)
-    )
+    format!("logs.{}.{}.{}.{}", org, sanitize_token(app), sanitize_token(region), sanitize_token(host))
 }
 
 /// `flotilla.agent.<host>.status`.

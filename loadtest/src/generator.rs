@@ -31,7 +31,10 @@ pub fn line(app: &str, n: u64) -> String {
                 "status": status, "duration_ms": rng.random_range(1..400), "request_id": format!("req-{n:08x}")})
         }
         "api" => {
-            let op = ["ListOrders", "GetOrder", "CreateOrder", "UpdateStock"].choose(&mut rng).copied().unwrap_or("GetOrder");
+            let op = ["ListOrders", "GetOrder", "CreateOrder", "UpdateStock"]
+                .choose(&mut rng)
+                .copied()
+                .unwrap_or("GetOrder");
             let msg = match level {
                 "error" => format!("{op} failed: upstream timeout"),
                 "warn" => format!("{op} rate limited"),
@@ -40,7 +43,10 @@ pub fn line(app: &str, n: u64) -> String {
             serde_json::json!({"ts": ts, "level": level, "msg": msg, "rpc": op, "latency_ms": rng.random_range(2..250), "seq_no": n})
         }
         _ => {
-            let job = ["send-email", "resize-image", "nightly-report", "sync-crm"].choose(&mut rng).copied().unwrap_or("send-email");
+            let job = ["send-email", "resize-image", "nightly-report", "sync-crm"]
+                .choose(&mut rng)
+                .copied()
+                .unwrap_or("send-email");
             let msg = match level {
                 "error" => format!("job {job} failed, will retry"),
                 "warn" => format!("job {job} slow"),

@@ -42,7 +42,16 @@ enum Command {
 
 fn main() -> ExitCode {
     match Args::parse().command {
-        Command::Demo { dir, rate, nats_port, nats_monitor_port, proxy_port, proxy_http_port, agent_http_port, shipper_http_port } => {
+        Command::Demo {
+            dir,
+            rate,
+            nats_port,
+            nats_monitor_port,
+            proxy_port,
+            proxy_http_port,
+            agent_http_port,
+            shipper_http_port,
+        } => {
             flotilla_core::logging::init();
             let ports = Ports {
                 nats: nats_port,

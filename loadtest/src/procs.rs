@@ -2,8 +2,8 @@
 //! with their output in a log file, stop them with SIGTERM.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,10 @@ pub fn sibling_binary(name: &str) -> Result<PathBuf, ProcError> {
     if path.is_file() {
         Ok(path)
     } else {
-        Err(ProcError::Missing { name: name.into(), hint: format!("looked in {}; build with `cargo build --release --workspace`", dir.display()) })
+        Err(ProcError::Missing {
+            name: name.into(),
+            hint: format!("looked in {}; build with `cargo build --release --workspace`", dir.display()),
+        })
     }
 }
 
@@ -64,7 +67,13 @@ pub struct Proc {
 }
 
 impl Proc {
-    pub fn spawn(name: &str, program: &Path, args: &[&str], env: &[(&str, &str)], log_dir: &Path) -> Result<Proc, ProcError> {
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log_dir: &Path,
+    ) -> Result<Proc, ProcError> {
         let log = log_dir.join(format!("{name}.log"));
         let spawn_err = |source| ProcError::Spawn { name: name.into(), source };
         let out = File::create(&log).map_err(spawn_err)?;
@@ -90,12 +99,19 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Err(ProcError::NotReady { name: self.name.clone(), addr: format!("127.0.0.1:{port}"), secs: within.as_secs(), log: self.log.clone() })
+        Err(ProcError::NotReady {
+            name: self.name.clone(),
+            addr: format!("127.0.0.1:{port}"),
+            secs: within.as_secs(),
+            log: self.log.clone(),
+        })
     }
 
     pub fn check_alive(&mut self) -> Result<(), ProcError> {
         match self.child.try_wait() {
-            Ok(Some(status)) => Err(ProcError::Exited { name: self.name.clone(), status: status.to_string(), log: self.log.clone() }),
+            Ok(Some(status)) => {
+                Err(ProcError::Exited { name: self.name.clone(), status: status.to_string(), log: self.log.clone() })
+            }
             _ => Ok(()),
         }
     }
@@ -130,7 +146,8 @@ impl Drop for Proc {
 /// Run a binary to completion and return its stdout (trimmed).
 pub fn output(program: &Path, args: &[&str]) -> Result<String, ProcError> {
     let name = program.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let out = Command::new(program).args(args).output().map_err(|source| ProcError::Spawn { name: name.clone(), source })?;
+    let out =
+        Command::new(program).args(args).output().map_err(|source| ProcError::Spawn { name: name.clone(), source })?;
     if !out.status.success() {
         return Err(ProcError::Spawn {
             name,

@@ -13,7 +13,8 @@ use flotilla_proxy::auth::Role;
 use flotilla_testsupport::{python, repo_root, NatsServer};
 
 /// (org, app, lines): 10,000 lines in all.
-const FILES: [(&str, &str, usize); 4] = [("acme", "web", 3000), ("acme", "api", 2000), ("globex", "web", 3000), ("globex", "worker", 2000)];
+const FILES: [(&str, &str, usize); 4] =
+    [("acme", "web", 3000), ("acme", "api", 2000), ("globex", "web", 3000), ("globex", "worker", 2000)];
 
 fn parse<T: serde::de::DeserializeOwned + flotilla_core::config::Validate>(text: &str) -> T {
     match flotilla_core::config::parse(text, |_| None) {
@@ -37,7 +38,9 @@ async fn consumer_idle(js: &async_nats::jetstream::Context, total: u64) -> bool 
     if info.state.messages < total {
         return false;
     }
-    let Ok(mut consumer) = stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>("flotilla-archive").await else {
+    let Ok(mut consumer) =
+        stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>("flotilla-archive").await
+    else {
         return false;
     };
     match consumer.info().await {
@@ -52,8 +55,14 @@ async fn ten_thousand_lines_travel_end_to_end_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let (logs, data, archive, tokens) =
         (dir.path().join("logs"), dir.path().join("agent"), dir.path().join("archive"), dir.path().join("tokens.toml"));
-    let agent_secret =
-        flotilla_proxy::cli::token_new(&tokens, Role::Agent, &["acme".into(), "globex".into()], Some("e2e-agent".into()), None).unwrap();
+    let agent_secret = flotilla_proxy::cli::token_new(
+        &tokens,
+        Role::Agent,
+        &["acme".into(), "globex".into()],
+        Some("e2e-agent".into()),
+        None,
+    )
+    .unwrap();
     let acme_secret = flotilla_proxy::cli::token_new(&tokens, Role::Tenant, &["acme".into()], None, None).unwrap();
 
     let shutdown_all = Signals::default();

@@ -19,20 +19,29 @@ pub enum CliError {
 }
 
 /// Append a new token and return its secret (shown once, never stored).
-pub fn token_new(tokens: &Path, role: Role, orgs: &[String], name: Option<String>, expires: Option<&str>) -> Result<String, CliError> {
-    let orgs: Vec<OrgId> = orgs
-        .iter()
-        .map(|o| OrgId::new(o).map_err(|e| CliError::Usage(e.to_string())))
-        .collect::<Result<_, _>>()?;
+pub fn token_new(
+    tokens: &Path,
+    role: Role,
+    orgs: &[String],
+    name: Option<String>,
+    expires: Option<&str>,
+) -> Result<String, CliError> {
+    let orgs: Vec<OrgId> =
+        orgs.iter().map(|o| OrgId::new(o).map_err(|e| CliError::Usage(e.to_string()))).collect::<Result<_, _>>()?;
     match role {
-        Role::Tenant if orgs.len() != 1 => return Err(CliError::Usage("a tenant token needs exactly one --org".into())),
-        Role::Agent if orgs.is_empty() => return Err(CliError::Usage("an agent token needs at least one --org".into())),
+        Role::Tenant if orgs.len() != 1 => {
+            return Err(CliError::Usage("a tenant token needs exactly one --org".into()))
+        }
+        Role::Agent if orgs.is_empty() => {
+            return Err(CliError::Usage("an agent token needs at least one --org".into()))
+        }
         _ => {}
     }
     let expires = match expires {
         None => None,
         Some(e) => {
-            let d = parse_duration(e).ok_or_else(|| CliError::Usage(format!("--expires {e:?}: expected e.g. 30d, 12h")))?;
+            let d =
+                parse_duration(e).ok_or_else(|| CliError::Usage(format!("--expires {e:?}: expected e.g. 30d, 12h")))?;
             let d = chrono::Duration::from_std(d).map_err(|_| CliError::Usage("--expires is too long".into()))?;
             Some(Utc::now() + d)
         }

@@ -54,7 +54,11 @@ impl Validate for Config {
         v.socket_addr("listen", &self.listen);
         v.socket_addr("http_addr", &self.http_addr);
         v.nats_url("upstream.url", &self.upstream.url);
-        v.check(self.upstream.user.is_some() == self.upstream.password.is_some(), "upstream", "give both user and password, or neither");
+        v.check(
+            self.upstream.user.is_some() == self.upstream.password.is_some(),
+            "upstream",
+            "give both user and password, or neither",
+        );
         v.check(self.tokens.as_os_str().len() > 0, "tokens", "path to the tokens file is empty");
         v.check((1..=64 * 1024 * 1024).contains(&self.max_payload), "max_payload", "must be between 1 and 67108864");
         v.check(self.client_queue > 0, "client_queue", "must be at least 1");

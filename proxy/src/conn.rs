@@ -258,7 +258,11 @@ impl Conn {
             o.org.denials.inc();
             tracing::info!(client = self.id, org = o.scope.label(), peer = %self.peer, "{text}");
         }
-        if self.send(writer::err(&text)).await { Flow::Continue } else { Flow::Close }
+        if self.send(writer::err(&text)).await {
+            Flow::Continue
+        } else {
+            Flow::Close
+        }
     }
 
     async fn handle(&mut self, op: ClientOp) -> Flow {
@@ -270,7 +274,8 @@ impl Conn {
             return self.handle_authed(op).await;
         };
         let info: ConnectInfo = serde_json::from_slice(json).unwrap_or_default();
-        let creds = Credentials { user: info.user.clone(), pass: info.pass.clone(), auth_token: info.auth_token.clone() };
+        let creds =
+            Credentials { user: info.user.clone(), pass: info.pass.clone(), auth_token: info.auth_token.clone() };
         let entry = self.shared.tokens.authenticate(&creds);
         let scope = entry.as_ref().map(|e| Scope::for_token(e, creds.user.as_deref()));
         let same_as_before = match (&self.outlet, &scope) {
@@ -297,7 +302,11 @@ impl Conn {
         match op {
             ClientOp::Connect(_) => Flow::Continue,
             ClientOp::Ping => {
-                if self.send(Bytes::from_static(writer::PONG)).await { Flow::Continue } else { Flow::Close }
+                if self.send(Bytes::from_static(writer::PONG)).await {
+                    Flow::Continue
+                } else {
+                    Flow::Close
+                }
             }
             ClientOp::Pong => {
                 self.pings_out = 0;
@@ -322,7 +331,9 @@ impl Conn {
         };
         if let Some(q) = &queue {
             if !is_valid_subject(q, false) || q.contains('.') {
-                return self.deny(format!("Permissions Violation for Subscription to \"{subject}\" using queue \"{q}\"")).await;
+                return self
+                    .deny(format!("Permissions Violation for Subscription to \"{subject}\" using queue \"{q}\""))
+                    .await;
             }
         }
         self.unsubscribe(&sid, None);
@@ -383,7 +394,14 @@ impl Conn {
         lock(&self.inbox).retain(|s| s.sid != sid);
     }
 
-    async fn publish(&mut self, outlet: Outlet, subject: String, reply: Option<String>, headers: Option<Bytes>, payload: Bytes) -> Flow {
+    async fn publish(
+        &mut self,
+        outlet: Outlet,
+        subject: String,
+        reply: Option<String>,
+        headers: Option<Bytes>,
+        payload: Bytes,
+    ) -> Flow {
         let upstream = match outlet.scope.publish(&subject) {
             Ok(s) => s,
             Err(denied) => return self.deny(denied.0).await,

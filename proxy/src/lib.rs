@@ -81,13 +81,14 @@ pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyErr
     let addr = listener.local_addr().map_err(|source| ProxyError::Bind { addr: config.listen.clone(), source })?;
 
     let registry = Registry::default();
-    let http_bind: SocketAddr = config
-        .http_addr
-        .parse()
-        .map_err(|_| ProxyError::Bind { addr: config.http_addr.clone(), source: std::io::ErrorKind::InvalidInput.into() })?;
-    let http_addr = flotilla_core::http::serve(http_bind, flotilla_core::http::router(registry.clone()), signals.shutdown.clone())
-        .await
-        .map_err(|source| ProxyError::Bind { addr: config.http_addr.clone(), source })?;
+    let http_bind: SocketAddr = config.http_addr.parse().map_err(|_| ProxyError::Bind {
+        addr: config.http_addr.clone(),
+        source: std::io::ErrorKind::InvalidInput.into(),
+    })?;
+    let http_addr =
+        flotilla_core::http::serve(http_bind, flotilla_core::http::router(registry.clone()), signals.shutdown.clone())
+            .await
+            .map_err(|source| ProxyError::Bind { addr: config.http_addr.clone(), source })?;
 
     let shared = Arc::new(Shared {
         ping_interval: parse_duration(&config.ping_interval).unwrap_or(Duration::from_secs(120)),
@@ -118,7 +119,7 @@ pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyErr
         drop(listener);
         tracker.close();
         tracker.wait().await;
-        let _ = shared.upstream.flush().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), shared.upstream.flush()).await;
         tracing::info!("flotilla-proxy stopped");
     });
     Ok(Running { addr, http_addr, done })

@@ -26,7 +26,11 @@ impl ProxyMetrics {
         ProxyMetrics {
             connections: registry.gauge("flotilla_proxy_connections", "Open client connections.", &[]),
             auth_failures: registry.counter("flotilla_proxy_auth_failures_total", "Rejected CONNECT attempts.", &[]),
-            protocol_errors: registry.counter("flotilla_proxy_protocol_errors_total", "Connections closed for malformed protocol input.", &[]),
+            protocol_errors: registry.counter(
+                "flotilla_proxy_protocol_errors_total",
+                "Connections closed for malformed protocol input.",
+                &[],
+            ),
             registry,
         }
     }
@@ -39,7 +43,11 @@ impl ProxyMetrics {
             bytes_in: r.counter("flotilla_proxy_bytes_in_total", "Payload bytes published by clients.", &l),
             msgs_out: r.counter("flotilla_proxy_messages_out_total", "Messages delivered to clients.", &l),
             bytes_out: r.counter("flotilla_proxy_bytes_out_total", "Payload bytes delivered to clients.", &l),
-            drops: r.counter("flotilla_proxy_slow_consumer_drops_total", "Deliveries dropped because a client's queue was full.", &l),
+            drops: r.counter(
+                "flotilla_proxy_slow_consumer_drops_total",
+                "Deliveries dropped because a client's queue was full.",
+                &l,
+            ),
             denials: r.counter("flotilla_proxy_permission_denials_total", "Publishes and subscriptions refused.", &l),
         }
     }

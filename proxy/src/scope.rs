@@ -151,7 +151,19 @@ mod tests {
         assert_eq!(t.subscribe("logs.web.*.h1"), Ok(SubTarget::Upstream("logs.acme.web.*.h1".into())));
         assert_eq!(t.subscribe("telemetry.>"), Ok(SubTarget::Upstream("telemetry.acme.>".into())));
         assert_eq!(t.subscribe("_INBOX.abc.*"), Ok(SubTarget::Inbox));
-        for bad in [">", "*.>", "logs", "*.acme.>", "$SYS.>", "$JS.API.>", "_INBOX", "flotilla.>", "logs..x", "logs.a b", "logs.a\r\nPUB x"] {
+        for bad in [
+            ">",
+            "*.>",
+            "logs",
+            "*.acme.>",
+            "$SYS.>",
+            "$JS.API.>",
+            "_INBOX",
+            "flotilla.>",
+            "logs..x",
+            "logs.a b",
+            "logs.a\r\nPUB x",
+        ] {
             assert!(t.subscribe(bad).is_err(), "{bad}");
         }
         // Whatever comes after the family stays under the org prefix.
@@ -173,7 +185,16 @@ mod tests {
         assert!(a.publish("logs.globex.web.iad.h1").is_ok());
         assert!(a.publish("flotilla.agent.h1.status").is_ok(), "heartbeats");
         assert!(tenant().publish("flotilla.agent.h1.status").is_err());
-        for bad in ["logs.initech.web.iad.h1", "logs.acme", "logs.*.web", "logs.acme.>", "$JS.API.STREAM.LIST", "_INBOX.x", "flotilla.agent.h1.status.x", "flotilla.dlq.x"] {
+        for bad in [
+            "logs.initech.web.iad.h1",
+            "logs.acme",
+            "logs.*.web",
+            "logs.acme.>",
+            "$JS.API.STREAM.LIST",
+            "_INBOX.x",
+            "flotilla.agent.h1.status.x",
+            "flotilla.dlq.x",
+        ] {
             assert!(a.publish(bad).is_err(), "{bad}");
         }
         assert!(a.subscribe("logs.>").is_err());

@@ -29,7 +29,8 @@ fn token_new_prints_the_secret_alone_and_stores_a_hash() {
     assert!(listed.contains("tenant") && listed.contains("acme") && !listed.contains("sha256"), "{listed}");
 
     // A tenant needs exactly one org.
-    let bad = Command::new(BIN).args(["token", "new", "--tokens"]).arg(&tokens).args(["--role", "tenant"]).output().unwrap();
+    let bad =
+        Command::new(BIN).args(["token", "new", "--tokens"]).arg(&tokens).args(["--role", "tenant"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
     let bad = Command::new(BIN)
         .args(["token", "new", "--tokens"])
@@ -44,14 +45,16 @@ fn token_new_prints_the_secret_alone_and_stores_a_hash() {
 fn validate_reports_every_problem_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("proxy.toml");
-    std::fs::write(&path, "listen = \"x\"\ntokens = \"t\"\nmax_payload = 0\n[upstream]\nurl = \"http://nope\"\n").unwrap();
+    std::fs::write(&path, "listen = \"x\"\ntokens = \"t\"\nmax_payload = 0\n[upstream]\nurl = \"http://nope\"\n")
+        .unwrap();
     let out = Command::new(BIN).args(["validate", "-c"]).arg(&path).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     for key in ["listen: ", "upstream.url: ", "max_payload: "] {
         assert!(stderr.contains(key), "{key} missing in {stderr}");
     }
-    std::fs::write(&path, "listen = \"127.0.0.1:4223\"\ntokens = \"t\"\n[upstream]\nurl = \"nats://127.0.0.1:4222\"\n").unwrap();
+    std::fs::write(&path, "listen = \"127.0.0.1:4223\"\ntokens = \"t\"\n[upstream]\nurl = \"nats://127.0.0.1:4222\"\n")
+        .unwrap();
     let out = Command::new(BIN).args(["validate", "-c"]).arg(&path).output().unwrap();
     assert!(out.status.success());
 }

@@ -28,7 +28,9 @@ async fn stack() -> Stack {
     let tokens = dir.path().join("tokens.toml");
     let acme = cli::token_new(&tokens, Role::Tenant, &["acme".into()], None, None).unwrap();
     let globex = cli::token_new(&tokens, Role::Tenant, &["globex".into()], None, None).unwrap();
-    let agent = cli::token_new(&tokens, Role::Agent, &["acme".into(), "globex".into()], Some("host-agent".into()), None).unwrap();
+    let agent =
+        cli::token_new(&tokens, Role::Agent, &["acme".into(), "globex".into()], Some("host-agent".into()), None)
+            .unwrap();
     let text = format!(
         "listen = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ntokens = {:?}\n[upstream]\nurl = \"{}\"\n",
         tokens.display().to_string(),
@@ -96,7 +98,8 @@ async fn wrong_password_is_an_authorization_violation_and_closes() {
 #[tokio::test]
 async fn malformed_lines_get_an_error_and_the_proxy_lives_on() {
     let s = stack().await;
-    for garbage in ["FOO BAR\r\n", "PUB logs.x abc\r\n", "PUB logs.x 5\r\ntoo long payload\r\n", "\u{0}\u{1}\u{2}\r\n"] {
+    for garbage in ["FOO BAR\r\n", "PUB logs.x abc\r\n", "PUB logs.x 5\r\ntoo long payload\r\n", "\u{0}\u{1}\u{2}\r\n"]
+    {
         let mut raw = Raw::connect(s.addr).await;
         raw.send(&connect_json("acme", &s.acme)).await;
         raw.send("PING\r\n").await;
@@ -136,8 +139,12 @@ async fn denied_operations_say_why_and_keep_the_connection() {
 async fn tenants_see_only_their_org_with_rewritten_subjects() {
     let s = stack().await;
     let addr = format!("nats://{}", s.addr);
-    let acme = async_nats::ConnectOptions::with_user_and_password("acme".into(), s.acme.clone()).connect(&addr).await.unwrap();
-    let globex = async_nats::ConnectOptions::with_user_and_password("globex".into(), s.globex.clone()).connect(&addr).await.unwrap();
+    let acme =
+        async_nats::ConnectOptions::with_user_and_password("acme".into(), s.acme.clone()).connect(&addr).await.unwrap();
+    let globex = async_nats::ConnectOptions::with_user_and_password("globex".into(), s.globex.clone())
+        .connect(&addr)
+        .await
+        .unwrap();
     let mut acme_sub = acme.subscribe("logs.>").await.unwrap();
     let mut globex_sub = globex.subscribe("logs.web.>").await.unwrap();
     acme.flush().await.unwrap();
@@ -194,7 +201,8 @@ async fn agents_publish_to_jetstream_with_acks_through_the_proxy() {
     let ajs = async_nats::jetstream::new(agent);
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", "h1/file/1/0");
-    let ack = ajs.publish_with_headers("logs.acme.web.iad.h1", headers.clone(), "one".into()).await.unwrap().await.unwrap();
+    let ack =
+        ajs.publish_with_headers("logs.acme.web.iad.h1", headers.clone(), "one".into()).await.unwrap().await.unwrap();
     assert_eq!(ack.sequence, 1);
     let dup = ajs.publish_with_headers("logs.acme.web.iad.h1", headers, "one".into()).await.unwrap().await.unwrap();
     assert!(dup.duplicate, "same Nats-Msg-Id is de-duplicated through the proxy");

@@ -123,9 +123,7 @@ impl SinkConfig {
 pub fn local_dir(url: &str) -> Result<PathBuf, String> {
     match url.split_once("://") {
         Some(("file", path)) if path.starts_with('/') && path.len() > 1 => Ok(PathBuf::from(path)),
-        Some(("file", _)) => Err(format!(
-            "{url:?} must be an absolute path like file:///var/lib/flotilla/archive"
-        )),
+        Some(("file", _)) => Err(format!("{url:?} must be an absolute path like file:///var/lib/flotilla/archive")),
         Some((scheme @ ("s3" | "gs" | "az" | "abfs" | "http" | "https"), _)) => {
             Err(format!("{scheme}:// URLs are not supported yet (only file:// for now)"))
         }
@@ -134,36 +132,21 @@ pub fn local_dir(url: &str) -> Result<PathBuf, String> {
 }
 
 fn valid_name(name: &str, extra: &[char]) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || extra.contains(&c))
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || extra.contains(&c))
 }
 
 impl Validate for Config {
     fn validate(&self, v: &mut Validator) {
         v.socket_addr("http_addr", &self.http_addr);
         v.nats_url("nats.url", &self.nats.url);
-        v.check(
-            self.nats.password.is_none() || self.nats.user.is_some(),
-            "nats.password",
-            "a password needs a user",
-        );
+        v.check(self.nats.password.is_none() || self.nats.user.is_some(), "nats.password", "a password needs a user");
 
         v.check(!self.streams.is_empty(), "streams", "at least one stream is required");
         let mut stream_names = HashSet::new();
         for (i, s) in self.streams.iter().enumerate() {
             let at = |k: &str| format!("streams[{i}].{k}");
-            v.check(
-                valid_name(&s.name, &[]),
-                at("name"),
-                format!("{:?} must match [A-Za-z0-9_-]+", s.name),
-            );
-            v.check(
-                stream_names.insert(&s.name),
-                at("name"),
-                format!("stream {:?} is defined twice", s.name),
-            );
+            v.check(valid_name(&s.name, &[]), at("name"), format!("{:?} must match [A-Za-z0-9_-]+", s.name));
+            v.check(stream_names.insert(&s.name), at("name"), format!("stream {:?} is defined twice", s.name));
             subjects(v, &at("subjects"), &s.subjects);
             let max_age = s.max_age.as_deref().map(|a| v.duration(&at("max_age"), a));
             let window = v.duration(&at("duplicate_window"), &s.duplicate_window);
@@ -171,11 +154,7 @@ impl Validate for Config {
                 v.check(window <= age, at("duplicate_window"), "must not be longer than max_age");
             }
             if let Some(b) = s.max_bytes {
-                v.check(
-                    b > 0 && b <= i64::MAX as u64,
-                    at("max_bytes"),
-                    "must be a positive number of bytes",
-                );
+                v.check(b > 0 && b <= i64::MAX as u64, at("max_bytes"), "must be a positive number of bytes");
             }
         }
 
@@ -183,29 +162,14 @@ impl Validate for Config {
         let mut sink_names = HashSet::new();
         for (i, s) in self.sinks.iter().enumerate() {
             let at = |k: &str| format!("sinks[{i}].{k}");
-            v.check(
-                valid_name(&s.name, &[]),
-                at("name"),
-                format!("{:?} must match [A-Za-z0-9_-]+", s.name),
-            );
-            v.check(
-                sink_names.insert(&s.name),
-                at("name"),
-                format!("sink {:?} is defined twice", s.name),
-            );
-            v.check(
-                s.kind == "parquet",
-                at("type"),
-                format!("unknown sink type {:?} (supported: parquet)", s.kind),
-            );
+            v.check(valid_name(&s.name, &[]), at("name"), format!("{:?} must match [A-Za-z0-9_-]+", s.name));
+            v.check(sink_names.insert(&s.name), at("name"), format!("sink {:?} is defined twice", s.name));
+            v.check(s.kind == "parquet", at("type"), format!("unknown sink type {:?} (supported: parquet)", s.kind));
             if let Err(e) = local_dir(&s.url) {
                 v.problem(at("url"), e);
             }
             if subjects(v, &at("subjects"), &s.subjects) && covering_stream(&self.streams, &s.subjects).is_none() {
-                v.problem(
-                    at("subjects"),
-                    "no single stream in [[streams]] covers all of these subjects",
-                );
+                v.problem(at("subjects"), "no single stream in [[streams]] covers all of these subjects");
             }
             v.check(
                 (1..=MAX_BATCH_EVENTS).contains(&s.batch_max_events),
@@ -329,11 +293,7 @@ batch_max_age = "0s"
         let problems = parse::<Config>(text, |_| None).err().unwrap();
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].path, "sinks[0].url");
-        assert!(
-            problems[0].message.contains("not supported yet"),
-            "{}",
-            problems[0].message
-        );
+        assert!(problems[0].message.contains("not supported yet"), "{}", problems[0].message);
     }
 
     #[test]

@@ -63,13 +63,10 @@ pub async fn run_with_registry(config: Config, signals: Signals, registry: Regis
     let mut prepared = Vec::new();
     for cfg in &config.sinks {
         let metrics = SinkMetrics::new(&registry, &cfg.name);
-        let sink = Sink::from_config(cfg, &metrics).map_err(|source| ShipperError::Sink {
-            name: cfg.name.clone(),
-            source,
-        })?;
-        let stream = stream::covering_stream(&config.streams, &cfg.subjects)
-            .map(|s| s.name.clone())
-            .ok_or_else(|| {
+        let sink =
+            Sink::from_config(cfg, &metrics).map_err(|source| ShipperError::Sink { name: cfg.name.clone(), source })?;
+        let stream =
+            stream::covering_stream(&config.streams, &cfg.subjects).map(|s| s.name.clone()).ok_or_else(|| {
                 ShipperError::Config(vec![Problem {
                     path: "sinks".into(),
                     message: format!("no stream covers sink {:?}", cfg.name),
@@ -81,16 +78,13 @@ pub async fn run_with_registry(config: Config, signals: Signals, registry: Regis
     // Metrics stay up while the sinks drain.
     let http_stop = CancellationToken::new();
     let _stop_http = http_stop.clone().drop_guard();
-    let addr: SocketAddr = config.http_addr.parse().map_err(|e| ShipperError::Http {
-        addr: config.http_addr.clone(),
-        source: std::io::Error::other(e),
-    })?;
+    let addr: SocketAddr = config
+        .http_addr
+        .parse()
+        .map_err(|e| ShipperError::Http { addr: config.http_addr.clone(), source: std::io::Error::other(e) })?;
     let bound = flotilla_core::http::serve(addr, flotilla_core::http::router(registry), http_stop.clone())
         .await
-        .map_err(|source| ShipperError::Http {
-            addr: config.http_addr.clone(),
-            source,
-        })?;
+        .map_err(|source| ShipperError::Http { addr: config.http_addr.clone(), source })?;
     tracing::info!(%bound, "serving /metrics and /healthz");
 
     let Some(client) = connect(&config.nats, &shutdown).await else {
@@ -103,14 +97,7 @@ pub async fn run_with_registry(config: Config, signals: Signals, registry: Regis
 
     let mut tasks = JoinSet::new();
     for (cfg, stream, sink, metrics) in prepared {
-        tasks.spawn(sinks::run_sink(
-            js.clone(),
-            stream,
-            cfg,
-            sink,
-            metrics,
-            shutdown.clone(),
-        ));
+        tasks.spawn(sinks::run_sink(js.clone(), stream, cfg, sink, metrics, shutdown.clone()));
     }
     let mut result = Ok(());
     while let Some(done) = tasks.join_next().await {
@@ -119,8 +106,11 @@ pub async fn run_with_registry(config: Config, signals: Signals, registry: Regis
             result = Err(ShipperError::Task(e));
         }
     }
-    if let Err(e) = client.flush().await {
-        tracing::warn!(error = %e, "flushing the NATS connection");
+    // Bounded: NATS may be gone for good at shutdown.
+    match tokio::time::timeout(std::time::Duration::from_secs(5), client.flush()).await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "flushing the NATS connection"),
+        Err(_) => tracing::warn!("flushing the NATS connection timed out"),
+        Ok(Ok(())) => {}
     }
     tracing::info!("shipper stopped");
     result

@@ -9,11 +9,7 @@ use flotilla_core::config::ConfigError;
 use flotilla_shipper::Config;
 
 #[derive(Parser)]
-#[command(
-    name = "flotilla-shipper",
-    version,
-    about = "JetStream streams to Parquet on object storage"
-)]
+#[command(name = "flotilla-shipper", version, about = "JetStream streams to Parquet on object storage")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -35,11 +35,7 @@ pub async fn ensure_streams(
 
 /// The first stream whose subjects cover every one of `subjects`.
 pub fn covering_stream<'a>(streams: &'a [StreamConfig], subjects: &[String]) -> Option<&'a StreamConfig> {
-    streams.iter().find(|s| {
-        subjects
-            .iter()
-            .all(|want| s.subjects.iter().any(|have| covers(have, want)))
-    })
+    streams.iter().find(|s| subjects.iter().all(|want| s.subjects.iter().any(|have| covers(have, want))))
 }
 
 /// Does every subject matched by `inner` also match `outer`? Both may hold
@@ -89,15 +85,9 @@ mod tests {
         };
         let streams = [s("TELEMETRY", "telemetry.>"), s("LOGS", "logs.>")];
         let want = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            covering_stream(&streams, &want(&["logs.acme.>"])).map(|s| s.name.as_str()),
-            Some("LOGS")
-        );
+        assert_eq!(covering_stream(&streams, &want(&["logs.acme.>"])).map(|s| s.name.as_str()), Some("LOGS"));
         assert!(covering_stream(&streams, &want(&["logs.>", "telemetry.>"])).is_none());
         let cfg = stream_config(&streams[1]);
-        assert_eq!(
-            (cfg.max_bytes, cfg.num_replicas, cfg.storage),
-            (-1, 1, StorageType::File)
-        );
+        assert_eq!((cfg.max_bytes, cfg.num_replicas, cfg.storage), (-1, 1, StorageType::File));
     }
 }

@@ -17,11 +17,7 @@ fn validate_lists_every_problem_and_exits_2() {
         &dir,
         "http_addr = \"nowhere\"\n[nats]\nurl = \"nats://127.0.0.1:4222\"\n[[sinks]]\nname = \"archive\"\ntype = \"loki\"\nurl = \"s3://bucket/logs\"\n",
     );
-    let out = Command::new(BIN)
-        .args(["validate", "-c"])
-        .arg(&path)
-        .output()
-        .expect("run flotilla-shipper");
+    let out = Command::new(BIN).args(["validate", "-c"]).arg(&path).output().expect("run flotilla-shipper");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     for path in ["http_addr", "sinks[0].type", "sinks[0].url"] {
@@ -38,21 +34,14 @@ fn validate_accepts_a_good_config() {
         &dir,
         "[nats]\nurl = \"nats://127.0.0.1:4222\"\n[[sinks]]\nname = \"archive\"\ntype = \"parquet\"\nurl = \"file:///var/lib/flotilla/archive\"\n",
     );
-    let out = Command::new(BIN)
-        .args(["validate", "-c"])
-        .arg(&path)
-        .output()
-        .expect("run flotilla-shipper");
+    let out = Command::new(BIN).args(["validate", "-c"]).arg(&path).output().expect("run flotilla-shipper");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
 }
 
 #[test]
 fn missing_config_file_exits_2() {
-    let out = Command::new(BIN)
-        .args(["validate", "-c", "/nonexistent/shipper.toml"])
-        .output()
-        .expect("run");
+    let out = Command::new(BIN).args(["validate", "-c", "/nonexistent/shipper.toml"]).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
 }
 

@@ -49,17 +49,11 @@ impl Shipper {
         let signals = Signals::default();
         let registry = Registry::default();
         let task = tokio::spawn(run_with_registry(config, signals.clone(), registry.clone()));
-        Shipper {
-            signals,
-            registry,
-            task,
-        }
+        Shipper { signals, registry, task }
     }
 
     fn committed(&self) -> u64 {
-        self.registry
-            .counter("flotilla_shipper_events_committed_total", "", &[("sink", "archive")])
-            .get()
+        self.registry.counter("flotilla_shipper_events_committed_total", "", &[("sink", "archive")]).get()
     }
 
     async fn stop(self) {
@@ -75,10 +69,7 @@ async fn jetstream(url: &str) -> jetstream::Context {
     let client = async_nats::connect(url).await.expect("connect to the test nats-server");
     let js = jetstream::new(client);
     // The shipper creates the stream.
-    wait_for("stream LOGS", Duration::from_secs(30), || async {
-        js.get_stream("LOGS").await.is_ok()
-    })
-    .await;
+    wait_for("stream LOGS", Duration::from_secs(30), || async { js.get_stream("LOGS").await.is_ok() }).await;
     js
 }
 
@@ -107,11 +98,7 @@ async fn publish_all(js: &jetstream::Context, msgs: Vec<(String, Vec<u8>)>) -> V
     for chunk in msgs.chunks(500) {
         let mut acks = Vec::with_capacity(chunk.len());
         for (subject, payload) in chunk {
-            acks.push(
-                js.publish(subject.clone(), payload.clone().into())
-                    .await
-                    .expect("publish"),
-            );
+            acks.push(js.publish(subject.clone(), payload.clone().into()).await.expect("publish"));
         }
         for ack in acks {
             seqs.push(ack.await.expect("publish ack").sequence);
@@ -150,10 +137,7 @@ struct ReadRow {
 }
 
 fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir)
-        .expect("read archive dir")
-        .map(|e| e.expect("dir entry"))
-    {
+    for entry in std::fs::read_dir(dir).expect("read archive dir").map(|e| e.expect("dir entry")) {
         let path = entry.path();
         if path.is_dir() {
             parquet_files(&path, out);
@@ -177,23 +161,14 @@ fn read_archive(dir: &Path) -> BTreeMap<u64, Vec<ReadRow>> {
     parquet_files(dir, &mut files);
     let mut rows: BTreeMap<u64, Vec<ReadRow>> = BTreeMap::new();
     for file in files {
-        let rel = file
-            .strip_prefix(dir)
-            .expect("under archive")
-            .to_string_lossy()
-            .into_owned();
+        let rel = file.strip_prefix(dir).expect("under archive").to_string_lossy().into_owned();
         let parts: Vec<&str> = rel.split('/').collect();
         assert_eq!(parts.len(), 5, "unexpected object {rel}");
         let value = |i: usize, key: &str| {
-            parts[i]
-                .strip_prefix(&format!("{key}="))
-                .unwrap_or_else(|| panic!("{rel}: no {key}="))
-                .to_string()
+            parts[i].strip_prefix(&format!("{key}=")).unwrap_or_else(|| panic!("{rel}: no {key}=")).to_string()
         };
         let (org, app, date, hour) = (value(0, "org"), value(1, "app"), value(2, "date"), value(3, "hour"));
-        let name = parts[4]
-            .strip_suffix(".parquet")
-            .unwrap_or_else(|| panic!("{rel}: not a .parquet object"));
+        let name = parts[4].strip_suffix(".parquet").unwrap_or_else(|| panic!("{rel}: not a .parquet object"));
         let (first, last) = name.split_once('-').expect("<first>-<last>.parquet");
         assert_eq!((first.len(), last.len()), (20, 20), "{rel}");
         let (first, last): (u64, u64) = (first.parse().expect("first seq"), last.parse().expect("last seq"));
@@ -205,21 +180,10 @@ fn read_archive(dir: &Path) -> BTreeMap<u64, Vec<ReadRow>> {
         let mut seqs_in_file = Vec::new();
         for batch in reader {
             let batch = batch.expect("record batch");
-            let ts = batch
-                .column_by_name("ts")
-                .expect("ts")
-                .as_primitive::<TimestampMicrosecondType>()
-                .clone();
-            let stream_seq = batch
-                .column_by_name("stream_seq")
-                .expect("stream_seq")
-                .as_primitive::<UInt64Type>()
-                .clone();
-            let seq = batch
-                .column_by_name("seq")
-                .expect("seq")
-                .as_primitive::<UInt64Type>()
-                .clone();
+            let ts = batch.column_by_name("ts").expect("ts").as_primitive::<TimestampMicrosecondType>().clone();
+            let stream_seq =
+                batch.column_by_name("stream_seq").expect("stream_seq").as_primitive::<UInt64Type>().clone();
+            let seq = batch.column_by_name("seq").expect("seq").as_primitive::<UInt64Type>().clone();
             for i in 0..batch.num_rows() {
                 let row = ReadRow {
                     file: file.clone(),
@@ -231,11 +195,7 @@ fn read_archive(dir: &Path) -> BTreeMap<u64, Vec<ReadRow>> {
                     fields: text(&batch, "fields", i),
                     seq: seq.value(i),
                 };
-                assert_eq!(
-                    (row.org.as_str(), row.app.as_str()),
-                    (org.as_str(), app.as_str()),
-                    "{rel}"
-                );
+                assert_eq!((row.org.as_str(), row.app.as_str()), (org.as_str(), app.as_str()), "{rel}");
                 assert_eq!(row.ts.format("%Y-%m-%d").to_string(), date, "{rel}");
                 assert_eq!(row.ts.format("%H").to_string(), hour, "{rel}");
                 seqs_in_file.push(stream_seq.value(i));
@@ -253,14 +213,9 @@ fn read_archive(dir: &Path) -> BTreeMap<u64, Vec<ReadRow>> {
 /// dataset. Skipped (with a notice) when the test Python lacks duckdb.
 fn duckdb_agrees(archive: &Path, total: u64) {
     let python = flotilla_testsupport::python();
-    let has_duckdb = std::process::Command::new(&python)
-        .args(["-c", "import duckdb"])
-        .output();
+    let has_duckdb = std::process::Command::new(&python).args(["-c", "import duckdb"]).output();
     if !has_duckdb.map(|o| o.status.success()).unwrap_or(false) {
-        eprintln!(
-            "NOTICE: {} has no duckdb; skipping the DuckDB read-back",
-            python.display()
-        );
+        eprintln!("NOTICE: {} has no duckdb; skipping the DuckDB read-back", python.display());
         return;
     }
     let script = r#"
@@ -274,16 +229,8 @@ row = duckdb.sql(f"""
 """).fetchall()[0]
 print(" ".join(str(v) for v in row))
 "#;
-    let out = std::process::Command::new(&python)
-        .args(["-c", script])
-        .arg(archive)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "duckdb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = std::process::Command::new(&python).args(["-c", script]).arg(archive).output().expect("run python");
+    assert!(out.status.success(), "duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
     let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
     // 2 orgs × 2 apps + globex/short; 2 undecodable rows; dates agree.
     assert_eq!(got, format!("{total} {total} 1 {total} 5 2 0"));
@@ -293,18 +240,13 @@ print(" ".join(str(v) for v in row))
 async fn every_event_is_archived_once_in_its_partition() {
     let nats = NatsServer::start();
     let archive = tempfile::tempdir().expect("temp dir");
-    let shipper = Shipper::start(config(
-        &nats.url(),
-        archive.path(),
-        "batch_max_events = 1000\nbatch_max_age = \"500ms\"",
-    ));
+    let shipper =
+        Shipper::start(config(&nats.url(), archive.path(), "batch_max_events = 1000\nbatch_max_age = \"500ms\""));
     let js = jetstream(&nats.url()).await;
 
     // 3,000 events over 2 orgs × 2 apps, 1.2 s apart from 23:30: they span
     // two hours and two dates.
-    let base = DateTime::parse_from_rfc3339("2026-11-21T23:30:00Z")
-        .expect("base ts")
-        .with_timezone(&Utc);
+    let base = DateTime::parse_from_rfc3339("2026-11-21T23:30:00Z").expect("base ts").with_timezone(&Utc);
     let mut msgs = Vec::new();
     let mut expected = Vec::new();
     for i in 0..3000u64 {
@@ -339,34 +281,22 @@ async fn every_event_is_archived_once_in_its_partition() {
     assert!(rows.values().all(|r| r.len() == 1), "a stream seq was written twice");
     for (i, (org, app, ts, message)) in expected.iter().enumerate() {
         let row = &rows[&seqs[i]][0];
-        assert_eq!(
-            (row.org.as_str(), row.app.as_str(), row.ts, &row.message),
-            (*org, *app, *ts, message)
-        );
+        assert_eq!((row.org.as_str(), row.app.as_str(), row.ts, &row.message), (*org, *app, *ts, message));
         assert_eq!((row.level.as_str(), row.seq), ("info", i as u64 + 1));
         assert_eq!(row.fields.as_deref(), Some(format!(r#"{{"i":{}}}"#, i + 1).as_str()));
     }
     let garbage = &rows[&(total - 1)][0];
-    assert_eq!(
-        (garbage.org.as_str(), garbage.app.as_str(), garbage.level.as_str()),
-        ("acme", "web", "unknown")
-    );
+    assert_eq!((garbage.org.as_str(), garbage.app.as_str(), garbage.level.as_str()), ("acme", "web", "unknown"));
     assert_eq!(garbage.message, "\u{fffd}garbage, not json");
     let short = &rows[&total][0];
-    assert_eq!(
-        (short.org.as_str(), short.app.as_str(), short.message.as_str()),
-        ("globex", "short", "short subject")
-    );
+    assert_eq!((short.org.as_str(), short.app.as_str(), short.message.as_str()), ("globex", "short", "short subject"));
     assert!(short.file.to_string_lossy().contains("org=globex/app=short/"));
     // Garbage is stamped with the time JetStream stored it.
     assert!((Utc::now() - garbage.ts).num_minutes().abs() < 5, "{}", garbage.ts);
     duckdb_agrees(archive.path(), total);
     let dates: std::collections::BTreeSet<String> =
         rows.values().map(|r| r[0].ts.format("%Y-%m-%d").to_string()).collect();
-    assert!(
-        dates.contains("2026-11-21") && dates.contains("2026-11-22"),
-        "{dates:?}"
-    );
+    assert!(dates.contains("2026-11-21") && dates.contains("2026-11-22"), "{dates:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,11 +318,7 @@ async fn shutdown_commits_and_acks_what_is_held() {
     assert!(read_archive(archive.path()).is_empty());
 
     shipper.stop().await;
-    assert_eq!(
-        consumer_backlog(&js).await,
-        Some((0, 0)),
-        "held messages were not acked at shutdown"
-    );
+    assert_eq!(consumer_backlog(&js).await, Some((0, 0)), "held messages were not acked at shutdown");
     let rows = read_archive(archive.path());
     assert_eq!(rows.keys().copied().collect::<Vec<_>>(), (1..=50).collect::<Vec<_>>());
 }
@@ -433,15 +359,9 @@ async fn shipper_waits_for_nats_to_come_up() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    wait_for("stream LOGS", Duration::from_secs(30), || async {
-        js.get_stream("LOGS").await.is_ok()
-    })
-    .await;
+    wait_for("stream LOGS", Duration::from_secs(30), || async { js.get_stream("LOGS").await.is_ok() }).await;
     publish_all(&js, (1..=10).map(|i| event("acme", "web", i, Utc::now())).collect()).await;
-    wait_for("10 events committed", Duration::from_secs(30), || async {
-        shipper.committed() == 10
-    })
-    .await;
+    wait_for("10 events committed", Duration::from_secs(30), || async { shipper.committed() == 10 }).await;
     shipper.stop().await;
     assert_eq!(read_archive(archive.path()).len(), 10);
 }
@@ -457,18 +377,9 @@ async fn failed_writes_are_retried_and_not_acked() {
     let js = jetstream(&nats.url()).await;
     publish_all(&js, (1..=20).map(|i| event("acme", "web", i, Utc::now())).collect()).await;
 
-    let errors = shipper
-        .registry
-        .counter("flotilla_shipper_commit_errors_total", "", &[("sink", "archive")]);
-    wait_for("a failed commit", Duration::from_secs(30), || async {
-        errors.get() >= 1
-    })
-    .await;
-    assert_eq!(
-        consumer_backlog(&js).await,
-        Some((0, 20)),
-        "a failed batch must stay unacked"
-    );
+    let errors = shipper.registry.counter("flotilla_shipper_commit_errors_total", "", &[("sink", "archive")]);
+    wait_for("a failed commit", Duration::from_secs(30), || async { errors.get() >= 1 }).await;
+    assert_eq!(consumer_backlog(&js).await, Some((0, 20)), "a failed batch must stay unacked");
     assert_eq!(shipper.committed(), 0);
 
     std::fs::remove_file(&blocker).expect("remove blocker");
@@ -488,23 +399,15 @@ async fn a_deleted_consumer_is_recreated() {
     let shipper = Shipper::start(config(&nats.url(), archive.path(), "batch_max_age = \"200ms\""));
     let js = jetstream(&nats.url()).await;
     publish_all(&js, (1..=10).map(|i| event("acme", "web", i, Utc::now())).collect()).await;
-    wait_for("10 events committed", Duration::from_secs(30), || async {
-        shipper.committed() == 10
-    })
-    .await;
+    wait_for("10 events committed", Duration::from_secs(30), || async { shipper.committed() == 10 }).await;
 
     let stream = js.get_stream("LOGS").await.expect("stream");
-    stream
-        .delete_consumer("flotilla-archive")
-        .await
-        .expect("delete consumer");
+    stream.delete_consumer("flotilla-archive").await.expect("delete consumer");
     publish_all(&js, (11..=20).map(|i| event("acme", "web", i, Utc::now())).collect()).await;
     // The new consumer starts from the beginning of the stream again.
-    wait_for(
-        "the consumer recreated and caught up",
-        Duration::from_secs(30),
-        || async { shipper.committed() >= 30 && consumer_backlog(&js).await == Some((0, 0)) },
-    )
+    wait_for("the consumer recreated and caught up", Duration::from_secs(30), || async {
+        shipper.committed() >= 30 && consumer_backlog(&js).await == Some((0, 0))
+    })
     .await;
     shipper.stop().await;
     let rows = read_archive(archive.path());

@@ -239,7 +239,9 @@ impl State {
     pub(crate) fn read_next(&mut self) -> Result<Option<Record>, QueueError> {
         let cur = &mut self.cursor;
         loop {
-            let Some(seg) = self.segments.get(cur.seg) else { return Ok(None) };
+            let Some(seg) = self.segments.get(cur.seg) else {
+                return Ok(None);
+            };
             if cur.offset >= seg.len {
                 if cur.seg + 1 >= self.segments.len() {
                     return Ok(None);
@@ -258,7 +260,9 @@ impl State {
                     Err(source) => return Err(QueueError::Io { path: seg.path.clone(), source }),
                 }
             }
-            let Some(reader) = cur.reader.as_mut() else { continue };
+            let Some(reader) = cur.reader.as_mut() else {
+                continue;
+            };
             match reader.read(cur.offset, seg.len).map_err(io_err(&seg.path))? {
                 None => cur.offset = seg.len,
                 Some(Item::Corrupt { end }) => {
@@ -315,7 +319,9 @@ impl State {
             self.seal_active();
         }
         while self.prefix > 0 {
-            let Some(seg) = self.segments.front() else { break };
+            let Some(seg) = self.segments.front() else {
+                break;
+            };
             match std::fs::remove_file(&seg.path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

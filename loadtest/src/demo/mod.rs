@@ -93,8 +93,13 @@ pub async fn run(opts: DemoOptions, stop: CancellationToken) -> Result<(), DemoE
     shipper.wait_port(p.shipper_http, Duration::from_secs(20))?;
     let mut proxy = Proc::spawn("proxy", &proxy_bin, &["run", "-c", &s(&proxy_cfg)], &[], &run_dir)?;
     proxy.wait_port(p.proxy, Duration::from_secs(20))?;
-    let mut agent =
-        Proc::spawn("agent", &agent_bin, &["run", "-c", &s(&agent_cfg)], &[("FLOTILLA_AGENT_TOKEN", &agent_secret)], &run_dir)?;
+    let mut agent = Proc::spawn(
+        "agent",
+        &agent_bin,
+        &["run", "-c", &s(&agent_cfg)],
+        &[("FLOTILLA_AGENT_TOKEN", &agent_secret)],
+        &run_dir,
+    )?;
     agent.wait_port(p.agent_http, Duration::from_secs(20))?;
 
     let gen_stop = CancellationToken::new();

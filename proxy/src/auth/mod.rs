@@ -7,4 +7,4 @@ pub mod store;
 pub mod token;
 
 pub use store::{AuthError, TokenStore};
-pub use token::{new_secret, hash_secret, Role, TokenEntry, TokensFile};
+pub use token::{hash_secret, new_secret, Role, TokenEntry, TokensFile};

@@ -107,7 +107,10 @@ pub fn append(path: &Path, entry: TokenEntry) -> Result<(), AuthError> {
         false => TokensFile::default(),
     };
     if file.tokens.iter().any(|t| t.name == entry.name) {
-        return Err(AuthError::Parse { path: path.into(), message: format!("a token named {:?} exists already", entry.name) });
+        return Err(AuthError::Parse {
+            path: path.into(),
+            message: format!("a token named {:?} exists already", entry.name),
+        });
     }
     file.tokens.push(entry);
     let text = toml::to_string(&file).map_err(|e| AuthError::Parse { path: path.into(), message: e.to_string() })?;
@@ -116,7 +119,8 @@ pub fn append(path: &Path, entry: TokenEntry) -> Result<(), AuthError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(werr)?;
     }
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(werr)?;
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(werr)?;
     f.write_all(text.as_bytes()).map_err(werr)?;
     f.sync_all().map_err(werr)?;
     std::fs::rename(&tmp, path).map_err(werr)?;

@@ -169,11 +169,11 @@ mod tests {
     fn parses_every_client_op() {
         assert_eq!(one(b"PING\r\n"), ClientOp::Ping);
         assert_eq!(one(b"pong\r\n"), ClientOp::Pong);
-        assert_eq!(one(b"CONNECT {\"verbose\":false}\r\n"), ClientOp::Connect(Bytes::from_static(b"{\"verbose\":false}")));
         assert_eq!(
-            one(b"SUB logs.> 1\r\n"),
-            ClientOp::Sub { subject: "logs.>".into(), queue: None, sid: "1".into() }
+            one(b"CONNECT {\"verbose\":false}\r\n"),
+            ClientOp::Connect(Bytes::from_static(b"{\"verbose\":false}"))
         );
+        assert_eq!(one(b"SUB logs.> 1\r\n"), ClientOp::Sub { subject: "logs.>".into(), queue: None, sid: "1".into() });
         assert_eq!(
             one(b"sub logs.> workers  22\r\n"),
             ClientOp::Sub { subject: "logs.>".into(), queue: Some("workers".into()), sid: "22".into() }
@@ -181,19 +181,25 @@ mod tests {
         assert_eq!(one(b"UNSUB 1 5\r\n"), ClientOp::Unsub { sid: "1".into(), max: Some(5) });
         assert_eq!(
             one(b"PUB a.b _INBOX.x 5\r\nhello\r\n"),
-            ClientOp::Pub { subject: "a.b".into(), reply: Some("_INBOX.x".into()), payload: Bytes::from_static(b"hello") }
+            ClientOp::Pub {
+                subject: "a.b".into(),
+                reply: Some("_INBOX.x".into()),
+                payload: Bytes::from_static(b"hello")
+            }
         );
-        assert_eq!(
-            one(b"PUB a 0\r\n\r\n"),
-            ClientOp::Pub { subject: "a".into(), reply: None, payload: Bytes::new() }
-        );
+        assert_eq!(one(b"PUB a 0\r\n\r\n"), ClientOp::Pub { subject: "a".into(), reply: None, payload: Bytes::new() });
         let h = b"NATS/1.0\r\nA: b\r\n\r\n";
         let mut input = format!("HPUB a.b {} {}\r\n", h.len(), h.len() + 2).into_bytes();
         input.extend_from_slice(h);
         input.extend_from_slice(b"hi\r\n");
         assert_eq!(
             one(&input),
-            ClientOp::Hpub { subject: "a.b".into(), reply: None, headers: Bytes::from_static(h), payload: Bytes::from_static(b"hi") }
+            ClientOp::Hpub {
+                subject: "a.b".into(),
+                reply: None,
+                headers: Bytes::from_static(h),
+                payload: Bytes::from_static(b"hi")
+            }
         );
     }
 
@@ -256,9 +262,7 @@ mod tests {
             x ^= x << 17;
             let len = (x % 64) as usize;
             let alphabet = b"PUB SUB HPUB 0123 \r\n.>*abc";
-            let bytes: Vec<u8> = (0..len)
-                .map(|i| alphabet[((x >> (i % 60)) as usize + i) % alphabet.len()])
-                .collect();
+            let bytes: Vec<u8> = (0..len).map(|i| alphabet[((x >> (i % 60)) as usize + i) % alphabet.len()]).collect();
             let _ = parse(&bytes, 64);
         }
     }

@@ -51,6 +51,9 @@ mod tests {
         assert_eq!(&msg("a", "7", Some("r"), None, b"")[..], b"MSG a 7 r 0\r\n\r\n");
         let h = b"NATS/1.0\r\n\r\n";
         assert_eq!(&msg("a", "1", None, Some(h), b"x")[..], b"HMSG a 1 12 13\r\nNATS/1.0\r\n\r\nx\r\n");
-        assert_eq!(&err("Permissions Violation for Publish to 'x'")[..], b"-ERR 'Permissions Violation for Publish to \"x\"'\r\n");
+        assert_eq!(
+            &err("Permissions Violation for Publish to 'x'")[..],
+            b"-ERR 'Permissions Violation for Publish to \"x\"'\r\n"
+        );
     }
 }

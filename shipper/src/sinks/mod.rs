@@ -53,13 +53,7 @@ impl Delivery {
         let stream_seq = msg.info().ok()?.stream_sequence;
         let stored = stored_at(reply).unwrap_or_else(Utc::now);
         let (msg, acker) = msg.split();
-        Some(Delivery {
-            subject: msg.subject.to_string(),
-            payload: msg.payload,
-            stream_seq,
-            stored,
-            acker,
-        })
+        Some(Delivery { subject: msg.subject.to_string(), payload: msg.payload, stream_seq, stored, acker })
     }
 }
 
@@ -91,10 +85,7 @@ pub enum SinkError {
 impl Sink {
     pub fn from_config(cfg: &SinkConfig, metrics: &SinkMetrics) -> Result<Sink, SinkError> {
         // Validation admits only `parquet`.
-        Ok(Sink::Parquet(parquet::ParquetSink::new(
-            cfg,
-            metrics.objects_written.clone(),
-        )?))
+        Ok(Sink::Parquet(parquet::ParquetSink::new(cfg, metrics.objects_written.clone())?))
     }
 
     async fn commit(&self, batch: &[Delivery]) -> Result<(), SinkError> {
@@ -183,8 +174,7 @@ pub async fn run_sink(
         let expires = if held.is_empty() {
             FETCH_EXPIRY
         } else {
-            due.saturating_duration_since(Instant::now())
-                .clamp(Duration::from_millis(10), FETCH_EXPIRY)
+            due.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(10), FETCH_EXPIRY)
         };
         let room = cfg.batch_max_events - held.len();
         // A fetch is not interrupted by shutdown: it ends within `expires`,
@@ -299,9 +289,7 @@ async fn commit_and_ack(
         tracing::error!(sink = name, events = batch.len(), error = %e, "acks not confirmed after commit");
     }
     metrics.events_committed.add(batch.len() as u64);
-    metrics
-        .bytes_committed
-        .add(batch.iter().map(|d| d.payload.len() as u64).sum());
+    metrics.bytes_committed.add(batch.iter().map(|d| d.payload.len() as u64).sum());
 }
 
 /// Ack every message, then confirm with a double ack on the last: the
@@ -342,10 +330,7 @@ mod tests {
         let v2 = "$JS.ACK._.ACCHASH.LOGS.flotilla-a.1.42.40.1700000000123456789.7.tok";
         let want = DateTime::from_timestamp_nanos(1_700_000_000_123_456_789);
         assert_eq!(stored_at(v2), Some(want));
-        assert_eq!(
-            stored_at("$JS.ACK._.ACCHASH.LOGS.c.1.42.40.1700000000123456789.7"),
-            Some(want)
-        );
+        assert_eq!(stored_at("$JS.ACK._.ACCHASH.LOGS.c.1.42.40.1700000000123456789.7"), Some(want));
         assert_eq!(stored_at("$JS.ACK.LOGS.c.1.42.40.1700000000123456789.7"), Some(want));
         assert_eq!(stored_at("_INBOX.x"), None);
         assert_eq!(stored_at("$JS.ACK.LOGS.c.1"), None);

@@ -12,11 +12,17 @@ use serde::{Deserialize, Serialize};
 pub struct FileCheckpoint {
     pub path: PathBuf,
     pub offset: u64,
-    /// Lines acknowledged so far (the last acknowledged event's seq).
+    /// Events acknowledged so far (the last acknowledged event's seq).
     pub seq: u64,
-    /// Bumped on truncation so de-duplication ids never repeat.
+    /// Random id of this incarnation of the file (a new one after
+    /// truncation or inode reuse): part of every event's de-duplication id,
+    /// so ids never repeat across incarnations.
+    pub nonce: String,
+    /// CRC-32 of the first `fp_len` bytes: tells a reused inode apart.
     #[serde(default)]
-    pub generation: u64,
+    pub fp_len: u64,
+    #[serde(default)]
+    pub fp: u32,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -28,29 +34,36 @@ struct OnDisk {
 pub enum CheckpointError {
     #[error("checkpoint file {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("checkpoint file {path} is corrupt ({message}); move it aside to start over (lines may then be sent again)")]
+    #[error(
+        "checkpoint file {path} is corrupt ({message}); move it aside to start over (lines may then be sent again)"
+    )]
     Corrupt { path: PathBuf, message: String },
 }
 
+/// The checkpoints of one file source.
 pub struct Checkpoints {
     path: PathBuf,
     files: BTreeMap<String, FileCheckpoint>,
     /// True when no checkpoint file existed at start (a first run).
     pub fresh: bool,
+    dirty: bool,
 }
 
 impl Checkpoints {
-    pub fn load(data_dir: &Path) -> Result<Self, CheckpointError> {
-        let path = data_dir.join("checkpoints.json");
+    pub fn load(path: PathBuf) -> Result<Self, CheckpointError> {
         let io = |source| CheckpointError::Io { path: path.clone(), source };
-        std::fs::create_dir_all(data_dir).map_err(io)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
         match std::fs::read(&path) {
             Ok(bytes) => {
                 let disk: OnDisk = serde_json::from_slice(&bytes)
                     .map_err(|e| CheckpointError::Corrupt { path: path.clone(), message: e.to_string() })?;
-                Ok(Checkpoints { path, files: disk.files, fresh: false })
+                Ok(Checkpoints { path, files: disk.files, fresh: false, dirty: false })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Checkpoints { path, files: BTreeMap::new(), fresh: true }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Checkpoints { path, files: BTreeMap::new(), fresh: true, dirty: false })
+            }
             Err(e) => Err(io(e)),
         }
     }
@@ -60,14 +73,23 @@ impl Checkpoints {
     }
 
     pub fn set(&mut self, key: &str, cp: FileCheckpoint) {
-        self.files.insert(key.to_string(), cp);
+        if self.files.get(key) != Some(&cp) {
+            self.files.insert(key.to_string(), cp);
+            self.dirty = true;
+        }
     }
 
     pub fn remove(&mut self, key: &str) {
-        self.files.remove(key);
+        if self.files.remove(key).is_some() {
+            self.dirty = true;
+        }
     }
 
-    pub fn save(&self) -> Result<(), CheckpointError> {
+    /// Write the file if anything changed since the last save.
+    pub fn save(&mut self) -> Result<(), CheckpointError> {
+        if !self.dirty {
+            return Ok(());
+        }
         let io = |source| CheckpointError::Io { path: self.path.clone(), source };
         let tmp = self.path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(&OnDisk { files: self.files.clone() }).unwrap_or_default();
@@ -80,8 +102,14 @@ impl Checkpoints {
                 let _ = d.sync_all();
             }
         }
+        self.dirty = false;
         Ok(())
     }
+}
+
+/// Where a file source keeps its checkpoints.
+pub fn path_for(data_dir: &Path, source: &str) -> PathBuf {
+    data_dir.join("checkpoints").join(format!("{source}.json"))
 }
 
 #[cfg(test)]
@@ -91,14 +119,15 @@ mod tests {
     #[test]
     fn saves_and_loads_atomically() {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = Checkpoints::load(dir.path()).unwrap();
+        let path = path_for(dir.path(), "file-0");
+        let mut c = Checkpoints::load(path.clone()).unwrap();
         assert!(c.fresh);
-        c.set("1:2", FileCheckpoint { path: "/a".into(), offset: 10, seq: 2, generation: 0 });
+        c.set("1:2", FileCheckpoint { path: "/a".into(), offset: 10, seq: 2, nonce: "n".into(), fp_len: 3, fp: 7 });
         c.save().unwrap();
-        let c = Checkpoints::load(dir.path()).unwrap();
+        let c = Checkpoints::load(path.clone()).unwrap();
         assert!(!c.fresh);
         assert_eq!(c.get("1:2").unwrap().offset, 10);
-        std::fs::write(dir.path().join("checkpoints.json"), b"{not json").unwrap();
-        assert!(matches!(Checkpoints::load(dir.path()), Err(CheckpointError::Corrupt { .. })));
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(matches!(Checkpoints::load(path), Err(CheckpointError::Corrupt { .. })));
     }
 }

@@ -1,97 +1,151 @@
-//! The file source: discover files matching the include patterns, read new
-//! lines, publish each as one event with JetStream acks, and checkpoint a
-//! file's offset only past lines whose acks arrived. While NATS is away the
-//! files are their own buffer: nothing is read ahead, and a failed publish
-//! rewinds to the last acknowledged line (the de-duplication id makes the
-//! resend harmless).
+//! The file source: discover files matching the include patterns (woken by
+//! inotify, rescanning every `poll_interval` as a safety net), read new
+//! lines, publish each event with JetStream acks, and checkpoint a file's
+//! offset only past events whose acks arrived. While NATS is away the files
+//! are their own buffer: nothing is read ahead, and a failed publish rewinds
+//! to the last acknowledged event (its de-duplication id makes the resend
+//! harmless).
+//!
+//! Lines become events through [`units`]: Docker json-file records are
+//! unwrapped (and split records rejoined), multi-line events are joined.
 
 pub mod checkpoint;
 pub mod docker;
 pub mod pattern;
 pub mod tailer;
+pub mod units;
+pub mod watch;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::context::PublishError;
+use async_nats::jetstream::publish::PublishAck;
 use chrono::Utc;
+use tokio_util::sync::CancellationToken;
 
-use flotilla_core::codec;
 use flotilla_core::event::LogEvent;
 use flotilla_core::subject::{log_subject, OrgId};
 use flotilla_core::{HDR_MSG_ID, HDR_READ_TS, HDR_SEQ};
 
 use crate::config::{FileSourceConfig, ReadFrom};
-use crate::SourceContext;
+use crate::ratelimit::{Admit, RateGate};
+use crate::stats::{FileStatus, SourceStats};
 use checkpoint::Checkpoints;
 use pattern::PathPattern;
-use tailer::{identity, Line, Tailer};
+use tailer::{identity, Tailer};
+use units::{Tracked, Unit};
 
 /// Bytes read from one file before moving to the next (fairness).
 const READ_BUDGET: usize = 1024 * 1024;
 
-pub struct FileSource {
-    cfg: FileSourceConfig,
-    patterns: Vec<PathPattern>,
-    poll: Duration,
-    tailers: HashMap<String, Tailer>,
-    warned: HashSet<String>,
+type AckFuture = Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> + Send>>;
+
+/// What a file source needs from the agent.
+pub struct FileContext {
+    pub js: async_nats::jetstream::Context,
+    pub stats: Arc<SourceStats>,
+    pub checkpoints: Checkpoints,
+    pub host: String,
+    pub region: String,
+    pub max_in_flight: usize,
 }
 
 struct InFlight {
-    ack: PublishAckFuture,
+    /// `None` for an event dropped by the rate limit: settled at once, in order.
+    ack: Option<AckFuture>,
     key: String,
-    generation: u64,
+    nonce: String,
     end: u64,
     seq: u64,
 }
 
+pub struct FileSource {
+    cfg: FileSourceConfig,
+    docker: bool,
+    patterns: Vec<PathPattern>,
+    poll: Duration,
+    files: HashMap<String, Tracked>,
+    warned: HashSet<String>,
+    gate: Option<RateGate>,
+    ctx: FileContext,
+    inflight: VecDeque<InFlight>,
+}
+
 impl FileSource {
-    pub fn new(cfg: FileSourceConfig) -> Self {
-        // The config was validated: patterns parse.
-        let patterns = cfg.include.iter().filter_map(|p| PathPattern::new(p).ok()).collect();
-        let poll = flotilla_core::config::parse_duration(&cfg.poll_interval).unwrap_or(Duration::from_millis(250));
-        FileSource { cfg, patterns, poll, tailers: HashMap::new(), warned: HashSet::new() }
+    pub fn new(cfg: FileSourceConfig, docker: bool, ctx: FileContext) -> Self {
+        // The config was validated: patterns and durations parse.
+        let patterns = cfg.includes(docker).iter().filter_map(|p| PathPattern::new(p).ok()).collect();
+        let poll = flotilla_core::config::parse_duration(&cfg.poll_interval).unwrap_or(Duration::from_secs(10));
+        let gate = cfg.rate_limit.and_then(RateGate::new);
+        FileSource {
+            cfg,
+            docker,
+            patterns,
+            poll,
+            files: HashMap::new(),
+            warned: HashSet::new(),
+            gate,
+            ctx,
+            inflight: VecDeque::new(),
+        }
     }
 
-    pub async fn run(mut self, ctx: SourceContext) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut watcher = watch::Watcher::new();
         let mut first_pass = true;
         let mut failures = 0u32;
         loop {
-            self.discover(&ctx, first_pass);
+            if let Some(w) = watcher.as_mut() {
+                w.prune();
+                w.watch(self.patterns.iter().flat_map(|p| watch::dirs_for(p.glob())));
+            }
+            self.discover(first_pass);
             first_pass = false;
-            ctx.metrics.files_tracked.set(self.tailers.len() as i64);
-            let delivered = self.pump(&ctx).await;
-            self.save(&ctx);
+            let delivered = self.pump(&shutdown).await;
+            self.save();
             let pause = if delivered {
                 failures = 0;
-                self.forget_drained(&ctx);
+                self.forget_drained();
                 self.poll
             } else {
                 failures += 1;
-                ctx.metrics.publish_errors.inc();
-                self.tailers.values_mut().for_each(Tailer::rewind);
-                crate::backoff(failures)
+                self.ctx.stats.publish_errors.inc();
+                self.inflight.clear();
+                self.files.values_mut().for_each(Tracked::rewind);
+                crate::backoff::delay(failures)
             };
-            if ctx.shutdown.is_cancelled() {
+            if shutdown.is_cancelled() {
                 break;
             }
+            let deadline = self.files.values().filter_map(Tracked::deadline).min();
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
-                _ = ctx.shutdown.cancelled() => break,
+                _ = crate::sources::stdin::sleep_until(deadline), if delivered => {}
+                _ = changed(&mut watcher), if delivered => {}
+                _ = shutdown.cancelled() => break,
             }
         }
-        self.save(&ctx);
+        self.save();
     }
 
-    fn discover(&mut self, ctx: &SourceContext, first_pass: bool) {
-        self.tailers.values_mut().for_each(|t| t.seen = false);
+    fn discover(&mut self, first_pass: bool) {
+        self.files.values_mut().for_each(|t| t.tailer.seen = false);
+        let mut opened = false;
         for pattern in &self.patterns {
             for path in pattern.matches() {
-                let Some(path_str) = path.to_str() else { continue };
-                let Some((org, app)) = pattern.captures(path_str) else { continue };
-                let (Some(org), Some(app)) = (org.or_else(|| self.cfg.org.clone()), app.or_else(|| self.cfg.app.clone())) else {
+                let Some(path_str) = path.to_str() else {
+                    continue;
+                };
+                let Some((org, app)) = pattern.captures(path_str) else {
+                    continue;
+                };
+                let (Some(org), Some(app)) =
+                    (org.or_else(|| self.cfg.org.clone()), app.or_else(|| self.cfg.app.clone()))
+                else {
                     continue;
                 };
                 let org = match OrgId::new(&org) {
@@ -99,165 +153,259 @@ impl FileSource {
                     Err(e) => {
                         if self.warned.insert(path_str.to_string()) {
                             tracing::warn!(path = path_str, error = %e, "skipping file: its path names no valid org");
-                            ctx.metrics.files_skipped.inc();
                         }
                         continue;
                     }
                 };
-                let Ok(meta) = std::fs::metadata(&path) else { continue };
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
                 let key = identity(&meta);
-                if let Some(t) = self.tailers.get_mut(&key) {
-                    t.seen = true;
-                    t.path = path;
+                if let Some(t) = self.files.get_mut(&key) {
+                    t.tailer.seen = true;
+                    t.tailer.path = path;
                     continue;
                 }
-                let cps = lock(&ctx.checkpoints);
-                let start_at_end = first_pass && cps.fresh && self.cfg.read_from == ReadFrom::End;
-                match Tailer::open(&path, key.clone(), org, app, cps.get(&key), start_at_end) {
+                let start_at_end = first_pass && self.ctx.checkpoints.fresh && self.cfg.read_from == ReadFrom::End;
+                match Tailer::open(&path, key.clone(), org, app, self.ctx.checkpoints.get(&key), start_at_end) {
                     Ok(t) => {
-                        tracing::info!(path = path_str, "tailing");
-                        self.tailers.insert(key, t);
+                        tracing::info!(source = %self.ctx.stats.name, path = path_str, "tailing");
+                        // Persist the incarnation's nonce before anything is published with it.
+                        self.ctx.checkpoints.set(&key, t.checkpoint());
+                        opened = true;
+                        self.files.insert(key, Tracked::new(t, self.docker, self.cfg.multiline.as_ref()));
                     }
                     Err(e) => tracing::warn!(path = path_str, error = %e, "cannot open"),
                 }
             }
         }
+        if opened {
+            self.save();
+        }
     }
 
-    /// Read and publish everything new, then wait for every ack.
-    /// False if a publish or an ack failed.
-    async fn pump(&mut self, ctx: &SourceContext) -> bool {
-        let mut inflight: VecDeque<InFlight> = VecDeque::new();
-        let keys: Vec<String> = self.tailers.keys().cloned().collect();
-        'files: for key in keys {
+    /// Read and publish everything new (and multi-line events whose time is
+    /// up), then wait for every ack. False if a publish or an ack failed.
+    async fn pump(&mut self, shutdown: &CancellationToken) -> bool {
+        let keys: Vec<String> = self.files.keys().cloned().collect();
+        for key in keys {
             loop {
-                if ctx.shutdown.is_cancelled() {
-                    break 'files;
+                if shutdown.is_cancelled() {
+                    return self.settle_all().await;
                 }
-                let Some(t) = self.tailers.get_mut(&key) else { continue 'files };
-                let lines = match t.read_lines(self.cfg.max_line_bytes, READ_BUDGET) {
-                    Ok(l) => l,
+                let Some(t) = self.files.get_mut(&key) else {
+                    break;
+                };
+                let units = match t.read(self.cfg.max_line_bytes, READ_BUDGET, &self.ctx.stats) {
+                    Ok(Some(u)) => u,
+                    Ok(None) => break,
                     Err(e) => {
-                        tracing::warn!(path = %t.path.display(), error = %e, "read failed");
-                        continue 'files;
+                        tracing::warn!(path = %t.tailer.path.display(), error = %e, "read failed");
+                        break;
                     }
                 };
-                if lines.is_empty() {
-                    continue 'files;
-                }
-                for line in lines {
-                    let Some(t) = self.tailers.get(&key) else { continue 'files };
-                    let (subject, headers, payload) = event_for(t, &line, &self.cfg, ctx);
-                    ctx.metrics.events_read.inc();
-                    ctx.metrics.bytes_read.add(line.bytes.len() as u64);
-                    let ack = match ctx.js.publish_with_headers(subject, headers, payload.into()).await {
-                        Ok(a) => a,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "publish failed");
-                            return false;
-                        }
-                    };
-                    let generation = t.generation;
-                    inflight.push_back(InFlight { ack, key: key.clone(), generation, end: line.end, seq: line.seq });
-                    ctx.metrics.in_flight.set(inflight.len() as i64);
-                    while inflight.len() >= ctx.max_in_flight {
-                        if !self.settle(&mut inflight, ctx).await {
-                            return false;
-                        }
+                for unit in units {
+                    if !self.send(&key, unit).await {
+                        return false;
                     }
                 }
             }
+            let due = match self.files.get_mut(&key) {
+                Some(t) => t.flush_due(Instant::now()),
+                None => vec![],
+            };
+            for unit in due {
+                if !self.send(&key, unit).await {
+                    return false;
+                }
+            }
         }
-        while !inflight.is_empty() {
-            if !self.settle(&mut inflight, ctx).await {
+        self.settle_all().await
+    }
+
+    /// Publish one event (or drop it under the rate limit), keeping at most
+    /// `max_in_flight` publishes awaiting their ack.
+    async fn send(&mut self, key: &str, unit: Unit) -> bool {
+        let Some(t) = self.files.get_mut(key) else {
+            return true;
+        };
+        let seq = t.tailer.next_seq();
+        let nonce = t.tailer.nonce.clone();
+        let (org, app, path) = (t.tailer.org.clone(), t.tailer.app.clone(), t.tailer.path.display().to_string());
+        let admit = self.gate.as_mut().map(RateGate::admit).unwrap_or(Admit::Pass { dropped_before: 0 });
+        let base = format!("{}/f/{nonce}/{}", self.ctx.host, unit.offset);
+        match admit {
+            Admit::Drop => {
+                self.ctx.stats.dropped_rate_limit.inc();
+                self.inflight.push_back(InFlight { ack: None, key: key.into(), nonce, end: unit.end, seq });
+                return self.trim_window().await;
+            }
+            Admit::Pass { dropped_before } if dropped_before > 0 => {
+                let notice = crate::ratelimit::notice(dropped_before, &self.ctx.stats.name);
+                let event = self.event(&org, &app, &path, notice, 0);
+                let Some(ack) = publish(&self.ctx, &org, &app, format!("{base}/notice"), 0, event).await else {
+                    return false;
+                };
+                self.inflight.push_back(InFlight {
+                    ack: Some(ack),
+                    key: key.into(),
+                    nonce: nonce.clone(),
+                    end: unit.offset,
+                    seq: seq - 1,
+                });
+            }
+            Admit::Pass { .. } => {}
+        }
+        let end = unit.end;
+        let decoded = unit.decode(self.cfg.codec);
+        let event = self.event(&org, &app, &path, decoded, seq);
+        let Some(ack) = publish(&self.ctx, &org, &app, base, seq, event).await else {
+            return false;
+        };
+        self.inflight.push_back(InFlight { ack: Some(ack), key: key.into(), nonce, end, seq });
+        self.ctx.stats.in_flight.set(self.inflight.len() as i64);
+        self.trim_window().await
+    }
+
+    fn event(&self, org: &OrgId, app: &str, path: &str, d: flotilla_core::codec::Decoded, seq: u64) -> LogEvent {
+        LogEvent {
+            ts: d.ts.unwrap_or_else(Utc::now),
+            org: org.to_string(),
+            app: app.to_string(),
+            region: self.ctx.region.clone(),
+            host: self.ctx.host.clone(),
+            source: format!("file:{path}"),
+            level: d.level,
+            message: d.message,
+            fields: d.fields,
+            seq,
+        }
+    }
+}
+
+/// Publish one event (a free function: the source holds non-`Sync` ack
+/// futures, so `&FileSource` cannot cross an await).
+async fn publish(
+    ctx: &FileContext,
+    org: &OrgId,
+    app: &str,
+    msg_id: String,
+    seq: u64,
+    event: LogEvent,
+) -> Option<AckFuture> {
+    let subject = log_subject(org, app, &ctx.region, &ctx.host);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(HDR_MSG_ID, msg_id.as_str());
+    headers.insert(HDR_SEQ, seq.to_string().as_str());
+    headers.insert(HDR_READ_TS, Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true).as_str());
+    let publish = ctx.js.publish_with_headers(subject, headers, event.to_json().into());
+    match tokio::time::timeout(crate::ENQUEUE_TIMEOUT, publish).await {
+        Ok(Ok(ack)) => Some(ack.into_future()),
+        Ok(Err(e)) => {
+            tracing::warn!(source = %ctx.stats.name, error = %e, "publish failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(source = %ctx.stats.name, "NATS is not taking publishes");
+            None
+        }
+    }
+}
+
+impl FileSource {
+    async fn trim_window(&mut self) -> bool {
+        while self.inflight.len() >= self.ctx.max_in_flight || self.inflight.front().is_some_and(|f| f.ack.is_none()) {
+            if !self.settle_one().await {
                 return false;
             }
         }
-        ctx.metrics.in_flight.set(0);
+        true
+    }
+
+    async fn settle_all(&mut self) -> bool {
+        while !self.inflight.is_empty() {
+            if !self.settle_one().await {
+                return false;
+            }
+        }
+        self.ctx.stats.in_flight.set(0);
         true
     }
 
     /// Await the oldest publish's ack and move its file's acked offset.
-    async fn settle(&mut self, inflight: &mut VecDeque<InFlight>, ctx: &SourceContext) -> bool {
-        let Some(f) = inflight.pop_front() else { return true };
-        match f.ack.await {
-            Ok(ack) => {
-                ctx.metrics.events_acked.inc();
+    async fn settle_one(&mut self) -> bool {
+        let Some(mut f) = self.inflight.pop_front() else {
+            return true;
+        };
+        let result = match f.ack.take() {
+            None => None,
+            Some(ack) => Some(ack.await),
+        };
+        match result {
+            Some(Err(e)) => {
+                tracing::warn!(source = %self.ctx.stats.name, error = %e, "no JetStream ack; will resend from the last acknowledged event");
+                false
+            }
+            Some(Ok(ack)) => {
+                self.ctx.stats.acked.inc();
                 if ack.duplicate {
-                    ctx.metrics.events_duplicate.inc();
+                    self.ctx.stats.duplicates.inc();
                 }
-                if let Some(t) = self.tailers.get_mut(&f.key) {
-                    t.ack(f.generation, f.end, f.seq);
-                }
+                self.acked(&f);
                 true
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "no JetStream ack; will resend from the last acknowledged line");
-                false
+            None => {
+                self.acked(&f);
+                true
             }
         }
     }
 
-    fn save(&self, ctx: &SourceContext) {
-        let mut cps = lock(&ctx.checkpoints);
-        for t in self.tailers.values() {
-            cps.set(&t.key, t.checkpoint());
+    fn acked(&mut self, f: &InFlight) {
+        if let Some(t) = self.files.get_mut(&f.key) {
+            t.tailer.ack(&f.nonce, f.end, f.seq);
         }
-        if let Err(e) = cps.save() {
+    }
+
+    fn save(&mut self) {
+        let mut lag = 0;
+        for t in self.files.values() {
+            let cp = t.tailer.checkpoint();
+            lag += t.tailer.lag();
+            self.ctx.stats.set_file(
+                &t.tailer.key,
+                FileStatus { path: cp.path.display().to_string(), nonce: cp.nonce.clone(), acked_seq: cp.seq },
+            );
+            self.ctx.checkpoints.set(&t.tailer.key, cp);
+        }
+        self.ctx.stats.lag_bytes.set(lag as i64);
+        if let Err(e) = self.ctx.checkpoints.save() {
             tracing::error!(error = %e, "cannot write checkpoints");
         }
     }
 
     /// Let go of files that left the patterns (rotated away or deleted) once
     /// read to their end.
-    fn forget_drained(&mut self, ctx: &SourceContext) {
-        let gone: Vec<String> = self.tailers.values().filter(|t| !t.seen && t.drained()).map(|t| t.key.clone()).collect();
+    fn forget_drained(&mut self) {
+        let gone: Vec<String> =
+            self.files.values().filter(|t| !t.tailer.seen && t.drained()).map(|t| t.tailer.key.clone()).collect();
         for key in gone {
-            if let Some(t) = self.tailers.remove(&key) {
-                tracing::info!(path = %t.path.display(), "done with file");
-                let still_there = std::fs::metadata(&t.path).map(|m| identity(&m) == key).unwrap_or(false);
+            if let Some(t) = self.files.remove(&key) {
+                tracing::info!(path = %t.tailer.path.display(), "done with file");
+                self.ctx.stats.remove_file(&key);
+                let still_there = std::fs::metadata(&t.tailer.path).map(|m| identity(&m) == key).unwrap_or(false);
                 if !still_there {
-                    lock(&ctx.checkpoints).remove(&key);
+                    self.ctx.checkpoints.remove(&key);
                 }
             }
         }
+        self.save();
     }
 }
 
-fn event_for(t: &Tailer, line: &Line, cfg: &FileSourceConfig, ctx: &SourceContext) -> (String, async_nats::HeaderMap, Vec<u8>) {
-    let text = String::from_utf8_lossy(&line.bytes);
-    let invalid_utf8 = matches!(text, std::borrow::Cow::Owned(_));
-    let decoded = codec::decode(cfg.codec, &text);
-    let mut fields = decoded.fields;
-    if invalid_utf8 {
-        fields.insert("invalid_utf8".into(), true.into());
-        ctx.metrics.invalid_utf8.inc();
+async fn changed(watcher: &mut Option<watch::Watcher>) {
+    match watcher {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
     }
-    if line.split {
-        fields.insert("split".into(), true.into());
-        ctx.metrics.lines_split.inc();
-    }
-    let now = Utc::now();
-    let event = LogEvent {
-        ts: decoded.ts.unwrap_or(now),
-        org: t.org.to_string(),
-        app: t.app.clone(),
-        region: ctx.region.clone(),
-        host: ctx.host.clone(),
-        source: format!("file:{}", t.path.display()),
-        level: decoded.level,
-        message: decoded.message,
-        fields,
-        seq: line.seq,
-    };
-    let subject = log_subject(&t.org, &t.app, &ctx.region, &ctx.host);
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(HDR_MSG_ID, format!("{}/file/{}.{}/{}", ctx.host, t.key, t.generation, line.offset).as_str());
-    headers.insert(HDR_SEQ, line.seq.to_string().as_str());
-    headers.insert(HDR_READ_TS, now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).as_str());
-    (subject, headers, event.to_json())
-}
-
-fn lock(m: &Arc<Mutex<Checkpoints>>) -> std::sync::MutexGuard<'_, Checkpoints> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

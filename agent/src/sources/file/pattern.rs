@@ -38,7 +38,9 @@ impl PathPattern {
                 match c {
                     '*' => re.push_str("[^/]*"),
                     '?' => re.push_str("[^/]"),
-                    '{' | '}' => return Err(format!("unknown placeholder in {pattern:?}: only {{org}} and {{app}} exist")),
+                    '{' | '}' => {
+                        return Err(format!("unknown placeholder in {pattern:?}: only {{org}} and {{app}} exist"))
+                    }
                     c => re.push_str(&regex::escape(&c.to_string())),
                 }
                 rest = &rest[c.len_utf8()..];
@@ -54,6 +56,11 @@ impl PathPattern {
         let regex = Regex::new(&re).map_err(|e| format!("{pattern:?}: {e}"))?;
         glob::Pattern::new(&glob).map_err(|e| format!("{pattern:?}: {e}"))?;
         Ok(PathPattern { glob, regex })
+    }
+
+    /// The pattern as a plain glob (placeholders as `*`).
+    pub fn glob(&self) -> &str {
+        &self.glob
     }
 
     pub fn has_org(&self) -> bool {

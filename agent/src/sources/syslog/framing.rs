@@ -77,7 +77,9 @@ fn octet_counted(buf: &[u8], max: usize) -> Result<Option<(Frame, usize)>, Frami
     if n > MAX_COUNT_DIGITS {
         return Err(FramingError::CountDigits);
     }
-    let Some(&sep) = buf.get(n) else { return Ok(None) };
+    let Some(&sep) = buf.get(n) else {
+        return Ok(None);
+    };
     if sep != b' ' {
         return Err(FramingError::BadCount { found: sep });
     }

@@ -29,19 +29,13 @@ pub enum ParquetSinkError {
     #[error("invalid sink url: {0}")]
     Url(String),
     #[error("cannot create {path}: {source}")]
-    CreateDir {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    CreateDir { path: std::path::PathBuf, source: std::io::Error },
     #[error("object store: {0}")]
     Store(#[from] object_store::Error),
     #[error("encoding rows: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("writing {path}: {source}")]
-    Write {
-        path: Path,
-        source: parquet::errors::ParquetError,
-    },
+    Write { path: Path, source: parquet::errors::ParquetError },
 }
 
 pub struct ParquetSink {
@@ -53,15 +47,9 @@ impl ParquetSink {
     /// A sink writing under the directory of `cfg.url` (created if missing).
     pub fn new(cfg: &SinkConfig, objects_written: Counter) -> Result<Self, ParquetSinkError> {
         let dir = cfg.local_dir().map_err(ParquetSinkError::Url)?;
-        std::fs::create_dir_all(&dir).map_err(|source| ParquetSinkError::CreateDir {
-            path: dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&dir).map_err(|source| ParquetSinkError::CreateDir { path: dir.clone(), source })?;
         let store = LocalFileSystem::new_with_prefix(&dir)?;
-        Ok(ParquetSink {
-            store: Arc::new(store),
-            objects_written,
-        })
+        Ok(ParquetSink { store: Arc::new(store), objects_written })
     }
 
     /// Write every message of `batch`; Ok only when all objects are written.
@@ -74,10 +62,7 @@ impl ParquetSink {
             let records = schema::record_batch(&rows)?;
             let bytes = writer::write_object(self.store.clone(), path.clone(), &records)
                 .await
-                .map_err(|source| ParquetSinkError::Write {
-                    path: path.clone(),
-                    source,
-                })?;
+                .map_err(|source| ParquetSinkError::Write { path: path.clone(), source })?;
             self.objects_written.inc();
             tracing::debug!(%path, rows = rows.len(), bytes, "object written");
         }
@@ -142,13 +127,7 @@ impl Partition {
 fn path_value(token: &str) -> String {
     let v: String = token
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' })
         .collect();
     if v.is_empty() || v.chars().all(|c| c == '.') {
         "_".to_string()

@@ -29,11 +29,7 @@ pub const UNKNOWN_LEVEL: &str = "unknown";
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let dict = || DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
     Arc::new(Schema::new(vec![
-        Field::new(
-            "ts",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
         Field::new("org", dict(), false),
         Field::new("app", dict(), false),
         Field::new("region", dict(), false),
@@ -95,12 +91,7 @@ impl Row {
                     _ => "not a logs.<org>.<app>.<region>.<host> subject".to_string(),
                 };
                 let mut tokens = subject.split('.').skip(1).map(str::to_string);
-                let mut token = || {
-                    tokens
-                        .next()
-                        .filter(|t| !t.is_empty())
-                        .unwrap_or_else(|| "_".to_string())
-                };
+                let mut token = || tokens.next().filter(|t| !t.is_empty()).unwrap_or_else(|| "_".to_string());
                 let (org, app, region, host) = (token(), token(), token(), token());
                 Row {
                     ts: stored,
@@ -160,15 +151,9 @@ mod tests {
     fn events_take_org_and_app_from_the_subject() {
         let json = br#"{"ts":"2026-11-21T23:01:15.123456789Z","org":"evil","app":"web","region":"iad","host":"h1","source":"file:/a.log","level":"info","message":"hi","fields":{"status":200},"seq":42}"#;
         let r = Row::decode("logs.acme.web.iad.h1", json, 7, stored());
-        assert_eq!(
-            (r.org.as_str(), r.app.as_str(), r.region.as_str(), r.host.as_str()),
-            ("acme", "web", "iad", "h1")
-        );
+        assert_eq!((r.org.as_str(), r.app.as_str(), r.region.as_str(), r.host.as_str()), ("acme", "web", "iad", "h1"));
         assert_eq!(r.ts.timestamp_micros(), 1_795_302_075_123_456);
-        assert_eq!(
-            (r.level.as_str(), r.message.as_str(), r.seq, r.stream_seq),
-            ("info", "hi", 42, 7)
-        );
+        assert_eq!((r.level.as_str(), r.message.as_str(), r.seq, r.stream_seq), ("info", "hi", 42, 7));
         assert_eq!(r.fields.as_deref(), Some(r#"{"status":200}"#));
         let bare = br#"{"ts":"2026-11-21T23:01:15Z","org":"a","app":"b","region":"c","host":"d","source":"s","level":"warn","message":"m"}"#;
         assert_eq!(Row::decode("logs.a.b.c.d", bare, 8, stored()).fields, None);
@@ -177,17 +162,10 @@ mod tests {
     #[test]
     fn garbage_is_kept() {
         let r = Row::decode("logs.acme.web", b"\xffnot json", 9, stored());
-        assert_eq!(
-            (r.org.as_str(), r.app.as_str(), r.region.as_str(), r.host.as_str()),
-            ("acme", "web", "_", "_")
-        );
+        assert_eq!((r.org.as_str(), r.app.as_str(), r.region.as_str(), r.host.as_str()), ("acme", "web", "_", "_"));
         assert_eq!((r.level.as_str(), r.ts, r.stream_seq), (UNKNOWN_LEVEL, stored(), 9));
         assert_eq!(r.message, "\u{fffd}not json");
-        assert!(
-            r.fields.as_deref().unwrap_or_default().contains("not a log event"),
-            "{:?}",
-            r.fields
-        );
+        assert!(r.fields.as_deref().unwrap_or_default().contains("not a log event"), "{:?}", r.fields);
 
         let json = br#"{"ts":"2026-11-21T23:01:15Z","org":"a","app":"b","region":"c","host":"d","source":"s","level":"warn","message":"m"}"#;
         let r = Row::decode("logs.a.b.c.d.e", json, 10, stored());
@@ -197,10 +175,7 @@ mod tests {
 
     #[test]
     fn batch_matches_schema() {
-        let rows = [
-            Row::decode("logs.a.b.c.d", b"x", 1, stored()),
-            Row::decode("logs.a.b.c.d", b"y", 2, stored()),
-        ];
+        let rows = [Row::decode("logs.a.b.c.d", b"x", 1, stored()), Row::decode("logs.a.b.c.d", b"y", 2, stored())];
         let batch = record_batch(&rows).unwrap();
         assert_eq!(batch.num_rows(), 2);
         assert_eq!(batch.schema(), schema());

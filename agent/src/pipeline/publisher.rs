@@ -1,0 +1,152 @@
+//! Publish a source's queue to JetStream: a bounded window of publishes in
+//! flight, acks settled oldest first, a record acknowledged in the queue only
+//! after JetStream acked it. A failure rewinds the queue to the first
+//! unacknowledged record; its de-duplication id makes the resend harmless.
+
+use std::collections::VecDeque;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::context::PublishError;
+use async_nats::jetstream::publish::PublishAck;
+use tokio_util::sync::CancellationToken;
+
+use flotilla_core::{HDR_MSG_ID, HDR_READ_TS, HDR_SEQ};
+
+use super::record::{with_seq, QueuedEvent};
+use crate::queue::DiskQueue;
+use crate::stats::SourceStats;
+
+type AckFuture = Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> + Send>>;
+
+/// How often acknowledged records are made durable (fsync, segment cleanup).
+const SYNC_EVERY: Duration = Duration::from_millis(200);
+
+pub struct Publisher {
+    pub js: async_nats::jetstream::Context,
+    pub queue: DiskQueue,
+    pub stats: Arc<SourceStats>,
+    pub host: String,
+    pub max_in_flight: usize,
+}
+
+impl Publisher {
+    /// Run until `shutdown`; then settle what is in flight and sync.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut failures = 0u32;
+        let mut inflight: VecDeque<(u64, AckFuture)> = VecDeque::new();
+        let mut sync = tokio::time::interval(SYNC_EVERY);
+        sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut dirty = false;
+        loop {
+            let window_full = inflight.len() >= self.max_in_flight;
+            let ok = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                r = settle(&mut inflight), if !inflight.is_empty() => {
+                    dirty = true;
+                    self.on_ack(r)
+                }
+                rec = self.queue.next(), if !window_full => match rec {
+                    Ok(rec) => self.publish(rec.seq, &rec.payload, &mut inflight).await,
+                    Err(e) => {
+                        tracing::error!(source = %self.stats.name, error = %e, "queue read failed");
+                        false
+                    }
+                },
+                _ = sync.tick(), if dirty => {
+                    dirty = false;
+                    self.sync();
+                    true
+                }
+            };
+            self.stats.in_flight.set(inflight.len() as i64);
+            if ok {
+                failures = 0;
+                continue;
+            }
+            failures += 1;
+            self.stats.publish_errors.inc();
+            inflight.clear();
+            self.queue.rewind();
+            tokio::select! {
+                _ = tokio::time::sleep(crate::backoff::delay(failures)) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        // Drain: whatever is in flight gets its ack (or is resent next time).
+        while !inflight.is_empty() {
+            let r = settle(&mut inflight).await;
+            if !self.on_ack(r) {
+                break;
+            }
+        }
+        self.sync();
+        self.stats.in_flight.set(0);
+    }
+
+    async fn publish(&self, seq: u64, payload: &[u8], inflight: &mut VecDeque<(u64, AckFuture)>) -> bool {
+        let Some(ev) = QueuedEvent::decode(payload) else {
+            // The checksum passed but the record is not ours: skip it, loudly.
+            tracing::error!(source = %self.stats.name, seq, "undecodable queue record skipped");
+            self.queue.ack(seq);
+            return true;
+        };
+        let msg_id = if ev.msg_id.is_empty() { format!("{}/{}/{seq}", self.host, self.stats.name) } else { ev.msg_id };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(HDR_MSG_ID, msg_id.as_str());
+        headers.insert(HDR_SEQ, seq.to_string().as_str());
+        headers.insert(HDR_READ_TS, ev.read_ts.as_str());
+        let publish = self.js.publish_with_headers(ev.subject, headers, with_seq(&ev.body, seq).into());
+        match tokio::time::timeout(crate::ENQUEUE_TIMEOUT, publish).await {
+            Ok(Ok(ack)) => {
+                inflight.push_back((seq, ack.into_future()));
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(source = %self.stats.name, error = %e, "publish failed");
+                false
+            }
+            Err(_) => {
+                tracing::debug!(source = %self.stats.name, "NATS is not taking publishes");
+                false
+            }
+        }
+    }
+
+    fn on_ack(&self, r: Option<(u64, Result<PublishAck, PublishError>)>) -> bool {
+        match r {
+            None => true,
+            Some((seq, Ok(ack))) => {
+                self.stats.acked.inc();
+                if ack.duplicate {
+                    self.stats.duplicates.inc();
+                }
+                self.queue.ack(seq);
+                self.stats.set_high_water(seq);
+                true
+            }
+            Some((_, Err(e))) => {
+                tracing::warn!(source = %self.stats.name, error = %e, "no JetStream ack; resending from the first unacknowledged record");
+                false
+            }
+        }
+    }
+
+    fn sync(&self) {
+        if let Err(e) = self.queue.sync() {
+            tracing::error!(source = %self.stats.name, error = %e, "queue sync failed");
+        }
+        self.stats.lag_bytes.set(self.queue.bytes() as i64);
+    }
+}
+
+/// Await the oldest in-flight publish.
+async fn settle(inflight: &mut VecDeque<(u64, AckFuture)>) -> Option<(u64, Result<PublishAck, PublishError>)> {
+    let (_, fut) = inflight.front_mut()?;
+    let r = fut.await;
+    let (seq, _) = inflight.pop_front()?;
+    Some((seq, r))
+}

@@ -1,0 +1,186 @@
+//! From a file's lines to event units: Docker records unwrapped (and split
+//! records rejoined), multi-line events joined, over-long and invalid UTF-8
+//! lines flagged. A unit spans `offset..end` of the file; its acknowledgement
+//! moves the checkpoint to `end`.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+
+use flotilla_core::codec::{self, Codec, Decoded};
+
+use super::docker;
+use super::tailer::{Line, Tailer};
+use crate::config::MultilineConfig;
+use crate::sources::multiline::Joiner;
+use crate::stats::SourceStats;
+
+/// Metadata a Docker record adds to its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerMeta {
+    pub stream: String,
+    pub ts: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    pub text: String,
+    pub offset: u64,
+    pub end: u64,
+    pub split: bool,
+    pub invalid_utf8: bool,
+    pub docker: Option<DockerMeta>,
+    pub docker_error: bool,
+}
+
+impl Unit {
+    pub fn decode(self, codec: Codec) -> Decoded {
+        let mut d = codec::decode(codec, &self.text);
+        if self.split {
+            d.fields.insert("split".into(), true.into());
+        }
+        if self.invalid_utf8 {
+            d.fields.insert("invalid_utf8".into(), true.into());
+        }
+        if self.docker_error {
+            d.fields.insert("decode_error".into(), "not a Docker json-file record".into());
+        }
+        if let Some(meta) = self.docker {
+            d.fields.insert("stream".into(), meta.stream.into());
+            d.ts = d.ts.or(meta.ts);
+        }
+        d
+    }
+}
+
+type Tok = (u64, u64, Option<DockerMeta>);
+
+/// A tailed file and the joining state of its lines.
+pub struct Tracked {
+    pub tailer: Tailer,
+    docker: bool,
+    /// A Docker record split by Docker itself (no trailing newline yet).
+    docker_partial: Option<(String, u64, DockerMeta)>,
+    joiner: Option<Joiner<Tok>>,
+}
+
+impl Tracked {
+    pub fn new(tailer: Tailer, docker: bool, multiline: Option<&MultilineConfig>) -> Tracked {
+        Tracked { tailer, docker, docker_partial: None, joiner: crate::sources::joiner_for(multiline) }
+    }
+
+    /// Read new lines into units; `None` when nothing new was read.
+    pub fn read(&mut self, max_line: usize, budget: usize, stats: &SourceStats) -> std::io::Result<Option<Vec<Unit>>> {
+        let lines = self.tailer.read_lines(max_line, budget)?;
+        if lines.is_empty() {
+            return Ok(None);
+        }
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for line in lines {
+            stats.read.inc();
+            stats.bytes_read.add(line.bytes.len() as u64);
+            if line.split {
+                stats.split_lines.inc();
+            }
+            if let Some(unit) = self.unwrap_docker(line, stats) {
+                self.join(unit, now, &mut out);
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn unwrap_docker(&mut self, line: Line, stats: &SourceStats) -> Option<Unit> {
+        let invalid_utf8 = std::str::from_utf8(&line.bytes).is_err();
+        if invalid_utf8 {
+            stats.invalid_utf8.inc();
+        }
+        let text = String::from_utf8_lossy(&line.bytes).into_owned();
+        let plain = Unit {
+            text,
+            offset: line.offset,
+            end: line.end,
+            split: line.split,
+            invalid_utf8,
+            docker: None,
+            docker_error: false,
+        };
+        if !self.docker {
+            return Some(plain);
+        }
+        match docker::parse(&plain.text) {
+            Ok(d) => {
+                let meta = DockerMeta { stream: d.stream, ts: d.ts };
+                let (text, offset, meta) = match self.docker_partial.take() {
+                    Some((mut head, first, first_meta)) => {
+                        head.push_str(&d.log);
+                        (head, first, first_meta)
+                    }
+                    None => (d.log, line.offset, meta),
+                };
+                if d.partial {
+                    self.docker_partial = Some((text, offset, meta));
+                    return None;
+                }
+                Some(Unit {
+                    text,
+                    offset,
+                    end: line.end,
+                    split: line.split,
+                    invalid_utf8,
+                    docker: Some(meta),
+                    docker_error: false,
+                })
+            }
+            Err(_) => Some(Unit { docker_error: true, ..plain }),
+        }
+    }
+
+    fn join(&mut self, unit: Unit, now: Instant, out: &mut Vec<Unit>) {
+        let Some(joiner) = self.joiner.as_mut() else {
+            out.push(unit);
+            return;
+        };
+        if unit.split || unit.invalid_utf8 || unit.docker_error {
+            // Flagged lines stand alone, so their flags stay true.
+            out.extend(joiner.flush().map(piece_unit));
+            out.push(unit);
+            return;
+        }
+        let tok = (unit.offset, unit.end, unit.docker.clone());
+        out.extend(joiner.push(&unit.text, tok, now).map(piece_unit));
+    }
+
+    /// Multi-line events whose timeout passed.
+    pub fn flush_due(&mut self, now: Instant) -> Vec<Unit> {
+        self.joiner.as_mut().and_then(|j| j.flush_due(now)).map(piece_unit).into_iter().collect()
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.joiner.as_ref().and_then(Joiner::next_deadline)
+    }
+
+    pub fn rewind(&mut self) {
+        self.tailer.rewind();
+        self.docker_partial = None;
+        if let Some(j) = self.joiner.as_mut() {
+            j.clear();
+        }
+    }
+
+    pub fn drained(&self) -> bool {
+        self.docker_partial.is_none() && !self.joiner.as_ref().is_some_and(Joiner::pending) && self.tailer.drained()
+    }
+}
+
+fn piece_unit(p: crate::sources::multiline::Piece<Tok>) -> Unit {
+    Unit {
+        text: p.text,
+        offset: p.first.0,
+        end: p.last.1,
+        split: false,
+        invalid_utf8: false,
+        docker: p.first.2,
+        docker_error: false,
+    }
+}

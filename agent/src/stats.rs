@@ -14,6 +14,7 @@ pub struct SourceStats {
     pub kind: &'static str,
     pub read: Counter,
     pub bytes_read: Counter,
+    pub published: Counter,
     pub acked: Counter,
     pub duplicates: Counter,
     pub publish_errors: Counter,
@@ -68,6 +69,7 @@ impl SourceStats {
             kind,
             read: registry.counter("flotilla_agent_events_read_total", "Events read from sources.", &l),
             bytes_read: registry.counter("flotilla_agent_bytes_read_total", "Bytes read from sources.", &l),
+            published: registry.counter("flotilla_agent_events_published_total", "Events handed to NATS (resends included).", &l),
             acked: registry.counter("flotilla_agent_events_acked_total", "Events acknowledged by JetStream.", &l),
             duplicates: registry.counter(
                 "flotilla_agent_events_duplicate_total",

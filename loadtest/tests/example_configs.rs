@@ -13,7 +13,7 @@ fn load<T: serde::de::DeserializeOwned + flotilla_core::config::Validate>(name: 
 #[test]
 fn example_configs_validate() {
     let agent: flotilla_agent::Config = load("agent.toml");
-    assert_eq!(agent.sources.len(), 2);
+    assert_eq!(agent.sources.len(), 5);
     assert_eq!(agent.nats.password.as_deref(), Some("from-the-environment"));
     let _: flotilla_proxy::Config = load("proxy.toml");
     let shipper: flotilla_shipper::Config = load("shipper.toml");

@@ -102,6 +102,7 @@ impl Publisher {
         let publish = self.js.publish_with_headers(ev.subject, headers, with_seq(&ev.body, seq).into());
         match tokio::time::timeout(crate::ENQUEUE_TIMEOUT, publish).await {
             Ok(Ok(ack)) => {
+                self.stats.published.inc();
                 inflight.push_back((seq, ack.into_future()));
                 true
             }

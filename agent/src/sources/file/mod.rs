@@ -300,7 +300,10 @@ async fn publish(
     headers.insert(HDR_READ_TS, Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true).as_str());
     let publish = ctx.js.publish_with_headers(subject, headers, event.to_json().into());
     match tokio::time::timeout(crate::ENQUEUE_TIMEOUT, publish).await {
-        Ok(Ok(ack)) => Some(ack.into_future()),
+        Ok(Ok(ack)) => {
+            ctx.stats.published.inc();
+            Some(ack.into_future())
+        }
         Ok(Err(e)) => {
             tracing::warn!(source = %ctx.stats.name, error = %e, "publish failed");
             None

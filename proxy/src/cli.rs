@@ -25,9 +25,13 @@ pub fn token_new(
     orgs: &[String],
     name: Option<String>,
     expires: Option<&str>,
+    publish: bool,
 ) -> Result<String, CliError> {
     let orgs: Vec<OrgId> =
         orgs.iter().map(|o| OrgId::new(o).map_err(|e| CliError::Usage(e.to_string()))).collect::<Result<_, _>>()?;
+    if publish && role != Role::Tenant {
+        return Err(CliError::Usage("--publish is for tenant tokens (agents publish, admins may anything)".into()));
+    }
     match role {
         Role::Tenant if orgs.len() != 1 => {
             return Err(CliError::Usage("a tenant token needs exactly one --org".into()))
@@ -52,8 +56,18 @@ pub fn token_new(
         format!("{role}-{who}-{:06x}", rand::random::<u32>() & 0xff_ffff)
     });
     let secret = new_secret();
-    append(tokens, TokenEntry { name, role, orgs, hash: hash_secret(&secret), created: Utc::now(), expires })?;
+    append(tokens, TokenEntry { name, role, orgs, publish, hash: hash_secret(&secret), created: Utc::now(), expires })?;
     Ok(secret)
+}
+
+/// Remove the token called `name`; its connections are closed by running
+/// proxies within seconds.
+pub fn token_revoke(tokens: &Path, name: &str) -> Result<(), CliError> {
+    if crate::auth::store::remove(tokens, name)? {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!("no token named {name:?}")))
+    }
 }
 
 /// One line per token: name, role, orgs, expiry (never the hash).
@@ -63,7 +77,8 @@ pub fn token_list(tokens: &Path) -> Result<Vec<String>, CliError> {
         .map(|t| {
             let orgs: Vec<&str> = t.orgs.iter().map(OrgId::as_str).collect();
             let expires = t.expires.map(|e| e.to_rfc3339()).unwrap_or_else(|| "never".into());
-            format!("{}\t{:?}\t{}\texpires {}", t.name, t.role, orgs.join(","), expires).to_lowercase()
+            let publish = if t.publish { "\tpublish" } else { "" };
+            format!("{}\t{:?}\t{}\texpires {}{publish}", t.name, t.role, orgs.join(","), expires).to_lowercase()
         })
         .collect())
 }

@@ -26,6 +26,63 @@ pub struct Config {
     /// How often the proxy pings an idle client.
     #[serde(default = "default_ping_interval")]
     pub ping_interval: String,
+    #[serde(default)]
+    pub limits: Limits,
+    /// TLS for clients (rustls). With it, every client must use TLS.
+    pub tls: Option<Tls>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Caps and rates; 0 turns a rate limit off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_connections_per_ip: usize,
+    pub max_connections_per_org: usize,
+    pub max_subscriptions: usize,
+    /// Failed CONNECTs allowed per source address per minute; beyond that its
+    /// attempts are refused without checking them.
+    pub auth_failures_per_minute: u32,
+    /// Per connection; publishers over it are slowed (their socket is not read).
+    pub publish_msgs_per_sec: u32,
+    pub publish_bytes_per_sec: u32,
+    /// Per org, over all its connections.
+    pub org_publish_msgs_per_sec: u32,
+    pub org_publish_bytes_per_sec: u32,
+    /// What happens to a client whose queue is full: `drop` (counted, and the
+    /// client is told) or `disconnect`.
+    pub slow_consumer: SlowConsumer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlowConsumer {
+    Drop,
+    Disconnect,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections_per_ip: 1000,
+            max_connections_per_org: 1000,
+            max_subscriptions: 1000,
+            auth_failures_per_minute: 10,
+            publish_msgs_per_sec: 0,
+            publish_bytes_per_sec: 0,
+            org_publish_msgs_per_sec: 0,
+            org_publish_bytes_per_sec: 0,
+            slow_consumer: SlowConsumer::Drop,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -63,6 +120,15 @@ impl Validate for Config {
         v.check((1..=64 * 1024 * 1024).contains(&self.max_payload), "max_payload", "must be between 1 and 67108864");
         v.check(self.client_queue > 0, "client_queue", "must be at least 1");
         v.duration("ping_interval", &self.ping_interval);
+        let l = &self.limits;
+        v.check(l.max_connections_per_ip > 0, "limits.max_connections_per_ip", "must be at least 1");
+        v.check(l.max_connections_per_org > 0, "limits.max_connections_per_org", "must be at least 1");
+        v.check(l.max_subscriptions > 0, "limits.max_subscriptions", "must be at least 1");
+        v.check(l.auth_failures_per_minute > 0, "limits.auth_failures_per_minute", "must be at least 1");
+        if let Some(tls) = &self.tls {
+            v.check(tls.cert.is_file(), "tls.cert", format!("{} is not a readable file", tls.cert.display()));
+            v.check(tls.key.is_file(), "tls.key", format!("{} is not a readable file", tls.key.display()));
+        }
     }
 }
 

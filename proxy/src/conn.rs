@@ -1,32 +1,39 @@
 //! One client connection: a reader that parses and authorises operations,
-//! a writer task that owns the socket's write half, and one task per upstream
-//! subscription feeding the writer through a bounded queue.
+//! and a writer task that owns the socket's write half, fed through a
+//! bounded queue by the reader (control replies, which wait for room) and by
+//! the shared upstream subscriptions (deliveries, dropped when it is full).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use flotilla_core::subject::{is_valid_subject, subject_matches};
 
 use crate::auth::store::Credentials;
-use crate::metrics::OrgMetrics;
+use crate::fanout::{Key, Receiver};
+use crate::limits::PublishRate;
+use crate::outlet::{lock, Limit, Outlet};
 use crate::protocol::{parse, writer, ClientOp, ProtoError};
+use crate::registry::Caps;
 use crate::scope::{Scope, SubTarget};
 use crate::Shared;
 
 /// Prefix of the per-connection upstream reply subjects.
 const REPLY_PREFIX: &str = "_FLOTILLA.reply";
+
+/// What a client whose queue overflowed is told. Stock clients (nats.py,
+/// nats.js, async-nats) surface permission errors to the application
+/// without closing the connection; other `-ERR` texts close it in some.
+pub const SLOW_CONSUMER_TEXT: &str =
+    "Permissions Violation for Subscription to \"_FLOTILLA.slow_consumer\": messages were dropped because this client reads too slowly";
 
 #[derive(Debug, Default, Deserialize)]
 struct ConnectInfo {
@@ -40,26 +47,6 @@ struct ConnectInfo {
     name: Option<String>,
 }
 
-/// A delivery limit set by `UNSUB <sid> <max>`.
-#[derive(Default)]
-struct Limit {
-    max: AtomicU64,
-    delivered: AtomicU64,
-}
-
-impl Limit {
-    /// Count one delivery; false once the limit is reached.
-    fn take(&self) -> bool {
-        let n = self.delivered.fetch_add(1, Ordering::Relaxed) + 1;
-        let max = self.max.load(Ordering::Relaxed);
-        max == 0 || n <= max
-    }
-    fn exhausted(&self) -> bool {
-        let max = self.max.load(Ordering::Relaxed);
-        max != 0 && self.delivered.load(Ordering::Relaxed) >= max
-    }
-}
-
 struct InboxSub {
     sid: String,
     pattern: String,
@@ -67,7 +54,7 @@ struct InboxSub {
 }
 
 enum SubEntry {
-    Upstream { task: JoinHandle<()>, limit: Arc<Limit> },
+    Upstream(Key),
     Inbox,
 }
 
@@ -76,44 +63,19 @@ enum Flow {
     Close,
 }
 
-/// What every delivery task needs to reach the client.
-#[derive(Clone)]
-struct Outlet {
-    tx: mpsc::Sender<Bytes>,
-    scope: Scope,
-    headers: bool,
-    org: OrgMetrics,
-}
-
-impl Outlet {
-    fn deliver(&self, subject: &str, sid: &str, m: &async_nats::Message) -> bool {
-        let headers = encode_headers(m);
-        if headers.is_some() && !self.headers {
-            return true; // A status-only or headers message the client cannot read.
-        }
-        let frame = writer::msg(subject, sid, m.reply.as_deref(), headers.as_deref(), &m.payload);
-        match self.tx.try_send(frame) {
-            Ok(()) => {
-                self.org.msgs_out.inc();
-                self.org.bytes_out.add(m.payload.len() as u64);
-                true
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.org.drops.inc();
-                true
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
-    }
-}
-
-pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let _ = stream.set_nodelay(true);
+pub async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let id = shared.next_client_id();
-    let (mut rd, wr) = stream.into_split();
+    let (mut rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel::<Bytes>(shared.config.client_queue);
     let writer = tokio::spawn(write_loop(wr, rx));
-    shared.metrics.connections.add(1);
+    let (close_tx, close_rx) = watch::channel(None);
+    let caps = Caps {
+        per_ip: shared.config.limits.max_connections_per_ip,
+        per_org: shared.config.limits.max_connections_per_org,
+    };
     let info = serde_json::json!({
         "server_id": "FLOTILLA-PROXY",
         "server_name": "flotilla-proxy",
@@ -121,10 +83,12 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shu
         "proto": 1,
         "headers": true,
         "auth_required": true,
+        "tls_required": shared.tls.is_some(),
         "max_payload": shared.config.max_payload,
         "client_id": id,
         "client_ip": peer.ip().to_string(),
     });
+    let opened = shared.registry.open(id, peer.ip(), close_tx, tx.clone(), &caps);
     let mut conn = Conn {
         id,
         peer,
@@ -132,28 +96,33 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shu
         tx,
         outlet: None,
         verbose: false,
-        creds_user: None,
+        token: None,
         subs: HashMap::new(),
         inbox: Arc::new(Mutex::new(Vec::new())),
-        reply_prefix: format!("{REPLY_PREFIX}.{id}x{}", rand_suffix()),
+        reply_prefix: format!("{REPLY_PREFIX}.{id}x{:016x}", rand::random::<u64>()),
         reply_task: None,
         pings_out: 0,
+        rate: PublishRate::new(shared.config.limits.publish_msgs_per_sec, shared.config.limits.publish_bytes_per_sec),
+        kill: CancellationToken::new(),
+        caps,
     };
+    shared.metrics.connections.add(1);
     if conn.send(writer::info(&info.to_string())).await {
-        conn.run(&mut rd, shutdown).await;
+        if opened {
+            conn.run(&mut rd, close_rx, shutdown).await;
+        } else {
+            conn.send(writer::err("maximum connections exceeded")).await;
+        }
     }
-    conn.close();
+    conn.close().await;
+    shared.registry.close(id);
     drop(conn);
     let _ = writer.await;
     shared.metrics.connections.add(-1);
 }
 
-fn rand_suffix() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
-
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
-    let mut out = tokio::io::BufWriter::with_capacity(64 * 1024, &mut wr);
+async fn write_loop<W: AsyncWrite + Unpin>(wr: W, mut rx: mpsc::Receiver<Bytes>) {
+    let mut out = tokio::io::BufWriter::with_capacity(64 * 1024, wr);
     while let Some(frame) = rx.recv().await {
         if out.write_all(&frame).await.is_err() {
             return;
@@ -169,7 +138,7 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
         }
     }
     let _ = out.flush().await;
-    let _ = wr.shutdown().await;
+    let _ = out.into_inner().shutdown().await;
 }
 
 struct Conn {
@@ -180,16 +149,26 @@ struct Conn {
     /// Set once authenticated.
     outlet: Option<Outlet>,
     verbose: bool,
-    creds_user: Option<String>,
+    /// Token name and hash, once authenticated.
+    token: Option<(String, String)>,
     subs: HashMap<String, SubEntry>,
     inbox: Arc<Mutex<Vec<InboxSub>>>,
     reply_prefix: String,
     reply_task: Option<JoinHandle<()>>,
     pings_out: u32,
+    rate: Option<PublishRate>,
+    /// Cancelled to disconnect a slow consumer (by policy).
+    kill: CancellationToken,
+    caps: Caps,
 }
 
 impl Conn {
-    async fn run(&mut self, rd: &mut tokio::net::tcp::OwnedReadHalf, shutdown: CancellationToken) {
+    async fn run<R: AsyncRead + Unpin>(
+        &mut self,
+        rd: &mut R,
+        mut close: watch::Receiver<Option<&'static str>>,
+        shutdown: CancellationToken,
+    ) {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let mut ping = tokio::time::interval(self.shared.ping_interval);
         ping.tick().await;
@@ -236,6 +215,16 @@ impl Conn {
                     self.send(writer::err("Authentication Timeout")).await;
                     return;
                 }
+                r = close.changed() => {
+                    let reason = r.ok().and_then(|_| *close.borrow()).unwrap_or("Authorization Violation");
+                    tracing::info!(client = self.id, peer = %self.peer, reason, "closing connection");
+                    self.send(writer::err(reason)).await;
+                    return;
+                }
+                _ = self.kill.cancelled() => {
+                    self.send(writer::err("Slow Consumer")).await;
+                    return;
+                }
                 _ = shutdown.cancelled() => return,
             }
         }
@@ -273,6 +262,13 @@ impl Conn {
             }
             return self.handle_authed(op).await;
         };
+        let ip = self.peer.ip();
+        if self.shared.auth_throttle.blocked(ip) {
+            self.shared.metrics.auth_failures.inc();
+            tracing::warn!(client = self.id, peer = %self.peer, "too many failed authentications from this address");
+            self.send(writer::err("Authorization Violation")).await;
+            return Flow::Close;
+        }
         let info: ConnectInfo = serde_json::from_slice(json).unwrap_or_default();
         let creds =
             Credentials { user: info.user.clone(), pass: info.pass.clone(), auth_token: info.auth_token.clone() };
@@ -283,17 +279,27 @@ impl Conn {
             (Some(o), Some(s)) => &o.scope == s,
             _ => false,
         };
-        let (Some(scope), true) = (scope, same_as_before) else {
+        let (Some(entry), Some(scope), true) = (entry, scope, same_as_before) else {
+            self.shared.auth_throttle.failed(ip);
             self.shared.metrics.auth_failures.inc();
             tracing::warn!(client = self.id, peer = %self.peer, user = ?info.user, "authorization violation");
             self.send(writer::err("Authorization Violation")).await;
             return Flow::Close;
         };
+        if self.outlet.is_some() {
+            return self.ok().await; // the same identity again: nothing changes
+        }
+        let token = (entry.name.clone(), entry.hash.clone());
+        if !self.shared.registry.authenticated(self.id, scope.label(), token.clone(), &self.caps) {
+            self.send(writer::err("maximum connections exceeded")).await;
+            return Flow::Close;
+        }
         tracing::debug!(client = self.id, peer = %self.peer, org = scope.label(), name = ?info.name, "client connected");
         self.verbose = info.verbose;
-        self.creds_user = info.user;
+        self.token = Some(token);
         let org = self.shared.metrics.org(scope.label());
-        self.outlet = Some(Outlet { tx: self.tx.clone(), scope, headers: info.headers, org });
+        let policy = self.shared.config.limits.slow_consumer;
+        self.outlet = Some(Outlet::new(self.tx.clone(), scope, info.headers, org, policy, self.kill.clone()));
         self.ok().await
     }
 
@@ -314,7 +320,7 @@ impl Conn {
             }
             ClientOp::Sub { subject, queue, sid } => self.subscribe(outlet, subject, queue, sid).await,
             ClientOp::Unsub { sid, max } => {
-                self.unsubscribe(&sid, max);
+                self.unsubscribe(&sid, max).await;
                 self.ok().await
             }
             ClientOp::Pub { subject, reply, payload } => self.publish(outlet, subject, reply, None, payload).await,
@@ -336,62 +342,53 @@ impl Conn {
                     .await;
             }
         }
-        self.unsubscribe(&sid, None);
+        self.unsubscribe(&sid, None).await;
+        if self.subs.len() >= self.shared.config.limits.max_subscriptions {
+            return self.deny("maximum subscriptions exceeded".into()).await;
+        }
         match target {
             SubTarget::Inbox => {
                 self.ensure_reply_sub(&outlet).await;
-                let limit = Arc::new(Limit::default());
-                lock(&self.inbox).push(InboxSub { sid: sid.clone(), pattern: subject, limit });
+                lock(&self.inbox).push(InboxSub { sid: sid.clone(), pattern: subject, limit: Arc::default() });
                 self.subs.insert(sid, SubEntry::Inbox);
             }
             SubTarget::Upstream(upstream) => {
-                let sub = match &queue {
-                    None => self.shared.upstream.subscribe(upstream).await,
-                    Some(q) => self.shared.upstream.queue_subscribe(upstream, q.clone()).await,
-                };
-                let mut sub = match sub {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "upstream subscribe failed");
-                        return self.deny("Upstream Subscription Failed".into()).await;
-                    }
-                };
-                let limit = Arc::new(Limit::default());
-                let (l, sid2) = (limit.clone(), sid.clone());
-                let task = tokio::spawn(async move {
-                    while let Some(m) = sub.next().await {
-                        if !l.take() {
-                            break;
-                        }
-                        let subject = outlet.scope.deliver(&m.subject);
-                        if !outlet.deliver(&subject, &sid2, &m) || l.exhausted() {
-                            break;
-                        }
-                    }
-                });
-                self.subs.insert(sid, SubEntry::Upstream { task, limit });
+                let key = Key { subject: upstream, queue };
+                let receiver = Receiver { conn: self.id, sid: sid.clone(), outlet, limit: Arc::default() };
+                if let Err(e) = self.shared.fanout.add(key.clone(), receiver).await {
+                    tracing::warn!(error = %e, "upstream subscribe failed");
+                    return self.deny("Upstream Subscription Failed".into()).await;
+                }
+                self.subs.insert(sid, SubEntry::Upstream(key));
             }
         }
         self.ok().await
     }
 
-    fn unsubscribe(&mut self, sid: &str, max: Option<u64>) {
-        let limit = match self.subs.get(sid) {
-            None => return,
-            Some(SubEntry::Upstream { limit, .. }) => limit.clone(),
-            Some(SubEntry::Inbox) => match lock(&self.inbox).iter().find(|s| s.sid == sid) {
-                Some(s) => s.limit.clone(),
-                None => Arc::new(Limit::default()),
-            },
-        };
-        if let Some(max) = max.filter(|m| *m > limit.delivered.load(Ordering::Relaxed)) {
-            limit.max.store(max, Ordering::Relaxed);
-            return;
+    async fn unsubscribe(&mut self, sid: &str, max: Option<u64>) {
+        match (self.subs.get(sid), max) {
+            (None, _) => return,
+            (Some(SubEntry::Upstream(key)), Some(max)) => {
+                if self.shared.fanout.limit(key, self.id, sid, max).await {
+                    return;
+                }
+            }
+            (Some(SubEntry::Inbox), Some(max)) => {
+                let inbox = lock(&self.inbox);
+                if let Some(s) = inbox.iter().find(|s| s.sid == sid) {
+                    if max > s.limit.delivered.load(std::sync::atomic::Ordering::Relaxed) {
+                        s.limit.max.store(max, std::sync::atomic::Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+            _ => {}
         }
-        if let Some(SubEntry::Upstream { task, .. }) = self.subs.remove(sid) {
-            task.abort();
+        match self.subs.remove(sid) {
+            Some(SubEntry::Upstream(key)) => self.shared.fanout.remove(&key, self.id, sid).await,
+            Some(SubEntry::Inbox) => lock(&self.inbox).retain(|s| s.sid != sid),
+            None => {}
         }
-        lock(&self.inbox).retain(|s| s.sid != sid);
     }
 
     async fn publish(
@@ -402,9 +399,14 @@ impl Conn {
         headers: Option<Bytes>,
         payload: Bytes,
     ) -> Flow {
-        let upstream = match outlet.scope.publish(&subject) {
-            Ok(s) => s,
-            Err(denied) => return self.deny(denied.0).await,
+        // A reply to a request this client received goes where the request came from.
+        let aliased = lock(&outlet.aliases).resolve(&subject);
+        let upstream = match aliased {
+            Some(target) => target,
+            None => match outlet.scope.publish(&subject) {
+                Ok(s) => s,
+                Err(denied) => return self.deny(denied.0).await,
+            },
         };
         let reply = match reply {
             None => None,
@@ -414,6 +416,11 @@ impl Conn {
             }
             Some(_) => return self.deny(format!("Permissions Violation for Publish to \"{subject}\"")).await,
         };
+        // Over a limit, wait: this connection's socket is not read meanwhile.
+        if let Some(rate) = &self.rate {
+            rate.admit(payload.len()).await;
+        }
+        self.shared.org_rates.admit(outlet.scope.label(), payload.len()).await;
         outlet.org.msgs_in.inc();
         outlet.org.bytes_in.add(payload.len() as u64);
         let client = &self.shared.upstream;
@@ -460,49 +467,17 @@ impl Conn {
         }));
     }
 
-    fn close(&mut self) {
-        for (_, s) in self.subs.drain() {
-            if let SubEntry::Upstream { task, .. } = s {
-                task.abort();
+    async fn close(&mut self) {
+        let subs: Vec<(String, SubEntry)> = self.subs.drain().collect();
+        for (sid, s) in subs {
+            if let SubEntry::Upstream(key) = s {
+                self.shared.fanout.remove(&key, self.id, &sid).await;
             }
         }
         if let Some(t) = self.reply_task.take() {
             t.abort();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// `NATS/1.0[ status[ description]]\r\n(Name: value\r\n)*\r\n`, or `None`
-/// for a plain message.
-fn encode_headers(m: &async_nats::Message) -> Option<Vec<u8>> {
-    if m.headers.is_none() && m.status.is_none() {
-        return None;
-    }
-    let mut h = String::from("NATS/1.0");
-    if let Some(status) = m.status {
-        h.push_str(&format!(" {}", status.as_u16()));
-        if let Some(d) = &m.description {
-            h.push(' ');
-            h.push_str(d);
-        }
-    }
-    h.push_str("\r\n");
-    if let Some(headers) = &m.headers {
-        for (name, values) in headers.iter() {
-            for v in values {
-                h.push_str(name.as_ref());
-                h.push_str(": ");
-                h.push_str(v.as_str());
-                h.push_str("\r\n");
-            }
-        }
-    }
-    h.push_str("\r\n");
-    Some(h.into_bytes())
 }
 
 /// Header lines of an HPUB block into a map (the status line is ignored).

@@ -12,9 +12,14 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod fanout;
+pub mod limits;
 pub mod metrics;
+pub mod outlet;
 pub mod protocol;
+pub mod registry;
 pub mod scope;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +44,8 @@ pub enum ProxyError {
     Bind { addr: String, source: std::io::Error },
     #[error("upstream NATS {url}: {message}")]
     Upstream { url: String, message: String },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// State shared by every connection.
@@ -48,6 +55,11 @@ pub struct Shared {
     pub tokens: auth::TokenStore,
     pub upstream: async_nats::Client,
     pub metrics: metrics::ProxyMetrics,
+    pub fanout: fanout::Fanout,
+    pub registry: registry::Registry,
+    pub auth_throttle: limits::AuthThrottle,
+    pub org_rates: limits::OrgRates,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     next_id: AtomicU64,
 }
 
@@ -90,14 +102,23 @@ pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyErr
             .await
             .map_err(|source| ProxyError::Bind { addr: config.http_addr.clone(), source })?;
 
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let metrics = metrics::ProxyMetrics::new(registry);
+    let limits = &config.limits;
     let shared = Arc::new(Shared {
         ping_interval: parse_duration(&config.ping_interval).unwrap_or(Duration::from_secs(120)),
+        fanout: fanout::Fanout::new(upstream.clone(), metrics.upstream_subscriptions.clone()),
+        registry: registry::Registry::default(),
+        auth_throttle: limits::AuthThrottle::new(limits.auth_failures_per_minute),
+        org_rates: limits::OrgRates::new(limits.org_publish_msgs_per_sec, limits.org_publish_bytes_per_sec),
+        tls,
         config,
         tokens,
         upstream,
-        metrics: metrics::ProxyMetrics::new(registry),
+        metrics,
         next_id: AtomicU64::new(0),
     });
+    tokio::spawn(housekeeping(shared.clone(), signals.clone()));
     tracing::info!(%addr, %http_addr, "flotilla-proxy listening");
     let shutdown = signals.shutdown.clone();
     let done = tokio::spawn(async move {
@@ -106,7 +127,11 @@ pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyErr
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        tracker.spawn(conn::serve(stream, peer, shared.clone(), shutdown.clone()));
+                        let _ = stream.set_nodelay(true);
+                        match shared.tls.clone() {
+                            None => tracker.spawn(conn::serve(stream, peer, shared.clone(), shutdown.clone())),
+                            Some(acceptor) => tracker.spawn(accept_tls(stream, peer, acceptor, shared.clone(), shutdown.clone())),
+                        };
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -123,6 +148,55 @@ pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyErr
         tracing::info!("flotilla-proxy stopped");
     });
     Ok(Running { addr, http_addr, done })
+}
+
+/// Every two seconds and on SIGHUP: re-read the tokens file and close the
+/// connections of revoked or expired tokens; refresh the queue-depth gauges.
+async fn housekeeping(shared: Arc<Shared>, signals: Signals) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = signals.reload.notified() => tracing::info!("SIGHUP: re-reading the tokens file"),
+            _ = signals.shutdown.cancelled() => return,
+        }
+        shared.tokens.refresh();
+        shared.registry.revalidate(&shared.tokens);
+        for (org, depth) in shared.registry.queue_depths() {
+            shared.metrics.queue_depth(&org).set(depth);
+        }
+    }
+}
+
+/// A TLS client: either it starts with the handshake, or it reads the
+/// plaintext INFO and then upgrades (INFO is sent again inside TLS, which
+/// clients accept).
+async fn accept_tls(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use tokio::io::AsyncWriteExt as _;
+    let mut stream = stream;
+    let mut first = [0u8; 1];
+    let handshake_first = matches!(tokio::time::timeout(Duration::from_millis(50), stream.peek(&mut first)).await, Ok(Ok(1)) if first[0] == 0x16);
+    if !handshake_first {
+        let info = serde_json::json!({
+            "server_id": "FLOTILLA-PROXY", "server_name": "flotilla-proxy", "version": "2.10.0", "proto": 1,
+            "headers": true, "auth_required": true, "tls_required": true, "max_payload": shared.config.max_payload,
+        });
+        if stream.write_all(format!("INFO {info}\r\n").as_bytes()).await.is_err() {
+            return;
+        }
+    }
+    match tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => conn::serve(tls, peer, shared, shutdown).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
 }
 
 /// Run until SIGTERM/SIGINT, then close connections and exit.

@@ -51,6 +51,16 @@ enum TokenCommand {
         /// Lifetime such as 30d or 12h.
         #[arg(long)]
         expires: Option<String>,
+        /// Tenants only: may publish into their own org.
+        #[arg(long)]
+        publish: bool,
+    },
+    /// Remove a token; proxies close its connections within seconds.
+    Revoke {
+        #[arg(long)]
+        tokens: PathBuf,
+        #[arg(long)]
+        name: String,
     },
     /// List tokens (names, roles, orgs, expiry; never secrets).
     List {
@@ -105,8 +115,8 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Token { command: TokenCommand::New { tokens, role, orgs, name, expires } } => {
-            match cli::token_new(&tokens, role, &orgs, name, expires.as_deref()) {
+        Command::Token { command: TokenCommand::New { tokens, role, orgs, name, expires, publish } } => {
+            match cli::token_new(&tokens, role, &orgs, name, expires.as_deref(), publish) {
                 Ok(secret) => {
                     println!("{secret}");
                     ExitCode::SUCCESS
@@ -117,6 +127,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Token { command: TokenCommand::Revoke { tokens, name } } => match cli::token_revoke(&tokens, &name) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("flotilla-proxy token revoke: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Token { command: TokenCommand::List { tokens } } => match cli::token_list(&tokens) {
             Ok(lines) => {
                 lines.iter().for_each(|l| println!("{l}"));

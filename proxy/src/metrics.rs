@@ -8,6 +8,7 @@ pub struct ProxyMetrics {
     pub connections: Gauge,
     pub auth_failures: Counter,
     pub protocol_errors: Counter,
+    pub upstream_subscriptions: Gauge,
 }
 
 /// Per-org counters, looked up once per connection.
@@ -31,8 +32,17 @@ impl ProxyMetrics {
                 "Connections closed for malformed protocol input.",
                 &[],
             ),
+            upstream_subscriptions: registry.gauge(
+                "flotilla_proxy_upstream_subscriptions",
+                "Upstream subscriptions, each shared by every client that needs it.",
+                &[],
+            ),
             registry,
         }
+    }
+
+    pub fn queue_depth(&self, org: &str) -> Gauge {
+        self.registry.gauge("flotilla_proxy_client_queue_depth", "Messages waiting in client queues.", &[("org", org)])
     }
 
     pub fn org(&self, org: &str) -> OrgMetrics {

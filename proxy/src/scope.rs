@@ -17,7 +17,7 @@ const ORG_SCOPED: [&str; 2] = ["logs", "telemetry"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
-    Tenant { org: OrgId },
+    Tenant { org: OrgId, publish: bool },
     Agent { orgs: Vec<OrgId> },
     Admin,
 }
@@ -47,7 +47,7 @@ impl Scope {
                     .or_else(|| entry.orgs.first())
                     .cloned();
                 match org {
-                    Some(org) => Scope::Tenant { org },
+                    Some(org) => Scope::Tenant { org, publish: entry.publish },
                     None => Scope::Agent { orgs: vec![] },
                 }
             }
@@ -57,7 +57,7 @@ impl Scope {
     /// The org label used in metrics.
     pub fn label(&self) -> &str {
         match self {
-            Scope::Tenant { org } => org.as_str(),
+            Scope::Tenant { org, .. } => org.as_str(),
             Scope::Agent { .. } => "_agent",
             Scope::Admin => "_admin",
         }
@@ -74,7 +74,7 @@ impl Scope {
         match self {
             Scope::Admin => Ok(SubTarget::Upstream(subject.to_string())),
             Scope::Agent { .. } => Err(deny()),
-            Scope::Tenant { org } => {
+            Scope::Tenant { org, .. } => {
                 let (family, rest) = subject.split_once('.').ok_or_else(deny)?;
                 if !ORG_SCOPED.contains(&family) {
                     return Err(deny());
@@ -91,7 +91,15 @@ impl Scope {
         }
         match self {
             Scope::Admin => Ok(subject.to_string()),
-            Scope::Tenant { .. } => Err(deny()),
+            Scope::Tenant { publish: false, .. } => Err(deny()),
+            Scope::Tenant { org, publish: true } => {
+                // Within its own org only: the org token is added, never taken from the client.
+                let (family, rest) = subject.split_once('.').ok_or_else(deny)?;
+                if !ORG_SCOPED.contains(&family) {
+                    return Err(deny());
+                }
+                Ok(format!("{family}.{org}.{rest}"))
+            }
             Scope::Agent { .. } if is_agent_status(subject) => Ok(subject.to_string()),
             Scope::Agent { orgs } => {
                 let mut t = subject.split('.');
@@ -110,7 +118,7 @@ impl Scope {
 
     /// The subject a client sees for an upstream delivery.
     pub fn deliver<'a>(&self, upstream: &'a str) -> Cow<'a, str> {
-        let Scope::Tenant { org } = self else { return Cow::Borrowed(upstream) };
+        let Scope::Tenant { org, .. } = self else { return Cow::Borrowed(upstream) };
         let mut t = upstream.splitn(3, '.');
         match (t.next(), t.next(), t.next()) {
             (Some(family), Some(o), Some(rest)) if o == org.as_str() && ORG_SCOPED.contains(&family) => {
@@ -141,7 +149,18 @@ mod tests {
     use super::*;
 
     fn tenant() -> Scope {
-        Scope::Tenant { org: OrgId::new("acme").unwrap() }
+        Scope::Tenant { org: OrgId::new("acme").unwrap(), publish: false }
+    }
+
+    #[test]
+    fn publishing_tenants_stay_in_their_org() {
+        let t = Scope::Tenant { org: OrgId::new("acme").unwrap(), publish: true };
+        assert_eq!(t.publish("logs.rpc.x").unwrap(), "logs.acme.rpc.x");
+        assert_eq!(t.publish("logs.globex.web.iad.h1").unwrap(), "logs.acme.globex.web.iad.h1");
+        for bad in ["rpc.x", "$JS.API.STREAM.LIST", "logs.*", "logs.>", "_INBOX.x", "logs", "flotilla.agent.h1.status"]
+        {
+            assert!(t.publish(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -26,10 +26,10 @@ async fn stack() -> Stack {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.toml");
-    let acme = cli::token_new(&tokens, Role::Tenant, &["acme".into()], None, None).unwrap();
-    let globex = cli::token_new(&tokens, Role::Tenant, &["globex".into()], None, None).unwrap();
+    let acme = cli::token_new(&tokens, Role::Tenant, &["acme".into()], None, None, false).unwrap();
+    let globex = cli::token_new(&tokens, Role::Tenant, &["globex".into()], None, None, false).unwrap();
     let agent =
-        cli::token_new(&tokens, Role::Agent, &["acme".into(), "globex".into()], Some("host-agent".into()), None)
+        cli::token_new(&tokens, Role::Agent, &["acme".into(), "globex".into()], Some("host-agent".into()), None, false)
             .unwrap();
     let text = format!(
         "listen = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ntokens = {:?}\n[upstream]\nurl = \"{}\"\n",

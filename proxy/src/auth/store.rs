@@ -42,7 +42,7 @@ impl TokenStore {
 
     /// Re-read the file if it changed since the last look. A broken file is
     /// reported and the entries already loaded are kept.
-    fn refresh(&self) {
+    pub fn refresh(&self) {
         let mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if mtime == state.0 {
@@ -54,6 +54,17 @@ impl TokenStore {
                 *state = (mtime, entries);
             }
             Err(e) => tracing::warn!(error = %e, "keeping the previous tokens"),
+        }
+    }
+
+    /// Whether the token `name` with secret hash `hash` still stands: `Err`
+    /// says why not, in nats-server's words.
+    pub fn still_valid(&self, name: &str, hash: &str) -> Result<(), &'static str> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match state.1.iter().find(|t| t.name == name && t.hash == hash) {
+            None => Err("User Authentication Revoked"),
+            Some(t) if t.expires.is_some_and(|e| e <= Utc::now()) => Err("User Authentication Expired"),
+            Some(_) => Ok(()),
         }
     }
 
@@ -100,8 +111,6 @@ pub fn read(path: &Path) -> Result<Vec<TokenEntry>, AuthError> {
 
 /// Append an entry, writing the file atomically with mode 0600.
 pub fn append(path: &Path, entry: TokenEntry) -> Result<(), AuthError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = match path.exists() {
         true => TokensFile { tokens: read(path)? },
         false => TokensFile::default(),
@@ -113,7 +122,25 @@ pub fn append(path: &Path, entry: TokenEntry) -> Result<(), AuthError> {
         });
     }
     file.tokens.push(entry);
-    let text = toml::to_string(&file).map_err(|e| AuthError::Parse { path: path.into(), message: e.to_string() })?;
+    write(path, &file)
+}
+
+/// Remove the entry called `name`; false if there was none.
+pub fn remove(path: &Path, name: &str) -> Result<bool, AuthError> {
+    let mut file = TokensFile { tokens: read(path)? };
+    let before = file.tokens.len();
+    file.tokens.retain(|t| t.name != name);
+    if file.tokens.len() == before {
+        return Ok(false);
+    }
+    write(path, &file)?;
+    Ok(true)
+}
+
+fn write(path: &Path, file: &TokensFile) -> Result<(), AuthError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let text = toml::to_string(file).map_err(|e| AuthError::Parse { path: path.into(), message: e.to_string() })?;
     let werr = |source| AuthError::Write { path: path.into(), source };
     let tmp = path.with_extension("tmp");
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -138,6 +165,7 @@ mod tests {
             name: name.into(),
             role,
             orgs: orgs.iter().map(|o| OrgId::new(o).unwrap()).collect(),
+            publish: false,
             hash: hash_secret(secret),
             created: Utc::now(),
             expires: None,

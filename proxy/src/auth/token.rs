@@ -27,6 +27,9 @@ pub struct TokenEntry {
     pub role: Role,
     #[serde(default)]
     pub orgs: Vec<OrgId>,
+    /// Tenants only: may publish into their own org.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub publish: bool,
     /// `sha256:<hex>` of the secret.
     pub hash: String,
     pub created: DateTime<Utc>,

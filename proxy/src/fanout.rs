@@ -1,0 +1,137 @@
+//! Shared upstream subscriptions: one upstream subscription per distinct
+//! (subject, queue group), whatever the number of clients that need it. Each
+//! message is handed to every subscribed client (or, for a queue group, to
+//! one of its members here, round robin) through their bounded queues.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use tokio::task::JoinHandle;
+
+use flotilla_core::metrics::Gauge;
+
+use crate::outlet::{lock, Limit, Outlet};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// The upstream subject (already scoped to the org).
+    pub subject: String,
+    pub queue: Option<String>,
+}
+
+pub struct Receiver {
+    pub conn: u64,
+    pub sid: String,
+    pub outlet: Outlet,
+    pub limit: Arc<Limit>,
+}
+
+struct Entry {
+    receivers: Mutex<Vec<Receiver>>,
+    next: AtomicUsize,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+pub struct Fanout {
+    client: async_nats::Client,
+    entries: tokio::sync::Mutex<HashMap<Key, Arc<Entry>>>,
+    gauge: Gauge,
+}
+
+impl Fanout {
+    pub fn new(client: async_nats::Client, gauge: Gauge) -> Fanout {
+        Fanout { client, entries: tokio::sync::Mutex::new(HashMap::new()), gauge }
+    }
+
+    /// Add a client subscription, subscribing upstream if it is the first
+    /// for this key.
+    pub async fn add(&self, key: Key, receiver: Receiver) -> Result<(), async_nats::SubscribeError> {
+        let mut entries = self.entries.lock().await;
+        if let Some(entry) = entries.get(&key) {
+            lock(&entry.receivers).push(receiver);
+            return Ok(());
+        }
+        let mut sub = match &key.queue {
+            None => self.client.subscribe(key.subject.clone()).await?,
+            Some(q) => self.client.queue_subscribe(key.subject.clone(), q.clone()).await?,
+        };
+        let entry = Arc::new(Entry {
+            receivers: Mutex::new(vec![receiver]),
+            next: AtomicUsize::new(0),
+            task: Mutex::new(None),
+        });
+        let (e, queue) = (entry.clone(), key.queue.is_some());
+        let task = tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                deliver(&e, &m, queue);
+            }
+        });
+        *lock(&entry.task) = Some(task);
+        entries.insert(key, entry);
+        self.gauge.set(entries.len() as i64);
+        Ok(())
+    }
+
+    /// Remove a client subscription; the last one out unsubscribes upstream.
+    pub async fn remove(&self, key: &Key, conn: u64, sid: &str) {
+        let mut entries = self.entries.lock().await;
+        let Some(entry) = entries.get(key) else { return };
+        let empty = {
+            let mut r = lock(&entry.receivers);
+            r.retain(|x| !(x.conn == conn && x.sid == sid));
+            r.is_empty()
+        };
+        if empty {
+            if let Some(entry) = entries.remove(key) {
+                if let Some(t) = lock(&entry.task).take() {
+                    t.abort(); // drops the subscriber: UNSUB upstream
+                }
+            }
+            self.gauge.set(entries.len() as i64);
+        }
+    }
+
+    /// Set a delivery limit (UNSUB with a count) on a client subscription.
+    pub async fn limit(&self, key: &Key, conn: u64, sid: &str, max: u64) -> bool {
+        let entries = self.entries.lock().await;
+        let Some(entry) = entries.get(key) else { return false };
+        let r = lock(&entry.receivers);
+        match r.iter().find(|x| x.conn == conn && x.sid == sid) {
+            Some(x) if max > x.limit.delivered.load(Ordering::Relaxed) => {
+                x.limit.max.store(max, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn deliver(entry: &Entry, m: &async_nats::Message, queue: bool) {
+    let mut receivers = lock(&entry.receivers);
+    if receivers.is_empty() {
+        return;
+    }
+    let mut gone = false;
+    if queue {
+        let i = entry.next.fetch_add(1, Ordering::Relaxed) % receivers.len();
+        gone |= !send(&receivers[i], m);
+    } else {
+        for r in receivers.iter() {
+            gone |= !send(r, m);
+        }
+    }
+    if gone {
+        receivers.retain(|r| !r.limit.exhausted() && !r.outlet.tx.is_closed());
+    }
+}
+
+/// False when this receiver is done (limit reached or client gone).
+fn send(r: &Receiver, m: &async_nats::Message) -> bool {
+    if !r.limit.take() {
+        return false;
+    }
+    let subject = r.outlet.scope.deliver(&m.subject);
+    r.outlet.deliver(&subject, &r.sid, m) && !r.limit.exhausted()
+}

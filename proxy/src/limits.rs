@@ -1,0 +1,132 @@
+//! Rates: failed-auth throttling per source address, and publish limits per
+//! connection and per org. Publishers over a limit are slowed by not reading
+//! their socket (TCP backpressure), never dropped.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::outlet::lock;
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// Failed CONNECTs per source address in a one-minute window.
+pub struct AuthThrottle {
+    max: u32,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl AuthThrottle {
+    pub fn new(max_per_minute: u32) -> Self {
+        AuthThrottle { max: max_per_minute, failures: Mutex::new(HashMap::new()) }
+    }
+
+    /// True while this address has used up its failed attempts.
+    pub fn blocked(&self, ip: IpAddr) -> bool {
+        let failures = lock(&self.failures);
+        failures.get(&ip).is_some_and(|(n, since)| *n >= self.max && since.elapsed() < WINDOW)
+    }
+
+    pub fn failed(&self, ip: IpAddr) {
+        let mut failures = lock(&self.failures);
+        if failures.len() > 100_000 {
+            failures.retain(|_, (_, since)| since.elapsed() < WINDOW);
+        }
+        let e = failures.entry(ip).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= WINDOW {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+    }
+}
+
+/// A messages/s and a bytes/s limit (either may be off).
+pub struct PublishRate {
+    msgs: Option<DefaultDirectRateLimiter>,
+    bytes: Option<DefaultDirectRateLimiter>,
+    burst_bytes: u32,
+}
+
+impl PublishRate {
+    pub fn new(msgs_per_sec: u32, bytes_per_sec: u32) -> Option<PublishRate> {
+        let msgs = NonZeroU32::new(msgs_per_sec).map(|r| RateLimiter::direct(Quota::per_second(r)));
+        let bytes = NonZeroU32::new(bytes_per_sec).map(|r| RateLimiter::direct(Quota::per_second(r)));
+        (msgs.is_some() || bytes.is_some()).then_some(PublishRate { msgs, bytes, burst_bytes: bytes_per_sec.max(1) })
+    }
+
+    /// Wait until one more message of `len` bytes is within the limits.
+    pub async fn admit(&self, len: usize) {
+        if let Some(m) = &self.msgs {
+            m.until_ready().await;
+        }
+        if let Some(b) = &self.bytes {
+            // A message larger than a second's budget waits for a whole second's budget.
+            let n = (len as u32).clamp(1, self.burst_bytes);
+            if let Some(n) = NonZeroU32::new(n) {
+                let _ = b.until_n_ready(n).await;
+            }
+        }
+    }
+}
+
+/// Per-org publish limits, shared by all of an org's connections.
+pub struct OrgRates {
+    msgs: Option<DefaultKeyedRateLimiter<String>>,
+    bytes: Option<DefaultKeyedRateLimiter<String>>,
+    burst_bytes: u32,
+}
+
+impl OrgRates {
+    pub fn new(msgs_per_sec: u32, bytes_per_sec: u32) -> OrgRates {
+        OrgRates {
+            msgs: NonZeroU32::new(msgs_per_sec).map(|r| RateLimiter::keyed(Quota::per_second(r))),
+            bytes: NonZeroU32::new(bytes_per_sec).map(|r| RateLimiter::keyed(Quota::per_second(r))),
+            burst_bytes: bytes_per_sec.max(1),
+        }
+    }
+
+    pub async fn admit(&self, org: &str, len: usize) {
+        let key = org.to_string();
+        if let Some(m) = &self.msgs {
+            m.until_key_ready(&key).await;
+        }
+        if let Some(b) = &self.bytes {
+            let n = (len as u32).clamp(1, self.burst_bytes);
+            if let Some(n) = NonZeroU32::new(n) {
+                let _ = b.until_key_n_ready(&key, n).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_failures_block_an_address_for_the_window() {
+        let t = AuthThrottle::new(3);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for _ in 0..3 {
+            assert!(!t.blocked(a));
+            t.failed(a);
+        }
+        assert!(t.blocked(a));
+        assert!(!t.blocked(b));
+    }
+
+    #[tokio::test]
+    async fn publish_rate_slows_instead_of_dropping() {
+        let r = PublishRate::new(20, 0).unwrap();
+        let start = Instant::now();
+        for _ in 0..30 {
+            r.admit(10).await;
+        }
+        // 20 at once (the burst), the next 10 at 20/s.
+        assert!(start.elapsed() >= Duration::from_millis(400), "{:?}", start.elapsed());
+    }
+}

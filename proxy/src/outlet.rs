@@ -1,0 +1,206 @@
+//! The way into one client's outbound queue: deliveries are rewritten for
+//! the client's scope, reply subjects are replaced by per-connection aliases,
+//! and a full queue means a counted drop (or a disconnection, by policy),
+//! never a wait that would slow the bus.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SlowConsumer;
+use crate::metrics::OrgMetrics;
+use crate::protocol::writer;
+use crate::scope::Scope;
+
+/// Prefix of the reply aliases a client sees instead of upstream reply subjects.
+pub const ALIAS_PREFIX: &str = "_R.";
+/// Aliases remembered per connection (the oldest are forgotten first).
+const MAX_ALIASES: usize = 4096;
+/// At most one slow-consumer notice per client per this interval.
+const NOTICE_EVERY: Duration = Duration::from_secs(5);
+
+/// A delivery limit set by `UNSUB <sid> <max>`.
+#[derive(Default)]
+pub struct Limit {
+    pub max: AtomicU64,
+    pub delivered: AtomicU64,
+}
+
+impl Limit {
+    /// Count one delivery; false once the limit is reached.
+    pub fn take(&self) -> bool {
+        let n = self.delivered.fetch_add(1, Ordering::Relaxed) + 1;
+        let max = self.max.load(Ordering::Relaxed);
+        max == 0 || n <= max
+    }
+    pub fn exhausted(&self) -> bool {
+        let max = self.max.load(Ordering::Relaxed);
+        max != 0 && self.delivered.load(Ordering::Relaxed) >= max
+    }
+}
+
+/// Reply subjects handed to this client, by alias number.
+#[derive(Default)]
+pub struct Aliases {
+    next: u64,
+    map: HashMap<u64, String>,
+    order: VecDeque<u64>,
+}
+
+impl Aliases {
+    fn alias(&mut self, upstream: &str) -> String {
+        self.next += 1;
+        let n = self.next;
+        self.map.insert(n, upstream.to_string());
+        self.order.push_back(n);
+        while self.order.len() > MAX_ALIASES {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+        format!("{ALIAS_PREFIX}{n}")
+    }
+
+    /// The upstream subject behind an alias this client was given.
+    pub fn resolve(&self, subject: &str) -> Option<String> {
+        let n: u64 = subject.strip_prefix(ALIAS_PREFIX)?.parse().ok()?;
+        self.map.get(&n).cloned()
+    }
+}
+
+#[derive(Clone)]
+pub struct Outlet {
+    pub tx: mpsc::Sender<Bytes>,
+    pub scope: Scope,
+    pub headers: bool,
+    pub org: OrgMetrics,
+    pub aliases: Arc<Mutex<Aliases>>,
+    pub policy: SlowConsumer,
+    /// Cancelled to disconnect a slow consumer (by policy).
+    pub kill: CancellationToken,
+    slow: Arc<SlowState>,
+}
+
+#[derive(Default)]
+struct SlowState {
+    noticed: Mutex<Option<Instant>>,
+    dropping: AtomicBool,
+}
+
+impl Outlet {
+    pub fn new(
+        tx: mpsc::Sender<Bytes>,
+        scope: Scope,
+        headers: bool,
+        org: OrgMetrics,
+        policy: SlowConsumer,
+        kill: CancellationToken,
+    ) -> Outlet {
+        Outlet { tx, scope, headers, org, aliases: Arc::default(), policy, kill, slow: Arc::default() }
+    }
+
+    /// Queue one message for the client; false if the client is gone.
+    pub fn deliver(&self, subject: &str, sid: &str, m: &async_nats::Message) -> bool {
+        let headers = encode_headers(m);
+        if headers.is_some() && !self.headers {
+            return true; // A status-only or headers message the client cannot read.
+        }
+        let reply = m.reply.as_deref().map(|r| match self.scope {
+            Scope::Admin => r.to_string(),
+            _ => lock(&self.aliases).alias(r),
+        });
+        let frame = writer::msg(subject, sid, reply.as_deref(), headers.as_deref(), &m.payload);
+        match self.tx.try_send(frame) {
+            Ok(()) => {
+                self.org.msgs_out.inc();
+                self.org.bytes_out.add(m.payload.len() as u64);
+                self.slow.dropping.store(false, Ordering::Relaxed);
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.org.drops.inc();
+                self.on_slow();
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// The client's queue overflowed: tell it (at most every few seconds) or
+    /// disconnect it, by policy.
+    fn on_slow(&self) {
+        if self.policy == SlowConsumer::Disconnect {
+            self.kill.cancel();
+            return;
+        }
+        self.slow.dropping.store(true, Ordering::Relaxed);
+        let mut noticed = lock(&self.slow.noticed);
+        if noticed.is_some_and(|t| t.elapsed() < NOTICE_EVERY) {
+            return;
+        }
+        *noticed = Some(Instant::now());
+        drop(noticed);
+        // The queue is full: hand the notice to a task that waits for room.
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(writer::err(crate::conn::SLOW_CONSUMER_TEXT)).await;
+        });
+    }
+}
+
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `NATS/1.0[ status[ description]]\\r\\n(Name: value\\r\\n)*\\r\\n`, or `None`
+/// for a plain message.
+fn encode_headers(m: &async_nats::Message) -> Option<Vec<u8>> {
+    if m.headers.is_none() && m.status.is_none() {
+        return None;
+    }
+    let mut h = String::from("NATS/1.0");
+    if let Some(status) = m.status {
+        h.push_str(&format!(" {}", status.as_u16()));
+        if let Some(d) = &m.description {
+            h.push(' ');
+            h.push_str(d);
+        }
+    }
+    h.push_str("\r\n");
+    if let Some(headers) = &m.headers {
+        for (name, values) in headers.iter() {
+            for v in values {
+                h.push_str(name.as_ref());
+                h.push_str(": ");
+                h.push_str(v.as_str());
+                h.push_str("\r\n");
+            }
+        }
+    }
+    h.push_str("\r\n");
+    Some(h.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_resolve_only_what_was_handed_out() {
+        let mut a = Aliases::default();
+        let x = a.alias("_INBOX.abc.1");
+        assert_eq!(a.resolve(&x).as_deref(), Some("_INBOX.abc.1"));
+        assert_eq!(a.resolve("_R.999"), None);
+        assert_eq!(a.resolve("_R.x"), None);
+        for i in 0..MAX_ALIASES {
+            a.alias(&format!("r{i}"));
+        }
+        assert_eq!(a.resolve(&x), None, "the oldest are forgotten");
+        assert_eq!(a.map.len(), MAX_ALIASES);
+    }
+}

@@ -9,6 +9,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod daemon;
 pub mod event;
 pub mod http;
 pub mod logging;

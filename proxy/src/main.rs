@@ -3,8 +3,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use flotilla_core::config;
-use flotilla_core::shutdown::Signals;
+use flotilla_core::daemon;
 use flotilla_proxy::auth::Role;
 use flotilla_proxy::{cli, Config};
 
@@ -72,49 +71,8 @@ enum TokenCommand {
 fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
-        Command::Run { config: path } => {
-            flotilla_core::logging::init();
-            let cfg: Config = match config::load(&path) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let rt = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            rt.block_on(async {
-                let signals = match Signals::from_process() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        eprintln!("cannot install signal handlers: {e}");
-                        return ExitCode::from(1);
-                    }
-                };
-                match flotilla_proxy::run(cfg, signals).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("flotilla-proxy: {e}");
-                        ExitCode::from(1)
-                    }
-                }
-            })
-        }
-        Command::Validate { config: path } => match config::load::<Config>(&path) {
-            Ok(_) => {
-                println!("ok");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(2)
-            }
-        },
+        Command::Run { config } => daemon::run("flotilla-proxy", &config, flotilla_proxy::run),
+        Command::Validate { config } => daemon::validate::<Config>(&config),
         Command::Token { command: TokenCommand::New { tokens, role, orgs, name, expires, publish } } => {
             match cli::token_new(&tokens, role, &orgs, name, expires.as_deref(), publish) {
                 Ok(secret) => {

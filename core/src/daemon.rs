@@ -1,0 +1,80 @@
+//! What every binary's `main` does the same way: `validate -c FILE`, and
+//! `run`: load the config (every problem and exit 2 when it is broken),
+//! start the runtime, install the signal handlers, run, map the result to an
+//! exit code.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde::de::DeserializeOwned;
+
+use crate::config::{load, Validate};
+use crate::shutdown::Signals;
+
+/// `validate -c FILE`: "ok" and exit 0, or every problem and exit 2.
+pub fn validate<T: DeserializeOwned + Validate>(path: &Path) -> ExitCode {
+    match load::<T>(path) {
+        Ok(_) => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `run -c FILE`: load the config, then `body(config, signals)` on a runtime.
+pub fn run<T, F, Fut, E>(name: &str, path: &Path, body: F) -> ExitCode
+where
+    T: DeserializeOwned + Validate,
+    F: FnOnce(T, Signals) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    crate::logging::init();
+    let config = match load::<T>(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    with_runtime(name, |signals| body(config, signals))
+}
+
+/// Start a runtime and the signal handlers, run `body`, report its error.
+pub fn with_runtime<F, Fut, E>(name: &str, body: F) -> ExitCode
+where
+    F: FnOnce(Signals) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let signals = match Signals::from_process() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{name}: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match body(signals).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "{name} failed");
+                eprintln!("{name}: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -66,6 +66,9 @@ pub struct SinkConfig {
     /// ...or when the first held event is this old.
     #[serde(default = "default_batch_max_age")]
     pub batch_max_age: String,
+    /// How long a delivered message may stay unacked before JetStream
+    /// redelivers it (default: `batch_max_age` + 60s).
+    pub ack_wait: Option<String>,
 }
 
 fn default_http_addr() -> String {
@@ -108,6 +111,9 @@ impl StreamConfig {
 impl SinkConfig {
     pub fn batch_max_age(&self) -> Duration {
         parse_duration(&self.batch_max_age).unwrap_or(Duration::from_secs(5))
+    }
+    pub fn ack_wait(&self) -> Duration {
+        self.ack_wait.as_deref().and_then(parse_duration).unwrap_or(self.batch_max_age() + Duration::from_secs(60))
     }
     /// The durable consumer this sink reads with.
     pub fn consumer_name(&self) -> String {
@@ -176,6 +182,14 @@ impl Validate for Config {
                 at("batch_max_events"),
                 format!("must be between 1 and {MAX_BATCH_EVENTS}"),
             );
+            if let Some(w) = &s.ack_wait {
+                let wait = v.duration(&at("ack_wait"), w);
+                v.check(
+                    parse_duration(w).is_none() || wait > s.batch_max_age(),
+                    at("ack_wait"),
+                    "must be longer than batch_max_age",
+                );
+            }
             let age = v.duration(&at("batch_max_age"), &s.batch_max_age);
             v.check(
                 parse_duration(&s.batch_max_age).is_none() || !age.is_zero(),

@@ -13,6 +13,7 @@
 //! `/metrics` and `/healthz` are served on `http_addr`.
 
 mod backoff;
+pub mod commitlog;
 pub mod config;
 pub mod sinks;
 pub mod stream;

@@ -9,6 +9,7 @@
 
 pub mod parquet;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_nats::jetstream::{
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use flotilla_core::metrics::{Counter, Registry};
 
 use crate::backoff::{sleep_or_shutdown, Backoff};
+use crate::commitlog::CommitLog;
 use crate::config::SinkConfig;
 
 /// Longest a single pull request waits on the server; idle sinks cost one
@@ -88,9 +90,17 @@ impl Sink {
         Ok(Sink::Parquet(parquet::ParquetSink::new(cfg, metrics.objects_written.clone())?))
     }
 
-    async fn commit(&self, batch: &[Delivery]) -> Result<(), SinkError> {
+    /// Commit `batch`; the names of the objects written.
+    async fn commit(&self, batch: &[Delivery], log: &CommitLog) -> Result<Vec<String>, SinkError> {
         match self {
-            Sink::Parquet(s) => Ok(s.commit(batch).await?),
+            Sink::Parquet(s) => Ok(s.commit(batch, log).await?),
+        }
+    }
+
+    /// Stream sequences already written by a run that did not get to ack them.
+    async fn recover(&self, pending: &[String]) -> Result<HashSet<u64>, SinkError> {
+        match self {
+            Sink::Parquet(s) => Ok(s.recover(pending).await?),
         }
     }
 }
@@ -102,6 +112,8 @@ pub struct SinkMetrics {
     pub bytes_committed: Counter,
     pub objects_written: Counter,
     pub commit_errors: Counter,
+    /// Messages written before a crash, awaiting their redelivery to be acked.
+    pub recovering: flotilla_core::metrics::Gauge,
 }
 
 impl SinkMetrics {
@@ -123,6 +135,11 @@ impl SinkMetrics {
                 "Objects written to storage by a sink.",
                 &l,
             ),
+            recovering: registry.gauge(
+                "flotilla_shipper_recovering_events",
+                "Messages written before a crash whose redelivery is awaited (they are acked, not rewritten).",
+                &l,
+            ),
             commit_errors: registry.counter(
                 "flotilla_shipper_commit_errors_total",
                 "Failed commit attempts (the batch is retried, never dropped).",
@@ -141,7 +158,7 @@ pub fn consumer_config(cfg: &SinkConfig) -> pull::Config {
         ack_policy: AckPolicy::Explicit,
         // Held messages are in flight for up to batch_max_age before the
         // commit starts; failed commits send progress acks.
-        ack_wait: cfg.batch_max_age() + Duration::from_secs(60),
+        ack_wait: cfg.ack_wait(),
         max_ack_pending: i64::try_from(max_events.saturating_mul(4)).unwrap_or(i64::MAX),
         ..Default::default()
     }
@@ -159,6 +176,9 @@ pub async fn run_sink(
     let Some(mut consumer) = create_consumer(&js, &stream, &cfg, &shutdown).await else {
         return;
     };
+    let Some((log, mut skip)) = recover(&js, &cfg, &sink, &shutdown).await else {
+        return;
+    };
     tracing::info!(sink = %cfg.name, stream = %stream, consumer = %cfg.consumer_name(), "sink running");
     let max_age = cfg.batch_max_age();
     let mut held: Vec<Delivery> = Vec::new();
@@ -168,7 +188,7 @@ pub async fn run_sink(
     while !shutdown.is_cancelled() {
         let due = first_held_at + max_age;
         if held.len() >= cfg.batch_max_events || (!held.is_empty() && Instant::now() >= due) {
-            commit_and_ack(&sink, std::mem::take(&mut held), &metrics, &cfg.name, &shutdown).await;
+            commit_and_ack(&sink, &log, std::mem::take(&mut held), &metrics, &cfg.name, &shutdown).await;
             continue;
         }
         let expires = if held.is_empty() {
@@ -179,8 +199,11 @@ pub async fn run_sink(
         let room = cfg.batch_max_events - held.len();
         // A fetch is not interrupted by shutdown: it ends within `expires`,
         // and everything it delivered is then committed and acked.
-        match fetch(&consumer, room, expires, &mut held, &mut first_held_at).await {
-            Ok(()) => backoff.reset(),
+        match fetch(&consumer, room, expires, &mut held, &mut first_held_at, &mut skip).await {
+            Ok(()) => {
+                backoff.reset();
+                skip.finish_if_drained(&log, &metrics).await;
+            }
             Err(e) => {
                 tracing::warn!(sink = %cfg.name, error = %e, "fetch failed");
                 if !sleep_or_shutdown(backoff.next_delay(), &shutdown).await {
@@ -197,9 +220,60 @@ pub async fn run_sink(
     }
     if !held.is_empty() {
         tracing::info!(sink = %cfg.name, events = held.len(), "draining");
-        commit_and_ack(&sink, held, &metrics, &cfg.name, &shutdown).await;
+        commit_and_ack(&sink, &log, held, &metrics, &cfg.name, &shutdown).await;
     }
     tracing::info!(sink = %cfg.name, "sink stopped");
+}
+
+/// Messages a previous run wrote but may not have acked: recognised by their
+/// stream sequence and acked without being written again.
+pub struct Skip {
+    seqs: HashSet<u64>,
+    objects: Vec<String>,
+}
+
+impl Skip {
+    async fn finish_if_drained(&mut self, log: &CommitLog, metrics: &SinkMetrics) {
+        if self.seqs.is_empty() && !self.objects.is_empty() {
+            if let Err(e) = log.end(&self.objects).await {
+                tracing::warn!(error = %e, "cannot update the commit record");
+                return;
+            }
+            tracing::info!(objects = self.objects.len(), "recovered objects settled");
+            self.objects.clear();
+        }
+        metrics.recovering.set(self.seqs.len() as i64);
+    }
+}
+
+/// Open the commit record and read what a previous run left pending.
+async fn recover(
+    js: &jetstream::Context,
+    cfg: &SinkConfig,
+    sink: &Sink,
+    shutdown: &CancellationToken,
+) -> Option<(CommitLog, Skip)> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        let attempt = async {
+            let log = CommitLog::open(js, &cfg.name).await.map_err(|e| e.to_string())?;
+            let objects = log.pending().await;
+            let seqs = sink.recover(&objects).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((log, Skip { seqs, objects }))
+        };
+        match attempt.await {
+            Ok((log, skip)) => {
+                if !skip.objects.is_empty() {
+                    tracing::info!(sink = %cfg.name, objects = skip.objects.len(), events = skip.seqs.len(), "recovering objects written before a crash");
+                }
+                return Some((log, skip));
+            }
+            Err(e) => tracing::warn!(sink = %cfg.name, error = %e, "cannot read the commit record; retrying"),
+        }
+        if !sleep_or_shutdown(backoff.next_delay(), shutdown).await {
+            return None;
+        }
+    }
 }
 
 async fn create_consumer(
@@ -227,10 +301,15 @@ async fn fetch(
     expires: Duration,
     held: &mut Vec<Delivery>,
     first_held_at: &mut Instant,
+    skip: &mut Skip,
 ) -> Result<(), async_nats::Error> {
     let mut batch = consumer.batch().max_messages(room).expires(expires).messages().await?;
     while let Some(msg) = batch.next().await {
         match Delivery::from_message(msg?) {
+            Some(d) if skip.seqs.remove(&d.stream_seq) => {
+                // Written before a crash: ack, don't write again.
+                d.acker.double_ack().await?;
+            }
             Some(d) => {
                 if held.is_empty() {
                     *first_held_at = Instant::now();
@@ -246,6 +325,7 @@ async fn fetch(
 /// Commit `batch` (retrying, never dropping), then ack all of it.
 async fn commit_and_ack(
     sink: &Sink,
+    log: &CommitLog,
     batch: Vec<Delivery>,
     metrics: &SinkMetrics,
     name: &str,
@@ -253,9 +333,9 @@ async fn commit_and_ack(
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let mut attempts_after_shutdown = 0;
-    loop {
-        match sink.commit(&batch).await {
-            Ok(()) => break,
+    let objects = loop {
+        match sink.commit(&batch, log).await {
+            Ok(objects) => break objects,
             Err(e) => {
                 metrics.commit_errors.inc();
                 tracing::error!(sink = name, events = batch.len(), error = %e, "commit failed; retrying the batch");
@@ -283,10 +363,15 @@ async fn commit_and_ack(
                 }
             }
         }
-    }
-    if let Err(e) = ack_all(&batch).await {
-        // The objects are written; JetStream will redeliver, and the rows may repeat.
-        tracing::error!(sink = name, events = batch.len(), error = %e, "acks not confirmed after commit");
+    };
+    match ack_all(&batch).await {
+        Ok(()) => {
+            if let Err(e) = log.end(&objects).await {
+                tracing::warn!(sink = name, error = %e, "cannot update the commit record; a restart will re-check these objects");
+            }
+        }
+        // The objects stay in the commit record: a restart recognises the redelivered messages.
+        Err(e) => tracing::error!(sink = name, events = batch.len(), error = %e, "acks not confirmed after commit"),
     }
     metrics.events_committed.add(batch.len() as u64);
     metrics.bytes_committed.add(batch.iter().map(|d| d.payload.len() as u64).sum());
@@ -345,6 +430,7 @@ mod tests {
             subjects: vec!["logs.acme.>".into()],
             batch_max_events: 100,
             batch_max_age: "5s".into(),
+            ack_wait: None,
         };
         let c = consumer_config(&cfg);
         assert_eq!(c.durable_name.as_deref(), Some("flotilla-archive"));

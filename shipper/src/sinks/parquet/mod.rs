@@ -10,16 +10,20 @@
 pub mod schema;
 pub mod writer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+
+use arrow::array::UInt64Array;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt as _};
 
 use flotilla_core::metrics::Counter;
 
+use crate::commitlog::CommitLog;
 use crate::config::SinkConfig;
 use crate::sinks::Delivery;
 use schema::Row;
@@ -36,6 +40,10 @@ pub enum ParquetSinkError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("writing {path}: {source}")]
     Write { path: Path, source: parquet::errors::ParquetError },
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: parquet::errors::ParquetError },
+    #[error(transparent)]
+    CommitLog(#[from] crate::commitlog::CommitLogError),
 }
 
 pub struct ParquetSink {
@@ -52,21 +60,54 @@ impl ParquetSink {
         Ok(ParquetSink { store: Arc::new(store), objects_written })
     }
 
-    /// Write every message of `batch`; Ok only when all objects are written.
-    pub async fn commit(&self, batch: &[Delivery]) -> Result<(), ParquetSinkError> {
-        for (partition, rows) in partitioned(batch) {
-            let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
-                continue;
-            };
-            let path = partition.object_path(first.stream_seq, last.stream_seq);
-            let records = schema::record_batch(&rows)?;
+    /// Write every message of `batch`; Ok (with the objects' names) only
+    /// when all objects are written. Their names are in the commit record
+    /// before the first byte is written.
+    pub async fn commit(&self, batch: &[Delivery], log: &CommitLog) -> Result<Vec<String>, ParquetSinkError> {
+        let parts = partitioned(batch);
+        let mut objects = Vec::with_capacity(parts.len());
+        for (partition, rows) in &parts {
+            if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+                objects.push(partition.object_path(first.stream_seq, last.stream_seq));
+            }
+        }
+        let names: Vec<String> = objects.iter().map(|p| p.to_string()).collect();
+        log.begin(&names).await?;
+        for ((_, rows), path) in parts.iter().zip(objects) {
+            let records = schema::record_batch(rows)?;
             let bytes = writer::write_object(self.store.clone(), path.clone(), &records)
                 .await
                 .map_err(|source| ParquetSinkError::Write { path: path.clone(), source })?;
             self.objects_written.inc();
             tracing::debug!(%path, rows = rows.len(), bytes, "object written");
         }
-        Ok(())
+        Ok(names)
+    }
+
+    /// The stream sequences inside the objects a previous run left pending
+    /// (those that exist: an object appears whole or not at all).
+    pub async fn recover(&self, pending: &[String]) -> Result<HashSet<u64>, ParquetSinkError> {
+        let mut seqs = HashSet::new();
+        for name in pending {
+            let path = Path::from(name.as_str());
+            let bytes = match self.store.get(&path).await {
+                Ok(r) => r.bytes().await?,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let read_err = |source| ParquetSinkError::Read { path: name.clone(), source };
+            let reader =
+                ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(read_err)?.build().map_err(read_err)?;
+            for batch in reader {
+                let batch = batch?;
+                if let Some(col) =
+                    batch.column_by_name("stream_seq").and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+                {
+                    seqs.extend(col.values().iter().copied());
+                }
+            }
+        }
+        Ok(seqs)
     }
 }
 

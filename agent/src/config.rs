@@ -205,7 +205,7 @@ fn default_max_line_bytes() -> usize {
     256 * 1024
 }
 fn default_poll_interval() -> String {
-    "10s".into()
+    "30s".into()
 }
 fn default_syslog_app() -> String {
     "syslog".into()

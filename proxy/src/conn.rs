@@ -107,6 +107,9 @@ where
         caps,
     };
     shared.metrics.connections.add(1);
+    // Unregisters even if this task panics; fan-out entries of a gone client
+    // are dropped at their next delivery.
+    let mut registered = Registered { shared: shared.clone(), id, done: false };
     if conn.send(writer::info(&info.to_string())).await {
         if opened {
             conn.run(&mut rd, close_rx, shutdown).await;
@@ -115,10 +118,33 @@ where
         }
     }
     conn.close().await;
-    shared.registry.close(id);
+    // The registry holds a sender of the client's queue: let it go so the
+    // writer sees the queue end.
+    registered.finish();
     drop(conn);
     let _ = writer.await;
-    shared.metrics.connections.add(-1);
+}
+
+struct Registered {
+    shared: Arc<Shared>,
+    id: u64,
+    done: bool,
+}
+
+impl Registered {
+    fn finish(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.shared.registry.close(self.id);
+            self.shared.metrics.connections.add(-1);
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(wr: W, mut rx: mpsc::Receiver<Bytes>) {
@@ -399,11 +425,13 @@ impl Conn {
         headers: Option<Bytes>,
         payload: Bytes,
     ) -> Flow {
-        // A reply to a request this client received goes where the request came from.
+        // A reply to a request this client received goes where the request
+        // came from; only clients that may publish may answer.
         let aliased = lock(&outlet.aliases).resolve(&subject);
+        let may_answer = !matches!(outlet.scope, Scope::Tenant { publish: false, .. });
         let upstream = match aliased {
-            Some(target) => target,
-            None => match outlet.scope.publish(&subject) {
+            Some(target) if may_answer => target,
+            _ => match outlet.scope.publish(&subject) {
                 Ok(s) => s,
                 Err(denied) => return self.deny(denied.0).await,
             },
@@ -423,12 +451,17 @@ impl Conn {
         self.shared.org_rates.admit(outlet.scope.label(), payload.len()).await;
         outlet.org.msgs_in.inc();
         outlet.org.bytes_in.add(payload.len() as u64);
+        let headers = match headers.map(|h| parse_headers(&h)) {
+            None => None,
+            Some(Some(h)) => Some(h),
+            Some(None) => return self.deny("Invalid Headers: not published".into()).await,
+        };
         let client = &self.shared.upstream;
         let result = match (reply, headers) {
             (None, None) => client.publish(upstream, payload).await,
             (Some(r), None) => client.publish_with_reply(upstream, r, payload).await,
-            (None, Some(h)) => client.publish_with_headers(upstream, parse_headers(&h), payload).await,
-            (Some(r), Some(h)) => client.publish_with_reply_and_headers(upstream, r, parse_headers(&h), payload).await,
+            (None, Some(h)) => client.publish_with_headers(upstream, h, payload).await,
+            (Some(r), Some(h)) => client.publish_with_reply_and_headers(upstream, r, h, payload).await,
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, "upstream publish failed");
@@ -480,17 +513,17 @@ impl Conn {
     }
 }
 
-/// Header lines of an HPUB block into a map (the status line is ignored).
-fn parse_headers(block: &[u8]) -> async_nats::HeaderMap {
+/// Header lines of an HPUB block into a map (the status line is ignored);
+/// `None` if a line is not a valid header (e.g. a CR or LF inside a value).
+fn parse_headers(block: &[u8]) -> Option<async_nats::HeaderMap> {
     let mut map = async_nats::HeaderMap::new();
-    let text = String::from_utf8_lossy(block);
-    for line in text.split("\r\n").skip(1) {
-        if let Some((name, value)) = line.split_once(':') {
-            let name = name.trim();
-            if !name.is_empty() && name.chars().all(|c| c.is_ascii_graphic() && c != ':') {
-                map.append(name, value.trim());
-            }
-        }
+    let text = std::str::from_utf8(block).ok()?;
+    let body = text.strip_suffix("\r\n\r\n").or_else(|| text.strip_suffix("\r\n"))?;
+    for line in body.split("\r\n").skip(1) {
+        let (name, value) = line.split_once(':')?;
+        let name: async_nats::header::HeaderName = name.trim().parse().ok()?;
+        let value: async_nats::header::HeaderValue = value.trim().parse().ok()?;
+        map.append(name, value);
     }
-    map
+    Some(map)
 }

@@ -69,7 +69,11 @@ impl SourceStats {
             kind,
             read: registry.counter("flotilla_agent_events_read_total", "Events read from sources.", &l),
             bytes_read: registry.counter("flotilla_agent_bytes_read_total", "Bytes read from sources.", &l),
-            published: registry.counter("flotilla_agent_events_published_total", "Events handed to NATS (resends included).", &l),
+            published: registry.counter(
+                "flotilla_agent_events_published_total",
+                "Events handed to NATS (resends included).",
+                &l,
+            ),
             acked: registry.counter("flotilla_agent_events_acked_total", "Events acknowledged by JetStream.", &l),
             duplicates: registry.counter(
                 "flotilla_agent_events_duplicate_total",

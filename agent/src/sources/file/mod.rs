@@ -27,7 +27,7 @@ use async_nats::jetstream::publish::PublishAck;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use flotilla_core::event::LogEvent;
+use flotilla_core::event::LogEventRef;
 use flotilla_core::subject::{log_subject, OrgId};
 use flotilla_core::{HDR_MSG_ID, HDR_READ_TS, HDR_SEQ};
 
@@ -163,7 +163,9 @@ impl FileSource {
                 let key = identity(&meta);
                 if let Some(t) = self.files.get_mut(&key) {
                     t.tailer.seen = true;
-                    t.tailer.path = path;
+                    if t.tailer.path != path {
+                        t.set_path(path);
+                    }
                     continue;
                 }
                 let start_at_end = first_pass && self.ctx.checkpoints.fresh && self.cfg.read_from == ReadFrom::End;
@@ -173,7 +175,8 @@ impl FileSource {
                         // Persist the incarnation's nonce before anything is published with it.
                         self.ctx.checkpoints.set(&key, t.checkpoint());
                         opened = true;
-                        self.files.insert(key, Tracked::new(t, self.docker, self.cfg.multiline.as_ref()));
+                        let subject = log_subject(&t.org, &t.app, &self.ctx.region, &self.ctx.host);
+                        self.files.insert(key, Tracked::new(t, subject, self.docker, self.cfg.multiline.as_ref()));
                     }
                     Err(e) => tracing::warn!(path = path_str, error = %e, "cannot open"),
                 }
@@ -204,8 +207,9 @@ impl FileSource {
                         break;
                     }
                 };
+                let read_ts = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
                 for unit in units {
-                    if !self.send(&key, unit).await {
+                    if !self.send(&key, unit, &read_ts).await {
                         return false;
                     }
                 }
@@ -214,8 +218,9 @@ impl FileSource {
                 Some(t) => t.flush_due(Instant::now()),
                 None => vec![],
             };
+            let read_ts = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
             for unit in due {
-                if !self.send(&key, unit).await {
+                if !self.send(&key, unit, &read_ts).await {
                     return false;
                 }
             }
@@ -225,13 +230,13 @@ impl FileSource {
 
     /// Publish one event (or drop it under the rate limit), keeping at most
     /// `max_in_flight` publishes awaiting their ack.
-    async fn send(&mut self, key: &str, unit: Unit) -> bool {
+    async fn send(&mut self, key: &str, unit: Unit, read_ts: &str) -> bool {
         let Some(t) = self.files.get_mut(key) else {
             return true;
         };
         let seq = t.tailer.next_seq();
         let nonce = t.tailer.nonce.clone();
-        let (org, app, path) = (t.tailer.org.clone(), t.tailer.app.clone(), t.tailer.path.display().to_string());
+        let subject = t.subject.clone();
         let admit = self.gate.as_mut().map(RateGate::admit).unwrap_or(Admit::Pass { dropped_before: 0 });
         let base = format!("{}/f/{nonce}/{}", self.ctx.host, unit.offset);
         match admit {
@@ -242,63 +247,69 @@ impl FileSource {
             }
             Admit::Pass { dropped_before } if dropped_before > 0 => {
                 let notice = crate::ratelimit::notice(dropped_before, &self.ctx.stats.name);
-                let event = self.event(&org, &app, &path, notice, 0);
-                let Some(ack) = publish(&self.ctx, &org, &app, format!("{base}/notice"), 0, event).await else {
+                let body = encode(&self.ctx, t, &notice, 0);
+                let msg_id = format!("{base}/notice");
+                let Some(ack) = publish(&self.ctx, subject.clone(), &msg_id, 0, read_ts, body).await else {
                     return false;
                 };
+                let end = unit.offset;
                 self.inflight.push_back(InFlight {
                     ack: Some(ack),
                     key: key.into(),
                     nonce: nonce.clone(),
-                    end: unit.offset,
+                    end,
                     seq: seq - 1,
                 });
             }
             Admit::Pass { .. } => {}
         }
+        let Some(t) = self.files.get(key) else {
+            return true;
+        };
         let end = unit.end;
         let decoded = unit.decode(self.cfg.codec);
-        let event = self.event(&org, &app, &path, decoded, seq);
-        let Some(ack) = publish(&self.ctx, &org, &app, base, seq, event).await else {
+        let body = encode(&self.ctx, t, &decoded, seq);
+        let Some(ack) = publish(&self.ctx, subject, &base, seq, read_ts, body).await else {
             return false;
         };
         self.inflight.push_back(InFlight { ack: Some(ack), key: key.into(), nonce, end, seq });
         self.ctx.stats.in_flight.set(self.inflight.len() as i64);
         self.trim_window().await
     }
+}
 
-    fn event(&self, org: &OrgId, app: &str, path: &str, d: flotilla_core::codec::Decoded, seq: u64) -> LogEvent {
-        LogEvent {
-            ts: d.ts.unwrap_or_else(Utc::now),
-            org: org.to_string(),
-            app: app.to_string(),
-            region: self.ctx.region.clone(),
-            host: self.ctx.host.clone(),
-            source: format!("file:{path}"),
-            level: d.level,
-            message: d.message,
-            fields: d.fields,
-            seq,
-        }
+/// The event's JSON, written from borrowed parts.
+fn encode(ctx: &FileContext, t: &Tracked, d: &flotilla_core::codec::Decoded, seq: u64) -> Vec<u8> {
+    LogEventRef {
+        ts: d.ts.unwrap_or_else(Utc::now),
+        org: t.tailer.org.as_str(),
+        app: &t.tailer.app,
+        region: &ctx.region,
+        host: &ctx.host,
+        source: &t.source,
+        level: &d.level,
+        message: &d.message,
+        fields: &d.fields,
+        seq,
     }
+    .to_json()
 }
 
 /// Publish one event (a free function: the source holds non-`Sync` ack
 /// futures, so `&FileSource` cannot cross an await).
 async fn publish(
     ctx: &FileContext,
-    org: &OrgId,
-    app: &str,
-    msg_id: String,
+    subject: String,
+    msg_id: &str,
     seq: u64,
-    event: LogEvent,
+    read_ts: &str,
+    body: Vec<u8>,
 ) -> Option<AckFuture> {
-    let subject = log_subject(org, app, &ctx.region, &ctx.host);
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert(HDR_MSG_ID, msg_id.as_str());
+    headers.insert(HDR_MSG_ID, msg_id);
     headers.insert(HDR_SEQ, seq.to_string().as_str());
-    headers.insert(HDR_READ_TS, Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true).as_str());
-    let publish = ctx.js.publish_with_headers(subject, headers, event.to_json().into());
+    headers.insert(HDR_READ_TS, read_ts);
+    let publish = ctx.js.publish_with_headers(subject, headers, body.into());
     match tokio::time::timeout(crate::ENQUEUE_TIMEOUT, publish).await {
         Ok(Ok(ack)) => {
             ctx.stats.published.inc();

@@ -58,6 +58,9 @@ type Tok = (u64, u64, Option<DockerMeta>);
 /// A tailed file and the joining state of its lines.
 pub struct Tracked {
     pub tailer: Tailer,
+    /// The file's subject and `source` label, computed once.
+    pub subject: String,
+    pub source: String,
     docker: bool,
     /// A Docker record split by Docker itself (no trailing newline yet).
     docker_partial: Option<(String, u64, DockerMeta)>,
@@ -65,8 +68,15 @@ pub struct Tracked {
 }
 
 impl Tracked {
-    pub fn new(tailer: Tailer, docker: bool, multiline: Option<&MultilineConfig>) -> Tracked {
-        Tracked { tailer, docker, docker_partial: None, joiner: crate::sources::joiner_for(multiline) }
+    pub fn new(tailer: Tailer, subject: String, docker: bool, multiline: Option<&MultilineConfig>) -> Tracked {
+        let source = format!("file:{}", tailer.path.display());
+        Tracked { tailer, subject, source, docker, docker_partial: None, joiner: crate::sources::joiner_for(multiline) }
+    }
+
+    /// The file is now at `path` (renamed by rotation).
+    pub fn set_path(&mut self, path: std::path::PathBuf) {
+        self.source = format!("file:{}", path.display());
+        self.tailer.path = path;
     }
 
     /// Read new lines into units; `None` when nothing new was read.
@@ -99,15 +109,8 @@ impl Tracked {
         if invalid_utf8 {
             stats.invalid_utf8.inc();
         }
-        let plain = Unit {
-            text,
-            offset: offset,
-            end: end,
-            split: split,
-            invalid_utf8,
-            docker: None,
-            docker_error: false,
-        };
+        let plain =
+            Unit { text, offset: offset, end: end, split: split, invalid_utf8, docker: None, docker_error: false };
         if !self.docker {
             return Some(plain);
         }

@@ -35,9 +35,10 @@ impl LogEvent {
     }
 }
 
-/// The same event, borrowed: serialises to exactly the JSON of
-/// [`LogEvent`] without copying its strings (the agent's hot path).
-#[derive(Debug, Serialize)]
+/// The same event, borrowed: writes exactly the JSON of [`LogEvent`]
+/// without copying its strings (the agent's hot path). `raw_fields`, when
+/// given, is the fields object as JSON text and replaces `fields`.
+#[derive(Debug)]
 pub struct LogEventRef<'a> {
     pub ts: DateTime<Utc>,
     pub org: &'a str,
@@ -47,16 +48,47 @@ pub struct LogEventRef<'a> {
     pub source: &'a str,
     pub level: &'a str,
     pub message: &'a str,
-    #[serde(skip_serializing_if = "Map::is_empty")]
     pub fields: &'a Map<String, Value>,
+    pub raw_fields: Option<&'a str>,
     pub seq: u64,
 }
 
 impl LogEventRef<'_> {
     pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256 + self.message.len());
-        // Only strings, numbers and JSON values: cannot fail.
-        let _ = serde_json::to_writer(&mut out, self);
+        let raw_len = self.raw_fields.map_or(0, str::len);
+        let mut out = Vec::with_capacity(192 + self.message.len() + self.source.len() + raw_len);
+        // Writing strings, a timestamp and JSON values into a Vec cannot fail.
+        out.extend_from_slice(b"{\"ts\":");
+        let _ = serde_json::to_writer(&mut out, &self.ts);
+        let parts = [
+            ("org", self.org),
+            ("app", self.app),
+            ("region", self.region),
+            ("host", self.host),
+            ("source", self.source),
+            ("level", self.level),
+            ("message", self.message),
+        ];
+        for (key, value) in parts {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+            let _ = serde_json::to_writer(&mut out, value);
+        }
+        match self.raw_fields {
+            Some(raw) if !raw.is_empty() => {
+                out.extend_from_slice(b",\"fields\":");
+                out.extend_from_slice(raw.as_bytes());
+            }
+            _ if !self.fields.is_empty() => {
+                out.extend_from_slice(b",\"fields\":");
+                let _ = serde_json::to_writer(&mut out, self.fields);
+            }
+            _ => {}
+        }
+        out.extend_from_slice(b",\"seq\":");
+        out.extend_from_slice(self.seq.to_string().as_bytes());
+        out.push(b'}');
         out
     }
 }
@@ -79,9 +111,16 @@ mod tests {
             level: &ev.level,
             message: &ev.message,
             fields: &ev.fields,
+            raw_fields: None,
             seq: ev.seq,
         };
         assert_eq!(r.to_json(), ev.to_json());
+        let empty = Map::new();
+        let raw = LogEventRef { fields: &empty, raw_fields: Some(r#"{"n":1}"#), ..r };
+        assert_eq!(raw.to_json(), ev.to_json());
+        let none = LogEventRef { fields: &empty, raw_fields: Some(""), ..raw };
+        let back = LogEvent::from_json(&none.to_json()).unwrap();
+        assert!(back.fields.is_empty());
     }
 
     #[test]

@@ -58,3 +58,130 @@ mod tests {
         }
     }
 }
+
+/// A JSON line decoded without building a tree: the lifted parts, and the
+/// other keys kept as their original JSON text (`{"k":v,...}`, or empty when
+/// there are none). For the agent's hot path; `None` if the line is not a
+/// JSON object (use [`super::decode`] then).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lean {
+    pub ts: Option<DateTime<Utc>>,
+    pub level: String,
+    pub message: String,
+    pub fields_json: String,
+}
+
+pub fn decode_lean(line: &str) -> Option<Lean> {
+    use serde_json::value::RawValue;
+    let pairs: Pairs<'_> = serde_json::from_str(line).ok()?;
+    let (mut ts, mut level, mut message) = (None, None, None);
+    let mut fields = String::new();
+    for (key, raw) in &pairs.0 {
+        let k: &str = key;
+        if ts.is_none() && TS_KEYS.contains(&k) {
+            ts = Some(raw);
+            continue;
+        }
+        if level.is_none() && LEVEL_KEYS.contains(&k) {
+            level = Some(raw);
+            continue;
+        }
+        if message.is_none() && MSG_KEYS.contains(&k) {
+            message = Some(raw);
+            continue;
+        }
+        fields.push(if fields.is_empty() { '{' } else { ',' });
+        fields.push_str(&serde_json::to_string(k).ok()?);
+        fields.push(':');
+        fields.push_str(raw.get());
+    }
+    if !fields.is_empty() {
+        fields.push('}');
+    }
+    fn as_str<'a>(raw: &&'a RawValue) -> Option<std::borrow::Cow<'a, str>> {
+        serde_json::from_str::<Text<'a>>(raw.get()).ok().map(|t| t.0)
+    }
+    Some(Lean {
+        ts: ts.and_then(as_str).and_then(|s| DateTime::parse_from_rfc3339(&s).ok()).map(|t| t.with_timezone(&Utc)),
+        level: level.and_then(as_str).map(|s| normalize_level(&s)).unwrap_or_else(|| "info".to_string()),
+        message: match message {
+            Some(raw) => as_str(raw).map(|s| s.into_owned()).unwrap_or_else(|| raw.get().to_string()),
+            None => String::new(),
+        },
+        fields_json: fields,
+    })
+}
+
+/// An object's entries in order, keys borrowed where they have no escapes.
+struct Pairs<'a>(Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Pairs<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Pairs<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Pairs<'de>, A::Error> {
+                let mut v = Vec::new();
+                while let Some((k, raw)) = m.next_entry::<Text<'de>, &'de serde_json::value::RawValue>()? {
+                    v.push((k.0, raw));
+                }
+                Ok(Pairs(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A JSON string, borrowed when it has no escapes.
+struct Text<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(std::borrow::Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Text<'de>, E> {
+                Ok(Text(std::borrow::Cow::Owned(s.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+#[cfg(test)]
+mod lean_tests {
+    use super::*;
+
+    #[test]
+    fn lean_decoding_agrees_with_the_full_decoder() {
+        for line in [
+            r#"{"level":"error","ts":"2026-01-02T03:04:05.123Z","caller":"srv/main.go:42","msg":"dial \"failed\"","addr":"10.0.0.1:443"}"#,
+            r#"{"@timestamp":"2026-01-02T03:04:05+01:00","message":"x","severity":"CRITICAL","n":{"deep":[1,2,{"a":null}]}}"#,
+            r#"{"a":1}"#,
+            r#"{"msg":"only"}"#,
+            r#"{"we\"ird":"k\u00e9y","msg":"caf\u00e9"}"#,
+        ] {
+            let lean = decode_lean(line).unwrap();
+            let full = decode(line);
+            assert_eq!((lean.ts, &lean.level, &lean.message), (full.ts, &full.level, &full.message), "{line}");
+            let fields: serde_json::Map<String, Value> = if lean.fields_json.is_empty() {
+                Default::default()
+            } else {
+                serde_json::from_str(&lean.fields_json).unwrap()
+            };
+            assert_eq!(fields, full.fields, "{line}");
+        }
+        for not_object in ["[1]", "\"s\"", "{\"a\":", "plain"] {
+            assert!(decode_lean(not_object).is_none());
+        }
+    }
+}

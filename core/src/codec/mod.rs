@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-mod json;
+pub mod json;
 mod logfmt;
 mod raw;
 pub mod syslog;

@@ -37,7 +37,7 @@ use crate::stats::{FileStatus, SourceStats};
 use checkpoint::Checkpoints;
 use pattern::PathPattern;
 use tailer::{identity, Tailer};
-use units::{Tracked, Unit};
+use units::{Body, Tracked, Unit};
 
 /// Bytes read from one file before moving to the next (fairness).
 const READ_BUDGET: usize = 1024 * 1024;
@@ -247,7 +247,7 @@ impl FileSource {
             }
             Admit::Pass { dropped_before } if dropped_before > 0 => {
                 let notice = crate::ratelimit::notice(dropped_before, &self.ctx.stats.name);
-                let body = encode(&self.ctx, t, &notice, 0);
+                let body = encode(&self.ctx, t, &Body::Full(notice), 0);
                 let msg_id = format!("{base}/notice");
                 let Some(ack) = publish(&self.ctx, subject.clone(), &msg_id, 0, read_ts, body).await else {
                     return false;
@@ -267,8 +267,7 @@ impl FileSource {
             return true;
         };
         let end = unit.end;
-        let decoded = unit.decode(self.cfg.codec);
-        let body = encode(&self.ctx, t, &decoded, seq);
+        let body = encode(&self.ctx, t, &unit.body(self.cfg.codec), seq);
         let Some(ack) = publish(&self.ctx, subject, &base, seq, read_ts, body).await else {
             return false;
         };
@@ -279,17 +278,23 @@ impl FileSource {
 }
 
 /// The event's JSON, written from borrowed parts.
-fn encode(ctx: &FileContext, t: &Tracked, d: &flotilla_core::codec::Decoded, seq: u64) -> Vec<u8> {
+fn encode(ctx: &FileContext, t: &Tracked, body: &Body, seq: u64) -> Vec<u8> {
+    let no_fields = serde_json::Map::new();
+    let (ts, level, message, fields, raw_fields) = match body {
+        Body::Full(d) => (d.ts, &d.level, &d.message, &d.fields, None),
+        Body::Lean(l) => (l.ts, &l.level, &l.message, &no_fields, Some(l.fields_json.as_str())),
+    };
     LogEventRef {
-        ts: d.ts.unwrap_or_else(Utc::now),
+        ts: ts.unwrap_or_else(Utc::now),
         org: t.tailer.org.as_str(),
         app: &t.tailer.app,
         region: &ctx.region,
         host: &ctx.host,
         source: &t.source,
-        level: &d.level,
-        message: &d.message,
-        fields: &d.fields,
+        level,
+        message,
+        fields,
+        raw_fields,
         seq,
     }
     .to_json()

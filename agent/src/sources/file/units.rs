@@ -33,7 +33,24 @@ pub struct Unit {
     pub docker_error: bool,
 }
 
+/// A unit decoded for publishing.
+pub enum Body {
+    Full(Decoded),
+    /// A clean JSON line: its other keys kept as JSON text, no tree built.
+    Lean(codec::json::Lean),
+}
+
 impl Unit {
+    pub fn body(self, codec: Codec) -> Body {
+        let plain = !self.split && !self.invalid_utf8 && !self.docker_error && self.docker.is_none();
+        if codec == Codec::Json && plain {
+            if let Some(lean) = codec::json::decode_lean(&self.text) {
+                return Body::Lean(lean);
+            }
+        }
+        Body::Full(self.decode(codec))
+    }
+
     pub fn decode(self, codec: Codec) -> Decoded {
         let mut d = codec::decode(codec, &self.text);
         if self.split {

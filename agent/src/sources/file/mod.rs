@@ -57,8 +57,8 @@ pub struct FileContext {
 struct InFlight {
     /// `None` for an event dropped by the rate limit: settled at once, in order.
     ack: Option<AckFuture>,
-    key: String,
-    nonce: String,
+    key: Arc<str>,
+    nonce: Arc<str>,
     end: u64,
     seq: u64,
 }
@@ -236,13 +236,14 @@ impl FileSource {
         };
         let seq = t.tailer.next_seq();
         let nonce = t.tailer.nonce.clone();
+        let file = t.key.clone();
         let subject = t.subject.clone();
         let admit = self.gate.as_mut().map(RateGate::admit).unwrap_or(Admit::Pass { dropped_before: 0 });
         let base = format!("{}/f/{nonce}/{}", self.ctx.host, unit.offset);
         match admit {
             Admit::Drop => {
                 self.ctx.stats.dropped_rate_limit.inc();
-                self.inflight.push_back(InFlight { ack: None, key: key.into(), nonce, end: unit.end, seq });
+                self.inflight.push_back(InFlight { ack: None, key: file, nonce, end: unit.end, seq });
                 return self.trim_window().await;
             }
             Admit::Pass { dropped_before } if dropped_before > 0 => {
@@ -255,7 +256,7 @@ impl FileSource {
                 let end = unit.offset;
                 self.inflight.push_back(InFlight {
                     ack: Some(ack),
-                    key: key.into(),
+                    key: file.clone(),
                     nonce: nonce.clone(),
                     end,
                     seq: seq - 1,
@@ -271,7 +272,7 @@ impl FileSource {
         let Some(ack) = publish(&self.ctx, subject, &base, seq, read_ts, body).await else {
             return false;
         };
-        self.inflight.push_back(InFlight { ack: Some(ack), key: key.into(), nonce, end, seq });
+        self.inflight.push_back(InFlight { ack: Some(ack), key: file, nonce, end, seq });
         self.ctx.stats.in_flight.set(self.inflight.len() as i64);
         self.trim_window().await
     }
@@ -381,7 +382,7 @@ impl FileSource {
     }
 
     fn acked(&mut self, f: &InFlight) {
-        if let Some(t) = self.files.get_mut(&f.key) {
+        if let Some(t) = self.files.get_mut(&*f.key) {
             t.tailer.ack(&f.nonce, f.end, f.seq);
         }
     }

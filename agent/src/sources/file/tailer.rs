@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use flotilla_core::subject::OrgId;
 
@@ -44,7 +45,7 @@ pub struct Tailer {
     file: File,
     pub org: OrgId,
     pub app: String,
-    pub nonce: String,
+    pub nonce: Arc<str>,
     /// Bytes read from the file so far.
     file_pos: u64,
     /// Offset where `pending` (an unfinished line) begins.
@@ -82,9 +83,9 @@ impl Tailer {
             same
         });
         let (offset, seq, nonce) = match resume {
-            Some(cp) => (cp.offset, cp.seq, cp.nonce.clone()),
-            None if start_at_end && cp.is_none() => (len, 0, new_nonce()),
-            None => (0, 0, new_nonce()),
+            Some(cp) => (cp.offset, cp.seq, Arc::from(cp.nonce.as_str())),
+            None if start_at_end && cp.is_none() => (len, 0, new_nonce().into()),
+            None => (0, 0, new_nonce().into()),
         };
         Ok(Tailer {
             key,
@@ -110,7 +111,7 @@ impl Tailer {
         let len = self.file.metadata()?.len();
         if len < self.file_pos {
             tracing::info!(path = %self.path.display(), "file truncated: reading it again from the start");
-            self.nonce = new_nonce();
+            self.nonce = new_nonce().into();
             (self.file_pos, self.line_start, self.seq, self.acked_offset, self.acked_seq) = (0, 0, 0, 0, 0);
             self.pending.clear();
             (self.fp_len, self.fp) = (0, 0);
@@ -169,7 +170,7 @@ impl Tailer {
 
     /// The event ending at `end` is in the stream.
     pub fn ack(&mut self, nonce: &str, end: u64, seq: u64) {
-        if nonce == self.nonce && end >= self.acked_offset {
+        if nonce == &*self.nonce && end >= self.acked_offset {
             (self.acked_offset, self.acked_seq) = (end, seq.max(self.acked_seq));
         }
     }
@@ -194,7 +195,7 @@ impl Tailer {
             path: self.path.clone(),
             offset: self.acked_offset,
             seq: self.acked_seq,
-            nonce: self.nonce.clone(),
+            nonce: self.nonce.to_string(),
             fp_len: self.fp_len,
             fp: self.fp,
         }

@@ -75,6 +75,8 @@ type Tok = (u64, u64, Option<DockerMeta>);
 /// A tailed file and the joining state of its lines.
 pub struct Tracked {
     pub tailer: Tailer,
+    /// The file's identity, shared by its in-flight publishes.
+    pub key: std::sync::Arc<str>,
     /// The file's subject and `source` label, computed once.
     pub subject: String,
     pub source: String,
@@ -87,7 +89,16 @@ pub struct Tracked {
 impl Tracked {
     pub fn new(tailer: Tailer, subject: String, docker: bool, multiline: Option<&MultilineConfig>) -> Tracked {
         let source = format!("file:{}", tailer.path.display());
-        Tracked { tailer, subject, source, docker, docker_partial: None, joiner: crate::sources::joiner_for(multiline) }
+        let key = tailer.key.as_str().into();
+        Tracked {
+            tailer,
+            key,
+            subject,
+            source,
+            docker,
+            docker_partial: None,
+            joiner: crate::sources::joiner_for(multiline),
+        }
     }
 
     /// The file is now at `path` (renamed by rotation).

@@ -3,7 +3,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use flotilla_core::shutdown::Signals;
+use flotilla_core::daemon;
+use flotilla_loadtest::bench::agent::{self, AgentBenchOptions};
+use flotilla_loadtest::bench::BenchError;
 use flotilla_loadtest::demo::{self, configs::Ports, DemoOptions};
 
 #[derive(Parser)]
@@ -36,8 +38,66 @@ enum Command {
         #[arg(long, default_value_t = 9102)]
         shipper_http_port: u16,
     },
+    /// Benchmarks; each starts its own nats-server on free loopback ports.
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Agent → JetStream lines/s, MB/s and CPU-seconds per GB next to a
+    /// minimal async-nats publisher of the same lines, then the agent's
+    /// idle CPU and memory. Uses the flotilla-agent next to this binary.
+    Agent {
+        /// Lines (~200-byte JSON) in the benchmark file.
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+        lines: u64,
+        /// Publishes awaiting their ack, for the agent and the baseline.
+        #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65536))]
+        in_flight: u64,
+        /// Idle files tailed by the idle agent (0 skips the idle measurement).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+        idle_files: u64,
+        /// Seconds the idle agent's CPU is measured over.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+        idle_secs: u64,
+        /// Also run diagnostic publishers: the lines with a Nats-Msg-Id, and
+        /// the agent's whole message format (to tell format costs from code costs).
+        #[arg(long)]
+        variants: bool,
+        /// Where report.json, report.md and the daemons' logs go.
+        #[arg(long, default_value = "var/bench/agent")]
+        out: PathBuf,
+    },
+}
+
+fn bench(bench: Bench) -> ExitCode {
+    let Bench::Agent { lines, in_flight, idle_files, idle_secs, variants, out } = bench;
+    let opts = AgentBenchOptions {
+        lines,
+        // Both bounded by clap above.
+        in_flight: in_flight as usize,
+        idle_files: idle_files as usize,
+        idle_secs,
+        variants,
+        out,
+    };
+    daemon::with_runtime("flotilla-loadtest bench agent", |signals| async move {
+        // Ctrl-C drops the run, and with it the agent and nats-server it
+        // started (stopped on drop: they are in their own process group).
+        let report = tokio::select! {
+            r = agent::run(&opts) => r?,
+            _ = signals.shutdown.cancelled() => return Err(BenchError::Failed("interrupted".into())),
+        };
+        println!("\n{}", agent::markdown(&report));
+        agent::save(&report, &opts.out)?;
+        println!("report: {}", opts.out.join("report.md").display());
+        Ok(())
+    })
 }
 
 fn main() -> ExitCode {
@@ -61,30 +121,11 @@ fn main() -> ExitCode {
                 agent_http: agent_http_port,
                 shipper_http: shipper_http_port,
             };
-            let rt = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            rt.block_on(async {
-                let signals = match Signals::from_process() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        eprintln!("cannot install signal handlers: {e}");
-                        return ExitCode::from(1);
-                    }
-                };
-                match demo::run(DemoOptions { dir, ports, rate }, signals.shutdown.clone()).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("flotilla-loadtest demo: {e}");
-                        ExitCode::from(1)
-                    }
-                }
+            daemon::with_runtime("flotilla-loadtest demo", |signals| {
+                demo::run(DemoOptions { dir, ports, rate }, signals.shutdown.clone())
             })
         }
+        Command::Bench { bench: which } => bench(which),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Args::command(), "flotilla-loadtest", &mut std::io::stdout());
             ExitCode::SUCCESS

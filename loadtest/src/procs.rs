@@ -107,6 +107,11 @@ impl Proc {
         })
     }
 
+    /// The child's process id (for reading its CPU time and memory).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn check_alive(&mut self) -> Result<(), ProcError> {
         match self.child.try_wait() {
             Ok(Some(status)) => {

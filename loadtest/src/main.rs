@@ -5,6 +5,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use flotilla_core::daemon;
 use flotilla_loadtest::bench::agent::{self, AgentBenchOptions};
+use flotilla_loadtest::bench::proxy::{self as proxy_bench, ProxyBenchOptions};
 use flotilla_loadtest::bench::BenchError;
 use flotilla_loadtest::demo::{self, configs::Ports, DemoOptions};
 
@@ -73,10 +74,70 @@ enum Bench {
         #[arg(long, default_value = "var/bench/agent")]
         out: PathBuf,
     },
+    /// Tenant delivery through flotilla-proxy next to the same subscribers
+    /// directly on nats-server: msgs/s (1 subscriber, fan-out over 10 orgs),
+    /// added latency, RSS per idle connection. Uses the flotilla-proxy next
+    /// to this binary.
+    Proxy {
+        /// 200-byte messages for the one-subscriber throughput run.
+        #[arg(long, default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
+        messages: u64,
+        /// Deliveries (messages × subscribers) per fan-out run.
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+        fanout_deliveries: u64,
+        /// Also run the fan-out with this many subscriber connections (e.g. 1000).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        many: Option<u64>,
+        /// Messages/s for the latency run (default: half the measured proxy peak).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        latency_rate: Option<u64>,
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        latency_secs: u64,
+        /// Idle tenant connections for the RSS measurement (0 skips it).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+        idle_conns: u64,
+        /// Where report.json, report.md and the daemons' logs go.
+        #[arg(long, default_value = "var/bench/proxy")]
+        out: PathBuf,
+    },
 }
 
 fn bench(bench: Bench) -> ExitCode {
-    let Bench::Agent { lines, in_flight, idle_files, idle_secs, variants, out } = bench;
+    match bench {
+        Bench::Agent { lines, in_flight, idle_files, idle_secs, variants, out } => {
+            bench_agent(lines, in_flight, idle_files, idle_secs, variants, out)
+        }
+        Bench::Proxy { messages, fanout_deliveries, many, latency_rate, latency_secs, idle_conns, out } => {
+            let opts = ProxyBenchOptions {
+                messages,
+                fanout_deliveries,
+                fanout_conns: std::iter::once(100).chain(many.map(|m| m as usize)).collect(),
+                latency_rate: latency_rate.unwrap_or(0),
+                latency_secs,
+                // Bounded by clap above.
+                idle_conns: idle_conns as usize,
+                out,
+            };
+            bench_proxy(opts)
+        }
+    }
+}
+
+fn bench_proxy(opts: ProxyBenchOptions) -> ExitCode {
+    daemon::with_runtime("flotilla-loadtest bench proxy", |signals| async move {
+        // Ctrl-C drops the run, and with it the proxy and nats-server.
+        let report = tokio::select! {
+            r = proxy_bench::run(&opts) => r?,
+            _ = signals.shutdown.cancelled() => return Err(BenchError::Failed("interrupted".into())),
+        };
+        println!("\n{}", proxy_bench::markdown(&report));
+        proxy_bench::save(&report, &opts.out)?;
+        println!("report: {}", opts.out.join("report.md").display());
+        Ok(())
+    })
+}
+
+fn bench_agent(lines: u64, in_flight: u64, idle_files: u64, idle_secs: u64, variants: bool, out: PathBuf) -> ExitCode {
     let opts = AgentBenchOptions {
         lines,
         // Both bounded by clap above.

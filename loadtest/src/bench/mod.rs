@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod baseline;
 pub mod procstat;
+pub mod proxy;
 
 use std::fmt::Display;
 use std::io::Write as _;

@@ -19,7 +19,8 @@ ensure_venv() {
   fi
   local missing=()
   for pkg in "$@"; do
-    "$VENV/bin/python" -m pip show -q "${pkg%%[<>=]*}" >/dev/null 2>&1 || missing+=("$pkg")
+    local name="${pkg%%[<>=[]*}"
+    "$VENV/bin/python" -m pip show -q "$name" >/dev/null 2>&1 || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then
     say "pip install ${missing[*]}"

@@ -1,0 +1,19 @@
+"""Read the archive back from an S3-compatible server with pyarrow (not the
+shipper's reader): total rows, distinct stream sequences, orgs. One JSON line."""
+
+import json
+import sys
+
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from pyarrow import fs
+
+endpoint, bucket_prefix = sys.argv[1], sys.argv[2]
+s3 = fs.S3FileSystem(endpoint_override=endpoint, scheme="http", access_key="testing",
+                     secret_key="testing", region="us-east-1")
+table = ds.dataset(bucket_prefix, filesystem=s3, format="parquet").to_table(columns=["org", "stream_seq"])
+print(json.dumps({
+    "rows": table.num_rows,
+    "distinct": len(pc.unique(table["stream_seq"])),
+    "orgs": sorted(str(o) for o in pc.unique(table["org"]).to_pylist()),
+}))

@@ -53,10 +53,12 @@ pub struct StreamConfig {
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     pub name: String,
-    /// Only `parquet` for now.
+    /// `parquet`, or an external sink: `http`, `file`, `stdout`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Where objects go: `file:///path` for now.
+    /// Where objects go: `file:///path` for now. `http`: the endpoint;
+    /// `file`: `file:///path/to/events.ndjson`; `stdout`: none.
+    #[serde(default)]
     pub url: String,
     #[serde(default = "default_sink_subjects")]
     pub subjects: Vec<String>,
@@ -66,9 +68,91 @@ pub struct SinkConfig {
     /// ...or when the first held event is this old.
     #[serde(default = "default_batch_max_age")]
     pub batch_max_age: String,
+    /// Object store options (see the `object_store` crate's config keys),
+    /// e.g. `aws_endpoint`, `aws_region`, `aws_access_key_id`,
+    /// `aws_secret_access_key`, `aws_allow_http`, `timeout`. The usual AWS,
+    /// Google and Azure environment variables are read too.
+    #[serde(default)]
+    pub storage: std::collections::BTreeMap<String, String>,
     /// How long a delivered message may stay unacked before JetStream
     /// redelivers it (default: `batch_max_age` + 60s).
     pub ack_wait: Option<String>,
+
+    // --- External sinks (`http`, `file`, `stdout`); see `sinks::delivery`.
+    /// Events outside these orgs/apps/levels are acked without being sent.
+    #[serde(default)]
+    pub filter: FilterConfig,
+    /// One send attempt may take this long.
+    #[serde(default = "default_timeout")]
+    pub timeout: String,
+    /// Attempts per batch before it goes to the dead-letter stream.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Backoff before the second attempt; doubles up to `retry_max_backoff`
+    /// (full jitter: a random wait between 0 and that).
+    #[serde(default = "default_retry_initial_backoff")]
+    pub retry_initial_backoff: String,
+    #[serde(default = "default_retry_max_backoff")]
+    pub retry_max_backoff: String,
+    /// `http`: request headers added to every request.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// `http`: `none` or `gzip`.
+    #[serde(default = "default_compression")]
+    pub compression: String,
+    /// `http`: basic or bearer authentication.
+    pub auth: Option<AuthConfig>,
+    /// Slows the sink's pull to these rates (never drops).
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+}
+
+/// Which events an external sink keeps; an empty list keeps everything.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Org token of the subject `logs.<org>.<app>.<region>.<host>`.
+    #[serde(default)]
+    pub orgs: Vec<String>,
+    /// App token of the subject.
+    #[serde(default)]
+    pub apps: Vec<String>,
+    /// The payload's `level` (case-insensitive).
+    #[serde(default)]
+    pub levels: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "strategy", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthConfig {
+    Basic { user: String, password: String },
+    Bearer { token: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub events_per_sec: Option<u32>,
+    pub bytes_per_sec: Option<u32>,
+}
+
+/// Sink types that deliver outside (retry, dead-letter stream, filters).
+pub const EXTERNAL_KINDS: &[&str] = &["http", "file", "stdout"];
+
+fn default_timeout() -> String {
+    "10s".into()
+}
+fn default_max_attempts() -> u32 {
+    8
+}
+fn default_retry_initial_backoff() -> String {
+    "500ms".into()
+}
+fn default_retry_max_backoff() -> String {
+    "30s".into()
+}
+fn default_compression() -> String {
+    "none".into()
 }
 
 fn default_http_addr() -> String {
@@ -125,15 +209,108 @@ impl SinkConfig {
     }
 }
 
+/// Options of the external sinks.
+impl SinkConfig {
+    pub fn is_external(&self) -> bool {
+        EXTERNAL_KINDS.contains(&self.kind.as_str())
+    }
+    pub fn timeout(&self) -> Duration {
+        parse_duration(&self.timeout).unwrap_or(Duration::from_secs(10))
+    }
+    pub fn retry_initial_backoff(&self) -> Duration {
+        parse_duration(&self.retry_initial_backoff).unwrap_or(Duration::from_millis(500))
+    }
+    pub fn retry_max_backoff(&self) -> Duration {
+        parse_duration(&self.retry_max_backoff).unwrap_or(Duration::from_secs(30))
+    }
+
+    fn validate_external(&self, v: &mut Validator, at: &dyn Fn(&str) -> String) {
+        match self.kind.as_str() {
+            "http" => v.check(
+                (self.url.starts_with("http://") || self.url.starts_with("https://")) && self.url.len() > 8,
+                at("url"),
+                format!("{:?} is not an http:// or https:// URL", self.url),
+            ),
+            "file" => {
+                if local_dir(&self.url).is_err() {
+                    v.problem(
+                        at("url"),
+                        format!("{:?} must be an absolute path like file:///var/log/flotilla/events.ndjson", self.url),
+                    );
+                }
+            }
+            _ => v.check(self.url.is_empty(), at("url"), "stdout takes no url"),
+        }
+        if self.kind != "http" {
+            v.check(self.headers.is_empty(), at("headers"), "only http sinks send headers");
+            v.check(self.auth.is_none(), at("auth"), "only http sinks authenticate");
+            v.check(self.compression == "none", at("compression"), "only http sinks compress");
+        }
+        v.check(
+            matches!(self.compression.as_str(), "none" | "gzip"),
+            at("compression"),
+            format!("{:?} is not none or gzip", self.compression),
+        );
+        for (name, value) in &self.headers {
+            v.check(
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)),
+                at(&format!("headers.{name}")),
+                "not a valid header name",
+            );
+            v.check(
+                value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f)),
+                at(&format!("headers.{name}")),
+                "a header value may not hold control characters",
+            );
+        }
+        match &self.auth {
+            Some(AuthConfig::Basic { user, .. }) => v.check(!user.is_empty(), at("auth.user"), "must not be empty"),
+            Some(AuthConfig::Bearer { token }) => v.check(!token.is_empty(), at("auth.token"), "must not be empty"),
+            None => {}
+        }
+        let timeout = v.duration(&at("timeout"), &self.timeout);
+        v.check(parse_duration(&self.timeout).is_none() || !timeout.is_zero(), at("timeout"), "must be longer than 0");
+        v.check((1..=1000).contains(&self.max_attempts), at("max_attempts"), "must be between 1 and 1000");
+        let initial = v.duration(&at("retry_initial_backoff"), &self.retry_initial_backoff);
+        let max = v.duration(&at("retry_max_backoff"), &self.retry_max_backoff);
+        v.check(initial <= max, at("retry_max_backoff"), "must not be shorter than retry_initial_backoff");
+        for (key, rate) in
+            [("events_per_sec", self.rate_limit.events_per_sec), ("bytes_per_sec", self.rate_limit.bytes_per_sec)]
+        {
+            v.check(rate != Some(0), at(&format!("rate_limit.{key}")), "must be at least 1");
+        }
+        let f = &self.filter;
+        for (key, list) in [("orgs", &f.orgs), ("apps", &f.apps), ("levels", &f.levels)] {
+            v.check(list.iter().all(|s| !s.is_empty()), at(&format!("filter.{key}")), "an empty name matches nothing");
+        }
+    }
+}
+
 /// `file:///abs/path` → `/abs/path`; other schemes are explained.
 pub fn local_dir(url: &str) -> Result<PathBuf, String> {
+    match archive_url(url)? {
+        ArchiveUrl::Local(dir) => Ok(dir),
+        ArchiveUrl::Remote(_) => Err(format!("{url:?} is not a file:// URL")),
+    }
+}
+
+/// Where a Parquet sink writes: a local directory, or an object store
+/// (`s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArchiveUrl {
+    Local(PathBuf),
+    Remote(url::Url),
+}
+
+pub fn archive_url(url: &str) -> Result<ArchiveUrl, String> {
+    let example = "like file:///var/lib/flotilla/archive or s3://bucket/prefix";
     match url.split_once("://") {
-        Some(("file", path)) if path.starts_with('/') && path.len() > 1 => Ok(PathBuf::from(path)),
+        Some(("file", path)) if path.starts_with('/') && path.len() > 1 => Ok(ArchiveUrl::Local(PathBuf::from(path))),
         Some(("file", _)) => Err(format!("{url:?} must be an absolute path like file:///var/lib/flotilla/archive")),
-        Some((scheme @ ("s3" | "gs" | "az" | "abfs" | "http" | "https"), _)) => {
-            Err(format!("{scheme}:// URLs are not supported yet (only file:// for now)"))
+        Some(("s3" | "s3a" | "gs" | "az" | "abfs" | "abfss", rest)) if !rest.is_empty() && !rest.starts_with('/') => {
+            url::Url::parse(url).map(ArchiveUrl::Remote).map_err(|e| format!("{url:?}: {e}"))
         }
-        _ => Err(format!("{url:?} is not a URL like file:///var/lib/flotilla/archive")),
+        _ => Err(format!("{url:?} is not an archive URL {example}")),
     }
 }
 
@@ -170,8 +347,15 @@ impl Validate for Config {
             let at = |k: &str| format!("sinks[{i}].{k}");
             v.check(valid_name(&s.name, &[]), at("name"), format!("{:?} must match [A-Za-z0-9_-]+", s.name));
             v.check(sink_names.insert(&s.name), at("name"), format!("sink {:?} is defined twice", s.name));
-            v.check(s.kind == "parquet", at("type"), format!("unknown sink type {:?} (supported: parquet)", s.kind));
-            if let Err(e) = local_dir(&s.url) {
+            let external = EXTERNAL_KINDS.contains(&s.kind.as_str());
+            v.check(
+                s.kind == "parquet" || external,
+                at("type"),
+                format!("unknown sink type {:?} (supported: parquet, {})", s.kind, EXTERNAL_KINDS.join(", ")),
+            );
+            if external {
+                s.validate_external(v, &at);
+            } else if let Err(e) = archive_url(&s.url) {
                 v.problem(at("url"), e);
             }
             if subjects(v, &at("subjects"), &s.subjects) && covering_stream(&self.streams, &s.subjects).is_none() {
@@ -265,7 +449,7 @@ max_age = "forever"
 [[sinks]]
 name = "a b"
 type = "loki"
-url = "s3://bucket/x"
+url = "ftp://bucket/x"
 subjects = ["metrics.>"]
 batch_max_events = 0
 batch_max_age = "soon"
@@ -303,11 +487,13 @@ batch_max_age = "0s"
 
     #[test]
     fn messages_explain_the_problem() {
-        let text = "[nats]\nurl = \"nats://x\"\n[[sinks]]\nname = \"a\"\ntype = \"parquet\"\nurl = \"s3://b/p\"\n";
+        let text = "[nats]\nurl = \"nats://x\"\n[[sinks]]\nname = \"a\"\ntype = \"parquet\"\nurl = \"ftp://b/p\"\n";
         let problems = parse::<Config>(text, |_| None).err().unwrap();
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].path, "sinks[0].url");
-        assert!(problems[0].message.contains("not supported yet"), "{}", problems[0].message);
+        assert!(problems[0].message.contains("s3://bucket/prefix"), "{}", problems[0].message);
+        assert_eq!(archive_url("s3://b/p").ok(), Some(ArchiveUrl::Remote(url::Url::parse("s3://b/p").unwrap())));
+        assert!(archive_url("s3:///p").is_err());
     }
 
     #[test]

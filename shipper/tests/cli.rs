@@ -15,7 +15,7 @@ fn validate_lists_every_problem_and_exits_2() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = write(
         &dir,
-        "http_addr = \"nowhere\"\n[nats]\nurl = \"nats://127.0.0.1:4222\"\n[[sinks]]\nname = \"archive\"\ntype = \"loki\"\nurl = \"s3://bucket/logs\"\n",
+        "http_addr = \"nowhere\"\n[nats]\nurl = \"nats://127.0.0.1:4222\"\n[[sinks]]\nname = \"archive\"\ntype = \"carrier-pigeon\"\nurl = \"ftp://bucket/logs\"\n",
     );
     let out = Command::new(BIN).args(["validate", "-c"]).arg(&path).output().expect("run flotilla-shipper");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -23,7 +23,7 @@ fn validate_lists_every_problem_and_exits_2() {
     for path in ["http_addr", "sinks[0].type", "sinks[0].url"] {
         assert!(stderr.contains(&format!("{path}: ")), "missing {path} in:\n{stderr}");
     }
-    assert!(stderr.contains("not supported yet"), "{stderr}");
+    assert!(stderr.contains("unknown sink type"), "{stderr}");
     assert!(out.stdout.is_empty());
 }
 

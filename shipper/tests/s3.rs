@@ -21,7 +21,8 @@ impl Drop for Moto {
 
 fn moto(port: u16) -> Moto {
     let py = python();
-    let bin = py.parent().map(|d| d.join("moto_server")).filter(|p| p.is_file()).unwrap_or_else(|| "moto_server".into());
+    let bin =
+        py.parent().map(|d| d.join("moto_server")).filter(|p| p.is_file()).unwrap_or_else(|| "moto_server".into());
     let child = Command::new(&bin)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
@@ -38,9 +39,12 @@ fn moto(port: u16) -> Moto {
 
 async fn create_bucket(port: u16, bucket: &str) {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(format!("PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");

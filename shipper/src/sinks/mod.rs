@@ -6,8 +6,19 @@
 //!
 //! A message is acked only after the sink committed it; on shutdown the
 //! sink stops fetching, commits what it holds and acks it.
+//!
+//! The Parquet sink retries a failed commit forever. The external sinks
+//! (`http`, `file`, `stdout`) go through [`delivery`]: filters, timeouts,
+//! bounded retries, then the dead-letter stream. Any sink may be slowed by
+//! a rate limit ([`ratelimit`]), which delays its next pull.
 
+pub mod delivery;
+pub mod file;
+pub mod filter;
+pub mod http;
 pub mod parquet;
+pub mod ratelimit;
+pub mod stdout;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -76,24 +87,65 @@ fn stored_at(reply: &str) -> Option<DateTime<Utc>> {
 /// A configured sink. A `match` is all the dispatch there is.
 pub enum Sink {
     Parquet(parquet::ParquetSink),
+    Http(http::HttpSink),
+    File(file::FileSink),
+    Stdout(stdout::StdoutSink),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error(transparent)]
     Parquet(#[from] parquet::ParquetSinkError),
+    #[error(transparent)]
+    Http(#[from] http::HttpSinkError),
+    #[error(transparent)]
+    File(#[from] file::FileSinkError),
+    #[error("unknown sink type {0:?}")]
+    Kind(String),
+    #[error("commit: {0}")]
+    Send(String),
 }
 
 impl Sink {
     pub fn from_config(cfg: &SinkConfig, metrics: &SinkMetrics) -> Result<Sink, SinkError> {
-        // Validation admits only `parquet`.
-        Ok(Sink::Parquet(parquet::ParquetSink::new(cfg, metrics.objects_written.clone())?))
+        Ok(match cfg.kind.as_str() {
+            "parquet" => Sink::Parquet(parquet::ParquetSink::new(cfg, metrics.objects_written.clone())?),
+            "http" => Sink::Http(http::HttpSink::new(cfg)?),
+            "file" => Sink::File(file::FileSink::new(cfg)?),
+            "stdout" => Sink::Stdout(stdout::StdoutSink::new()),
+            other => return Err(SinkError::Kind(other.to_string())),
+        })
     }
 
-    /// Commit `batch`; the names of the objects written.
+    /// Delivers through [`delivery`] (bounded retries, dead letters)
+    /// rather than [`commit_and_ack`] (retried forever).
+    pub fn is_external(&self) -> bool {
+        !matches!(self, Sink::Parquet(_))
+    }
+
+    /// Commit `batch`; the names of the objects written (none for the
+    /// external sinks, which send the whole batch once).
     async fn commit(&self, batch: &[Delivery], log: &CommitLog) -> Result<Vec<String>, SinkError> {
         match self {
             Sink::Parquet(s) => Ok(s.commit(batch, log).await?),
+            _ => {
+                let all: Vec<&Delivery> = batch.iter().collect();
+                self.send(&all).await.map(|()| Vec::new()).map_err(|e| SinkError::Send(e.message))
+            }
+        }
+    }
+
+    /// One attempt to send `batch` to an external destination.
+    async fn send(&self, batch: &[&Delivery]) -> Result<(), delivery::SendError> {
+        match self {
+            Sink::Http(s) => s.send(batch).await,
+            Sink::File(s) => s.send(batch).await,
+            Sink::Stdout(s) => s.send(batch).await,
+            Sink::Parquet(_) => Err(delivery::SendError {
+                message: "the parquet sink commits, it does not send".into(),
+                retry_after: None,
+                permanent: true,
+            }),
         }
     }
 
@@ -101,6 +153,7 @@ impl Sink {
     async fn recover(&self, pending: &[String]) -> Result<HashSet<u64>, SinkError> {
         match self {
             Sink::Parquet(s) => Ok(s.recover(pending).await?),
+            _ => Ok(HashSet::new()),
         }
     }
 }
@@ -112,6 +165,12 @@ pub struct SinkMetrics {
     pub bytes_committed: Counter,
     pub objects_written: Counter,
     pub commit_errors: Counter,
+    /// External sinks: failed attempts followed by another.
+    pub retries: Counter,
+    /// External sinks: events sent to the dead-letter stream.
+    pub dlq: Counter,
+    /// External sinks: events acked without being sent (filters).
+    pub events_filtered: Counter,
     /// Messages written before a crash, awaiting their redelivery to be acked.
     pub recovering: flotilla_core::metrics::Gauge,
 }
@@ -143,6 +202,21 @@ impl SinkMetrics {
             commit_errors: registry.counter(
                 "flotilla_shipper_commit_errors_total",
                 "Failed commit attempts (the batch is retried, never dropped).",
+                &l,
+            ),
+            retries: registry.counter(
+                "flotilla_shipper_retries_total",
+                "Failed sends of an external sink that were retried.",
+                &l,
+            ),
+            dlq: registry.counter(
+                "flotilla_shipper_dlq_total",
+                "Events an external sink gave up on and published to the dead-letter stream.",
+                &l,
+            ),
+            events_filtered: registry.counter(
+                "flotilla_shipper_events_filtered_total",
+                "Events an external sink's filters left out (acked without being sent).",
                 &l,
             ),
         }
@@ -179,6 +253,20 @@ pub async fn run_sink(
     let Some((log, mut skip)) = recover(&js, &cfg, &sink, &shutdown).await else {
         return;
     };
+    if sink.is_external() && !delivery::ensure_dlq_stream(&js, &shutdown).await {
+        return;
+    }
+    let out = Outlet {
+        sink: &sink,
+        js: &js,
+        log: &log,
+        filter: filter::Filter::new(&cfg.filter),
+        policy: delivery::Policy::new(&cfg),
+        metrics: &metrics,
+        name: &cfg.name,
+        shutdown: &shutdown,
+    };
+    let limiter = ratelimit::Limiter::new(&cfg.rate_limit);
     tracing::info!(sink = %cfg.name, stream = %stream, consumer = %cfg.consumer_name(), "sink running");
     let max_age = cfg.batch_max_age();
     let mut held: Vec<Delivery> = Vec::new();
@@ -188,7 +276,7 @@ pub async fn run_sink(
     while !shutdown.is_cancelled() {
         let due = first_held_at + max_age;
         if held.len() >= cfg.batch_max_events || (!held.is_empty() && Instant::now() >= due) {
-            commit_and_ack(&sink, &log, std::mem::take(&mut held), &metrics, &cfg.name, &shutdown).await;
+            out.flush(std::mem::take(&mut held)).await;
             continue;
         }
         let expires = if held.is_empty() {
@@ -196,10 +284,14 @@ pub async fn run_sink(
         } else {
             due.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(10), FETCH_EXPIRY)
         };
-        let room = cfg.batch_max_events - held.len();
+        let room = limiter.room(cfg.batch_max_events - held.len());
+        let before = held.len();
         // A fetch is not interrupted by shutdown: it ends within `expires`,
         // and everything it delivered is then committed and acked.
-        match fetch(&consumer, room, expires, &mut held, &mut first_held_at, &mut skip).await {
+        let fetched = fetch(&consumer, room, expires, &mut held, &mut first_held_at, &mut skip).await;
+        let new = held.get(before..).unwrap_or_default();
+        limiter.consume(new.len() as u64, new.iter().map(|d| d.payload.len() as u64).sum()).await;
+        match fetched {
             Ok(()) => {
                 backoff.reset();
                 skip.finish_if_drained(&log, &metrics).await;
@@ -220,9 +312,42 @@ pub async fn run_sink(
     }
     if !held.is_empty() {
         tracing::info!(sink = %cfg.name, events = held.len(), "draining");
-        commit_and_ack(&sink, &log, held, &metrics, &cfg.name, &shutdown).await;
+        out.flush(held).await;
     }
     tracing::info!(sink = %cfg.name, "sink stopped");
+}
+
+/// Where a sink's batches go: committed (Parquet) or delivered (external).
+struct Outlet<'a> {
+    sink: &'a Sink,
+    js: &'a jetstream::Context,
+    log: &'a CommitLog,
+    filter: filter::Filter,
+    policy: delivery::Policy,
+    metrics: &'a SinkMetrics,
+    name: &'a str,
+    shutdown: &'a CancellationToken,
+}
+
+impl Outlet<'_> {
+    /// Commit or deliver `batch`, then ack it.
+    async fn flush(&self, batch: Vec<Delivery>) {
+        if self.sink.is_external() {
+            delivery::deliver_and_ack(
+                self.sink,
+                self.js,
+                &self.filter,
+                &self.policy,
+                batch,
+                self.metrics,
+                self.name,
+                self.shutdown,
+            )
+            .await;
+        } else {
+            commit_and_ack(self.sink, self.log, batch, self.metrics, self.name, self.shutdown).await;
+        }
+    }
 }
 
 /// Messages a previous run wrote but may not have acked: recognised by their
@@ -431,6 +556,16 @@ mod tests {
             batch_max_events: 100,
             batch_max_age: "5s".into(),
             ack_wait: None,
+            storage: Default::default(),
+            filter: Default::default(),
+            timeout: "10s".into(),
+            max_attempts: 8,
+            retry_initial_backoff: "500ms".into(),
+            retry_max_backoff: "30s".into(),
+            headers: Default::default(),
+            compression: "none".into(),
+            auth: None,
+            rate_limit: Default::default(),
         };
         let c = consumer_config(&cfg);
         assert_eq!(c.durable_name.as_deref(), Some("flotilla-archive"));

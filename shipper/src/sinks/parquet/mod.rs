@@ -19,12 +19,13 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt as _};
 
 use flotilla_core::metrics::Counter;
 
 use crate::commitlog::CommitLog;
-use crate::config::SinkConfig;
+use crate::config::{archive_url, ArchiveUrl, SinkConfig};
 use crate::sinks::Delivery;
 use schema::Row;
 
@@ -52,12 +53,26 @@ pub struct ParquetSink {
 }
 
 impl ParquetSink {
-    /// A sink writing under the directory of `cfg.url` (created if missing).
+    /// A sink writing under `cfg.url`: a local directory (created if
+    /// missing) or an object store prefix.
     pub fn new(cfg: &SinkConfig, objects_written: Counter) -> Result<Self, ParquetSinkError> {
-        let dir = cfg.local_dir().map_err(ParquetSinkError::Url)?;
-        std::fs::create_dir_all(&dir).map_err(|source| ParquetSinkError::CreateDir { path: dir.clone(), source })?;
-        let store = LocalFileSystem::new_with_prefix(&dir)?;
-        Ok(ParquetSink { store: Arc::new(store), objects_written })
+        let store: Arc<dyn ObjectStore> = match archive_url(&cfg.url).map_err(ParquetSinkError::Url)? {
+            ArchiveUrl::Local(dir) => {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|source| ParquetSinkError::CreateDir { path: dir.clone(), source })?;
+                Arc::new(LocalFileSystem::new_with_prefix(&dir)?)
+            }
+            ArchiveUrl::Remote(url) => {
+                let (store, prefix) = object_store::parse_url_opts(&url, cfg.storage.iter())?;
+                let store: Arc<dyn ObjectStore> = Arc::from(store);
+                if prefix.as_ref().is_empty() {
+                    store
+                } else {
+                    Arc::new(PrefixStore::new(store, prefix))
+                }
+            }
+        };
+        Ok(ParquetSink { store, objects_written })
     }
 
     /// Write every message of `batch`; Ok (with the objects' names) only

@@ -46,6 +46,13 @@ where
     with_runtime(name, |signals| body(config, signals))
 }
 
+/// Pick rustls's crypto provider (ring) for the whole process. Needed once
+/// before any TLS connection: with both of rustls's providers compiled in
+/// (object_store brings the other), rustls will not guess.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Start a runtime and the signal handlers, run `body`, report its error.
 pub fn with_runtime<F, Fut, E>(name: &str, body: F) -> ExitCode
 where
@@ -53,6 +60,7 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
+    install_crypto_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

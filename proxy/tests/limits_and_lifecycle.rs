@@ -308,6 +308,7 @@ async fn publishers_over_their_rate_are_slowed_not_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_clients_connect_and_receive() {
+    flotilla_core::daemon::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));

@@ -7,7 +7,10 @@
 //! 4. Purge; the `flotilla-agent` next to this binary tails the file with
 //!    `max_in_flight = in_flight` until the stream holds every line. CPU and
 //!    peak RSS: the agent process's, from exec to the last ack.
-//! 5. Idle: a fresh agent on `idle_files` small files; once their lines are
+//! 5. Purge; the baseline again. The two baseline runs bracket the agent's
+//!    (on a shared 2-core machine a single run can be off by 10-20%); the
+//!    agent is compared with their mean.
+//! 6. Idle: a fresh agent on `idle_files` small files; once their lines are
 //!    acked (and a few seconds more), its CPU over `idle_secs` and its RSS.
 //!
 //! nats-server's own CPU is not charged to either side (it is reported
@@ -60,7 +63,10 @@ pub struct Report {
     pub lines: u64,
     pub in_flight: usize,
     pub file: Written,
+    /// The mean of the two baseline runs.
     pub baseline: Throughput,
+    /// Before and after the agent's run.
+    pub baseline_runs: [Throughput; 2],
     pub agent: Throughput,
     /// Agent lines/s over baseline lines/s.
     pub ratio: f64,
@@ -151,7 +157,7 @@ pub async fn run(opts: &AgentBenchOptions) -> Result<Report, BenchError> {
     // Baseline, then the diagnostic publishers.
     let origin = Origin { org: ORG, app: APP, region: REGION, host: HOST };
     let publisher = Publisher { url: &nats.url, file: &log_file, subject: &subject, in_flight: opts.in_flight, origin };
-    let baseline = publisher.measure(Shape::Lines, &file, nats_pid, &mut admin).await?;
+    let before = publisher.measure(Shape::Lines, &file, nats_pid, &mut admin).await?;
     let mut variants = Vec::new();
     if opts.variants {
         for shape in [Shape::LinesWithMsgId, Shape::AgentFormat] {
@@ -181,6 +187,9 @@ pub async fn run(opts: &AgentBenchOptions) -> Result<Report, BenchError> {
     }
     let agent_tp = throughput(&file, wall, acpu.secs, &used, state);
     drop(agent);
+    admin.purge().await?;
+    let after = publisher.measure(Shape::Lines, &file, nats_pid, &mut admin).await?;
+    let baseline = mean(&before, &after, &file);
 
     let idle = if opts.idle_files > 0 {
         admin.purge().await?;
@@ -218,6 +227,7 @@ pub async fn run(opts: &AgentBenchOptions) -> Result<Report, BenchError> {
         in_flight: opts.in_flight,
         file,
         baseline,
+        baseline_runs: [before, after],
         agent: agent_tp,
         ratio,
         agent_max_rss_mib: max_rss,
@@ -306,6 +316,23 @@ fn busy() -> Result<f64, BenchError> {
     procstat::system_busy_secs().map_err(|e| BenchError::Failed(format!("cannot read /proc/stat: {e}")))
 }
 
+/// Two runs as one: their mean wall time, CPU and counts.
+fn mean(a: &Throughput, b: &Throughput, file: &Written) -> Throughput {
+    let m = |x: f64, y: f64| (x + y) / 2.0;
+    let (secs, cpu) = (m(a.wall_secs, b.wall_secs), m(a.cpu_secs, b.cpu_secs));
+    Throughput {
+        wall_secs: secs,
+        lines_per_sec: file.lines as f64 / secs,
+        mb_per_sec: file.bytes as f64 / MB / secs,
+        cpu_secs: cpu,
+        cpu_secs_per_gb: cpu / (file.bytes as f64 / GB),
+        nats_server_cpu_secs: m(a.nats_server_cpu_secs, b.nats_server_cpu_secs),
+        other_processes_cpu_secs: m(a.other_processes_cpu_secs, b.other_processes_cpu_secs),
+        stream_bytes_per_msg: m(a.stream_bytes_per_msg, b.stream_bytes_per_msg),
+        load1_after: b.load1_after,
+    }
+}
+
 fn throughput(file: &Written, wall: Duration, cpu: f64, used: &Used, state: super::StreamState) -> Throughput {
     let secs = wall.as_secs_f64().max(1e-9);
     Throughput {
@@ -391,8 +418,9 @@ pub fn markdown(r: &Report) -> String {
     let load = |l: Option<f64>| l.map(|l| format!("{l:.2}")).unwrap_or_else(|| "?".into());
     let mut s = format!(
         "{} lines, {:.1} MB ({:.0} bytes/line), {} in flight, {} cores; {}; {}\n\n\
-         | | baseline (async-nats) | flotilla-agent | agent ÷ baseline |\n|---|---:|---:|---:|\n\
+         | | baseline (async-nats), mean of 2 | flotilla-agent | agent ÷ baseline |\n|---|---:|---:|---:|\n\
          | lines/s | {:.0} | {:.0} | {:.2} |\n\
+         | lines/s, baseline before / after the agent | {:.0} / {:.0} | | |\n\
          | MB/s (file bytes) | {:.1} | {:.1} | |\n\
          | wall s | {:.2} | {:.2} | |\n\
          | CPU s (publisher process) | {:.2} | {:.2} | |\n\
@@ -412,6 +440,8 @@ pub fn markdown(r: &Report) -> String {
         b.lines_per_sec,
         a.lines_per_sec,
         r.ratio,
+        r.baseline_runs[0].lines_per_sec,
+        r.baseline_runs[1].lines_per_sec,
         b.mb_per_sec,
         a.mb_per_sec,
         b.wall_secs,
@@ -445,7 +475,7 @@ pub fn markdown(r: &Report) -> String {
                 t.other_processes_cpu_secs
             )
         };
-        s += &row(Shape::Lines.label(), b);
+        s += &row("lines, no headers (baseline, run before the agent)", &r.baseline_runs[0]);
         for v in &r.variants {
             s += &row(v.publisher, &v.throughput);
         }

@@ -15,6 +15,7 @@
 mod backoff;
 pub mod commitlog;
 pub mod config;
+pub mod replay;
 pub mod sinks;
 pub mod stream;
 

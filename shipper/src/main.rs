@@ -29,6 +29,25 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Publish archived events of one org in a time range onto NATS again.
+    Replay {
+        /// The archive: file:///path or s3://bucket/prefix (credentials from the AWS environment).
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        org: String,
+        /// RFC 3339, inclusive.
+        #[arg(long)]
+        since: chrono::DateTime<chrono::Utc>,
+        /// RFC 3339, exclusive.
+        #[arg(long)]
+        until: chrono::DateTime<chrono::Utc>,
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        to: String,
+        /// Prepended to `logs.<org>...`; "" publishes onto the live subjects.
+        #[arg(long, default_value = "replay.")]
+        subject_prefix: String,
+    },
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -40,6 +59,22 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run { config } => daemon::run("flotilla-shipper", &config, flotilla_shipper::run),
         Command::Validate { config } => daemon::validate::<Config>(&config),
+        Command::Replay { from, org, since, until, to, subject_prefix } => {
+            let opts = flotilla_shipper::replay::ReplayOptions {
+                from,
+                storage: Default::default(),
+                org,
+                since,
+                until,
+                to,
+                subject_prefix,
+            };
+            daemon::with_runtime("flotilla-shipper replay", |_| async move {
+                let n = flotilla_shipper::replay::replay(&opts).await?;
+                println!("replayed {n} events");
+                Ok::<(), flotilla_shipper::replay::ReplayError>(())
+            })
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "flotilla-shipper", &mut std::io::stdout());
             ExitCode::SUCCESS

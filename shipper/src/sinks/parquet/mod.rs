@@ -56,22 +56,7 @@ impl ParquetSink {
     /// A sink writing under `cfg.url`: a local directory (created if
     /// missing) or an object store prefix.
     pub fn new(cfg: &SinkConfig, objects_written: Counter) -> Result<Self, ParquetSinkError> {
-        let store: Arc<dyn ObjectStore> = match archive_url(&cfg.url).map_err(ParquetSinkError::Url)? {
-            ArchiveUrl::Local(dir) => {
-                std::fs::create_dir_all(&dir)
-                    .map_err(|source| ParquetSinkError::CreateDir { path: dir.clone(), source })?;
-                Arc::new(LocalFileSystem::new_with_prefix(&dir)?)
-            }
-            ArchiveUrl::Remote(url) => {
-                let (store, prefix) = object_store::parse_url_opts(&url, cfg.storage.iter())?;
-                let store: Arc<dyn ObjectStore> = Arc::from(store);
-                if prefix.as_ref().is_empty() {
-                    store
-                } else {
-                    Arc::new(PrefixStore::new(store, prefix))
-                }
-            }
-        };
+        let store = store_for(&cfg.url, &cfg.storage)?;
         Ok(ParquetSink { store, objects_written })
     }
 
@@ -124,6 +109,28 @@ impl ParquetSink {
         }
         Ok(seqs)
     }
+}
+
+/// The object store behind an archive URL, rooted at its path.
+pub fn store_for(
+    url: &str,
+    storage: &std::collections::BTreeMap<String, String>,
+) -> Result<Arc<dyn ObjectStore>, ParquetSinkError> {
+    Ok(match archive_url(url).map_err(ParquetSinkError::Url)? {
+        ArchiveUrl::Local(dir) => {
+            std::fs::create_dir_all(&dir).map_err(|source| ParquetSinkError::CreateDir { path: dir.clone(), source })?;
+            Arc::new(LocalFileSystem::new_with_prefix(&dir)?)
+        }
+        ArchiveUrl::Remote(url) => {
+            let (store, prefix) = object_store::parse_url_opts(&url, storage.iter())?;
+            let store: Arc<dyn ObjectStore> = Arc::from(store);
+            if prefix.as_ref().is_empty() {
+                store
+            } else {
+                Arc::new(PrefixStore::new(store, prefix))
+            }
+        }
+    })
 }
 
 /// Decode `batch` and group its rows by partition, each sorted by stream

@@ -53,7 +53,8 @@ pub struct StreamConfig {
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     pub name: String,
-    /// `parquet`, or an external sink: `http`, `file`, `stdout`.
+    /// `parquet`, or an external sink: `http`, `loki`, `elasticsearch`,
+    /// `datadog_logs`, `file`, `stdout`.
     #[serde(rename = "type")]
     pub kind: String,
     /// Where objects go: `file:///path` for now. `http`: the endpoint;
@@ -105,6 +106,10 @@ pub struct SinkConfig {
     /// Slows the sink's pull to these rates (never drops).
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
+    /// `elasticsearch`: the index written to (default `flotilla-logs`).
+    pub index: Option<String>,
+    /// `datadog_logs`: sent as the `DD-API-KEY` header (required).
+    pub api_key: Option<String>,
 }
 
 /// Which events an external sink keeps; an empty list keeps everything.
@@ -137,7 +142,10 @@ pub struct RateLimitConfig {
 }
 
 /// Sink types that deliver outside (retry, dead-letter stream, filters).
-pub const EXTERNAL_KINDS: &[&str] = &["http", "file", "stdout"];
+pub const EXTERNAL_KINDS: &[&str] = &["http", "file", "stdout", "loki", "elasticsearch", "datadog_logs"];
+
+/// External sinks sent over HTTP (headers, auth, gzip).
+pub const HTTP_KINDS: &[&str] = &["http", "loki", "elasticsearch", "datadog_logs"];
 
 fn default_timeout() -> String {
     "10s".into()
@@ -225,8 +233,9 @@ impl SinkConfig {
     }
 
     fn validate_external(&self, v: &mut Validator, at: &dyn Fn(&str) -> String) {
+        let over_http = HTTP_KINDS.contains(&self.kind.as_str());
         match self.kind.as_str() {
-            "http" => v.check(
+            _ if over_http => v.check(
                 (self.url.starts_with("http://") || self.url.starts_with("https://")) && self.url.len() > 8,
                 at("url"),
                 format!("{:?} is not an http:// or https:// URL", self.url),
@@ -241,10 +250,28 @@ impl SinkConfig {
             }
             _ => v.check(self.url.is_empty(), at("url"), "stdout takes no url"),
         }
-        if self.kind != "http" {
+        if !over_http {
             v.check(self.headers.is_empty(), at("headers"), "only http sinks send headers");
             v.check(self.auth.is_none(), at("auth"), "only http sinks authenticate");
             v.check(self.compression == "none", at("compression"), "only http sinks compress");
+        }
+        match &self.index {
+            Some(_) if self.kind != "elasticsearch" => v.problem(at("index"), "only elasticsearch sinks take an index"),
+            Some(index) => v.check(
+                !index.is_empty()
+                    && !index.starts_with(['-', '_', '+'])
+                    && index.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c)),
+                at("index"),
+                format!("{index:?} is not a valid index name (lowercase letters, digits, - _ .)"),
+            ),
+            None => {}
+        }
+        if self.kind == "datadog_logs" {
+            let key = self.api_key.as_deref().unwrap_or_default();
+            v.check(!key.is_empty(), at("api_key"), "datadog_logs needs an api_key");
+            v.check(key.bytes().all(|b| b.is_ascii_graphic()), at("api_key"), "must be printable ASCII");
+        } else if self.api_key.is_some() {
+            v.problem(at("api_key"), "only datadog_logs sinks take an api_key");
         }
         v.check(
             matches!(self.compression.as_str(), "none" | "gzip"),
@@ -448,7 +475,7 @@ subjects = []
 max_age = "forever"
 [[sinks]]
 name = "a b"
-type = "loki"
+type = "kafka"
 url = "ftp://bucket/x"
 subjects = ["metrics.>"]
 batch_max_events = 0

@@ -1,4 +1,5 @@
-//! Delivery for the external sinks (`http`, `file`, `stdout`):
+//! Delivery for the external sinks (`http`, `loki`, `elasticsearch`,
+//! `datadog_logs`, `file`, `stdout`):
 //!
 //! filter → send with a timeout → on failure wait (exponential backoff with
 //! full jitter, or the destination's `Retry-After`) and send again, keeping

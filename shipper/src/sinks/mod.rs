@@ -110,7 +110,7 @@ impl Sink {
     pub fn from_config(cfg: &SinkConfig, metrics: &SinkMetrics) -> Result<Sink, SinkError> {
         Ok(match cfg.kind.as_str() {
             "parquet" => Sink::Parquet(parquet::ParquetSink::new(cfg, metrics.objects_written.clone())?),
-            "http" => Sink::Http(http::HttpSink::new(cfg)?),
+            "http" | "loki" | "elasticsearch" | "datadog_logs" => Sink::Http(http::HttpSink::new(cfg)?),
             "file" => Sink::File(file::FileSink::new(cfg)?),
             "stdout" => Sink::Stdout(stdout::StdoutSink::new()),
             other => return Err(SinkError::Kind(other.to_string())),
@@ -173,6 +173,13 @@ pub struct SinkMetrics {
     pub events_filtered: Counter,
     /// Messages written before a crash, awaiting their redelivery to be acked.
     pub recovering: flotilla_core::metrics::Gauge,
+    /// Consumer lag: messages not yet delivered plus delivered but unacked.
+    pub consumer_pending: flotilla_core::metrics::Gauge,
+    /// Batches committed (or delivered) and acked: a summary's `_count`.
+    pub commit_count: Counter,
+    /// Their total commit time in microseconds: the summary's `_sum`
+    /// (the registry holds integers only).
+    pub commit_micros: Counter,
 }
 
 impl SinkMetrics {
@@ -212,6 +219,21 @@ impl SinkMetrics {
             dlq: registry.counter(
                 "flotilla_shipper_dlq_total",
                 "Events an external sink gave up on and published to the dead-letter stream.",
+                &l,
+            ),
+            consumer_pending: registry.gauge(
+                "flotilla_shipper_consumer_pending",
+                "Messages of the sink's consumer not yet acked (num_pending + num_ack_pending), refreshed every few seconds.",
+                &l,
+            ),
+            commit_count: registry.counter(
+                "flotilla_shipper_commit_seconds_count",
+                "Batches a sink committed and acked (commit latency summary count).",
+                &l,
+            ),
+            commit_micros: registry.counter(
+                "flotilla_shipper_commit_microseconds_total",
+                "Total time of those commits, from the start of the commit to the last ack, in microseconds (commit latency summary sum).",
                 &l,
             ),
             events_filtered: registry.counter(
@@ -267,6 +289,16 @@ pub async fn run_sink(
         shutdown: &shutdown,
     };
     let limiter = ratelimit::Limiter::new(&cfg.rate_limit);
+    // Lag is read beside the loop, never in its way; it stops with the sink.
+    let lag_stop = CancellationToken::new();
+    let _stop_lag = lag_stop.clone().drop_guard();
+    tokio::spawn(report_lag(
+        js.clone(),
+        stream.clone(),
+        cfg.consumer_name(),
+        metrics.consumer_pending.clone(),
+        lag_stop,
+    ));
     tracing::info!(sink = %cfg.name, stream = %stream, consumer = %cfg.consumer_name(), "sink running");
     let max_age = cfg.batch_max_age();
     let mut held: Vec<Delivery> = Vec::new();
@@ -330,8 +362,16 @@ struct Outlet<'a> {
 }
 
 impl Outlet<'_> {
-    /// Commit or deliver `batch`, then ack it.
+    /// Commit or deliver `batch`, then ack it; its time goes to the
+    /// commit latency summary.
     async fn flush(&self, batch: Vec<Delivery>) {
+        let started = std::time::Instant::now();
+        self.flush_untimed(batch).await;
+        self.metrics.commit_count.inc();
+        self.metrics.commit_micros.add(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+    }
+
+    async fn flush_untimed(&self, batch: Vec<Delivery>) {
         if self.sink.is_external() {
             delivery::deliver_and_ack(
                 self.sink,
@@ -415,6 +455,42 @@ async fn create_consumer(
         }
         if !sleep_or_shutdown(backoff.next_delay(), shutdown).await {
             return None;
+        }
+    }
+}
+
+/// How often a sink's consumer lag is read.
+const LAG_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Set `gauge` to the consumer's `num_pending + num_ack_pending` every
+/// [`LAG_INTERVAL`] until `stop`. A failed read keeps the last value.
+async fn report_lag(
+    js: jetstream::Context,
+    stream: String,
+    consumer: String,
+    gauge: flotilla_core::metrics::Gauge,
+    stop: CancellationToken,
+) {
+    let mut handle: Option<jetstream::stream::Stream> = None;
+    loop {
+        if handle.is_none() {
+            handle = js.get_stream(&stream).await.ok();
+        }
+        if let Some(s) = &handle {
+            match s.consumer_info(&consumer).await {
+                Ok(info) => {
+                    let lag = info.num_pending.saturating_add(info.num_ack_pending as u64);
+                    gauge.set(i64::try_from(lag).unwrap_or(i64::MAX));
+                }
+                Err(e) => {
+                    tracing::debug!(consumer, error = %e, "cannot read consumer lag");
+                    handle = None;
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(LAG_INTERVAL) => {}
         }
     }
 }
@@ -566,6 +642,8 @@ mod tests {
             compression: "none".into(),
             auth: None,
             rate_limit: Default::default(),
+            index: None,
+            api_key: None,
         };
         let c = consumer_config(&cfg);
         assert_eq!(c.durable_name.as_deref(), Some("flotilla-archive"));

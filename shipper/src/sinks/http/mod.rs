@@ -5,6 +5,7 @@
 //! any other status sends the batch to the dead-letter stream at once.
 
 pub mod encode;
+pub mod formats;
 
 use std::time::Duration;
 
@@ -28,7 +29,24 @@ pub struct HttpSink {
     url: String,
     auth: Option<AuthConfig>,
     gzip: bool,
+    format: Format,
 }
+
+/// What a batch is sent as; all go through the same delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Format {
+    /// `http`: NDJSON POSTed to `url`.
+    Ndjson,
+    /// `loki`: push API JSON POSTed to `url` (`…/loki/api/v1/push`).
+    Loki,
+    /// `elasticsearch`: bulk NDJSON POSTed to `url/_bulk`.
+    Elasticsearch { index: String },
+    /// `datadog_logs`: a JSON array POSTed to `url` with `DD-API-KEY`.
+    Datadog,
+}
+
+/// The index of an `elasticsearch` sink without `index`.
+pub const DEFAULT_ES_INDEX: &str = "flotilla-logs";
 
 impl HttpSink {
     pub fn new(cfg: &SinkConfig) -> Result<HttpSink, HttpSinkError> {
@@ -36,6 +54,24 @@ impl HttpSink {
         // uses ring. Another provider installed first is kept.
         let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
         let mut headers = HeaderMap::new();
+        let format = match cfg.kind.as_str() {
+            "loki" => Format::Loki,
+            "elasticsearch" => {
+                Format::Elasticsearch { index: cfg.index.clone().unwrap_or_else(|| DEFAULT_ES_INDEX.into()) }
+            }
+            "datadog_logs" => {
+                let mut key = HeaderValue::from_str(cfg.api_key.as_deref().unwrap_or_default())
+                    .map_err(|_| HttpSinkError::Header("DD-API-KEY".into()))?;
+                key.set_sensitive(true);
+                headers.insert(HeaderName::from_static("dd-api-key"), key);
+                Format::Datadog
+            }
+            _ => Format::Ndjson,
+        };
+        let url = match &format {
+            Format::Elasticsearch { .. } => format!("{}/_bulk", cfg.url.trim_end_matches('/')),
+            _ => cfg.url.clone(),
+        };
         for (name, value) in &cfg.headers {
             let bad = || HttpSinkError::Header(name.clone());
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
@@ -51,12 +87,25 @@ impl HttpSink {
             .connect_timeout(cfg.timeout())
             .user_agent(concat!("flotilla-shipper/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(HttpSink { client, url: cfg.url.clone(), auth: cfg.auth.clone(), gzip: cfg.compression == "gzip" })
+        Ok(HttpSink { client, url, auth: cfg.auth.clone(), gzip: cfg.compression == "gzip", format })
+    }
+
+    /// The request body and its content type.
+    fn body(&self, batch: &[&Delivery]) -> (Vec<u8>, &'static str) {
+        let items = || -> Vec<formats::Item<'_>> {
+            batch.iter().map(|d| formats::Item { subject: &d.subject, payload: &d.payload, stored: d.stored }).collect()
+        };
+        match &self.format {
+            Format::Ndjson => (encode::ndjson(batch), "application/x-ndjson"),
+            Format::Loki => (formats::loki(&items()), "application/json"),
+            Format::Elasticsearch { index } => (formats::elasticsearch(&items(), index), "application/x-ndjson"),
+            Format::Datadog => (formats::datadog(&items()), "application/json"),
+        }
     }
 
     pub async fn send(&self, batch: &[&Delivery]) -> Result<(), SendError> {
-        let body = encode::ndjson(batch);
-        let mut req = self.client.post(&self.url).header(CONTENT_TYPE, "application/x-ndjson");
+        let (body, content_type) = self.body(batch);
+        let mut req = self.client.post(&self.url).header(CONTENT_TYPE, content_type);
         let body = if self.gzip {
             req = req.header(CONTENT_ENCODING, "gzip");
             encode::gzip(&body).map_err(|e| SendError::retry(format!("gzip: {e}")))?
@@ -71,6 +120,18 @@ impl HttpSink {
         let resp = req.body(body).send().await.map_err(|e| SendError::retry(error_chain(&e)))?;
         let status = resp.status();
         if status.is_success() {
+            if !matches!(self.format, Format::Elasticsearch { .. }) {
+                return Ok(());
+            }
+            // A bulk request succeeds as a whole even when items failed.
+            let text = resp.bytes().await.map_err(|e| SendError::retry(error_chain(&e)))?;
+            if formats::bulk_has_errors(&text) {
+                return Err(SendError::retry(format!(
+                    "HTTP {status} from {} with \"errors\":true: {}",
+                    self.url,
+                    formats::bulk_first_error(&text)
+                )));
+            }
             return Ok(());
         }
         let retry_after = resp

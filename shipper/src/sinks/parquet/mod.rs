@@ -118,7 +118,8 @@ pub fn store_for(
 ) -> Result<Arc<dyn ObjectStore>, ParquetSinkError> {
     Ok(match archive_url(url).map_err(ParquetSinkError::Url)? {
         ArchiveUrl::Local(dir) => {
-            std::fs::create_dir_all(&dir).map_err(|source| ParquetSinkError::CreateDir { path: dir.clone(), source })?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|source| ParquetSinkError::CreateDir { path: dir.clone(), source })?;
             Arc::new(LocalFileSystem::new_with_prefix(&dir)?)
         }
         ArchiveUrl::Remote(url) => {

@@ -52,14 +52,84 @@ pub async fn run(config: Config, signals: Signals) -> Result<(), ShipperError> {
 
 /// [`run`], with metrics recorded in `registry` (for embedding and tests).
 pub async fn run_with_registry(config: Config, signals: Signals, registry: Registry) -> Result<(), ShipperError> {
+    validate(&config)?;
+    // Metrics stay up while the sinks drain.
+    let _http = serve_http(&config, &registry).await?;
+    run_generation(config, registry, signals.shutdown).await
+}
+
+/// Run until SIGTERM; on SIGHUP re-read `path`: a valid new config replaces
+/// the running one (every sink commits, acks and stops, then the new set
+/// starts: sinks are added, changed or removed), an invalid one is reported
+/// and the running one kept.
+pub async fn run_with_reload(path: std::path::PathBuf, config: Config, signals: Signals) -> Result<(), ShipperError> {
+    validate(&config)?;
+    let registry = Registry::default();
+    let _http = serve_http(&config, &registry).await?;
+    let mut current = config;
+    let mut previous: Option<Config> = None;
+    loop {
+        let generation = signals.shutdown.child_token();
+        let mut task = tokio::spawn(run_generation(current.clone(), registry.clone(), generation.clone()));
+        let next = loop {
+            tokio::select! {
+                r = &mut task => match (r, previous.take()) {
+                    // A reloaded config that could not start: back to the one before.
+                    (Ok(Err(e)), Some(old)) if !signals.shutdown.is_cancelled() => {
+                        tracing::error!(error = %e, "the new config could not start; going back to the previous one");
+                        break old;
+                    }
+                    (Ok(r), _) => return r,
+                    (Err(e), _) => return Err(ShipperError::Task(e)),
+                },
+                _ = signals.reload.notified() => match flotilla_core::config::load::<Config>(&path) {
+                    Ok(new) if format!("{new:?}") == format!("{current:?}") => tracing::info!("config unchanged"),
+                    Ok(new) => {
+                        if new.http_addr != current.http_addr {
+                            tracing::warn!("http_addr changes take effect at the next restart");
+                        }
+                        break new;
+                    }
+                    Err(e) => tracing::error!("keeping the running config: {e}"),
+                },
+            }
+        };
+        tracing::info!("config changed: draining the sinks and starting the new set");
+        generation.cancel();
+        if let Ok(Err(e)) = task.await {
+            tracing::warn!(error = %e, "the previous sinks stopped with an error");
+        }
+        previous = Some(std::mem::replace(&mut current, next));
+    }
+}
+
+fn validate(config: &Config) -> Result<(), ShipperError> {
     let mut v = Validator::default();
     config.validate(&mut v);
     let problems = v.into_problems();
-    if !problems.is_empty() {
-        return Err(ShipperError::Config(problems));
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ShipperError::Config(problems))
     }
-    let shutdown = signals.shutdown;
+}
 
+/// Serve `/metrics` and `/healthz` until the returned guard is dropped.
+async fn serve_http(config: &Config, registry: &Registry) -> Result<tokio_util::sync::DropGuard, ShipperError> {
+    let http_stop = CancellationToken::new();
+    let addr: SocketAddr = config
+        .http_addr
+        .parse()
+        .map_err(|e| ShipperError::Http { addr: config.http_addr.clone(), source: std::io::Error::other(e) })?;
+    let bound = flotilla_core::http::serve(addr, flotilla_core::http::router(registry.clone()), http_stop.clone())
+        .await
+        .map_err(|source| ShipperError::Http { addr: config.http_addr.clone(), source })?;
+    tracing::info!(%bound, "serving /metrics and /healthz");
+    Ok(http_stop.drop_guard())
+}
+
+/// One set of sinks, from start to drain.
+async fn run_generation(config: Config, registry: Registry, shutdown: CancellationToken) -> Result<(), ShipperError> {
     // Sinks first: a sink that cannot start (e.g. an unwritable directory)
     // fails the start, before anything is consumed.
     let mut prepared = Vec::new();
@@ -76,18 +146,6 @@ pub async fn run_with_registry(config: Config, signals: Signals, registry: Regis
             })?;
         prepared.push((cfg.clone(), stream, sink, metrics));
     }
-
-    // Metrics stay up while the sinks drain.
-    let http_stop = CancellationToken::new();
-    let _stop_http = http_stop.clone().drop_guard();
-    let addr: SocketAddr = config
-        .http_addr
-        .parse()
-        .map_err(|e| ShipperError::Http { addr: config.http_addr.clone(), source: std::io::Error::other(e) })?;
-    let bound = flotilla_core::http::serve(addr, flotilla_core::http::router(registry), http_stop.clone())
-        .await
-        .map_err(|source| ShipperError::Http { addr: config.http_addr.clone(), source })?;
-    tracing::info!(%bound, "serving /metrics and /healthz");
 
     let Some(client) = connect(&config.nats, &shutdown).await else {
         return Ok(());
@@ -114,8 +172,8 @@ pub async fn run_with_registry(config: Config, signals: Signals, registry: Regis
         Err(_) => tracing::warn!("flushing the NATS connection timed out"),
         Ok(Ok(())) => {}
     }
-    tracing::info!("shipper stopped");
-    result
+    tracing::info!("sinks stopped");
+    Ok(result?)
 }
 
 /// Connect, retrying with backoff; `None` if shutdown came first.

@@ -57,7 +57,12 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Run { config } => daemon::run("flotilla-shipper", &config, flotilla_shipper::run),
+        Command::Run { config } => {
+            let reload_from = config.clone();
+            daemon::run("flotilla-shipper", &config, move |cfg, signals| {
+                flotilla_shipper::run_with_reload(reload_from, cfg, signals)
+            })
+        }
         Command::Validate { config } => daemon::validate::<Config>(&config),
         Command::Replay { from, org, since, until, to, subject_prefix } => {
             let opts = flotilla_shipper::replay::ReplayOptions {

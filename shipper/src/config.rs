@@ -53,6 +53,9 @@ pub struct StreamConfig {
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     pub name: String,
+    /// `nats` sinks: prepended (with a dot) to each subject on the other cluster.
+    #[serde(default)]
+    pub subject_prefix: String,
     /// `parquet`, or an external sink: `http`, `loki`, `elasticsearch`,
     /// `datadog_logs`, `file`, `stdout`.
     #[serde(rename = "type")]
@@ -142,7 +145,7 @@ pub struct RateLimitConfig {
 }
 
 /// Sink types that deliver outside (retry, dead-letter stream, filters).
-pub const EXTERNAL_KINDS: &[&str] = &["http", "file", "stdout", "loki", "elasticsearch", "datadog_logs"];
+pub const EXTERNAL_KINDS: &[&str] = &["http", "file", "stdout", "loki", "elasticsearch", "datadog_logs", "nats"];
 
 /// External sinks sent over HTTP (headers, auth, gzip).
 pub const HTTP_KINDS: &[&str] = &["http", "loki", "elasticsearch", "datadog_logs"];
@@ -248,7 +251,12 @@ impl SinkConfig {
                     );
                 }
             }
+            "nats" => v.nats_url(&at("url"), &self.url),
             _ => v.check(self.url.is_empty(), at("url"), "stdout takes no url"),
+        }
+        if !self.subject_prefix.is_empty() {
+            let ok = self.kind == "nats" && flotilla_core::subject::is_valid_subject(&self.subject_prefix, false);
+            v.check(ok, at("subject_prefix"), "a subject prefix (like \"archive\") on nats sinks only");
         }
         if !over_http {
             v.check(self.headers.is_empty(), at("headers"), "only http sinks send headers");

@@ -16,6 +16,7 @@ pub mod delivery;
 pub mod file;
 pub mod filter;
 pub mod http;
+pub mod nats;
 pub mod parquet;
 pub mod ratelimit;
 pub mod stdout;
@@ -90,6 +91,7 @@ pub enum Sink {
     Http(http::HttpSink),
     File(file::FileSink),
     Stdout(stdout::StdoutSink),
+    Nats(nats::NatsSink),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +115,7 @@ impl Sink {
             "http" | "loki" | "elasticsearch" | "datadog_logs" => Sink::Http(http::HttpSink::new(cfg)?),
             "file" => Sink::File(file::FileSink::new(cfg)?),
             "stdout" => Sink::Stdout(stdout::StdoutSink::new()),
+            "nats" => Sink::Nats(nats::NatsSink::new(cfg)),
             other => return Err(SinkError::Kind(other.to_string())),
         })
     }
@@ -141,6 +144,7 @@ impl Sink {
             Sink::Http(s) => s.send(batch).await,
             Sink::File(s) => s.send(batch).await,
             Sink::Stdout(s) => s.send(batch).await,
+            Sink::Nats(s) => s.send(batch).await,
             Sink::Parquet(_) => Err(delivery::SendError {
                 message: "the parquet sink commits, it does not send".into(),
                 retry_after: None,
@@ -626,6 +630,7 @@ mod tests {
     fn consumer_acks_explicitly_and_filters_sink_subjects() {
         let cfg = SinkConfig {
             name: "archive".into(),
+            subject_prefix: String::new(),
             kind: "parquet".into(),
             url: "file:///tmp/x".into(),
             subjects: vec!["logs.acme.>".into()],

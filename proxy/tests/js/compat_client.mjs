@@ -138,10 +138,10 @@ async function errprobe(a, nc, statuses) {
   });
   await nc.flush();
   out("ready");
-  await sleep(1000);
+  await sleep(2500);
   let flushed = true;
   try {
-    await Promise.race([nc.flush(), sleep(1000).then(() => Promise.reject(new Error("flush timeout")))]);
+    await Promise.race([nc.flush(), sleep(3000).then(() => Promise.reject(new Error("flush timeout")))]);
   } catch (_e) {
     flushed = false;
   }

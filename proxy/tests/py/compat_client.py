@@ -135,10 +135,10 @@ async def errprobe(a, nc, errors) -> dict:
     await nc.subscribe("probe", cb=cb)
     await nc.flush()
     out("ready")
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(2.5)
     flushed = True
     try:
-        await nc.flush(timeout=1)
+        await nc.flush(timeout=3)
     except Exception:
         flushed = False
     return {"errors": errors, "msgs": msgs, "connected": nc.is_connected and flushed, "closed": nc.is_closed}

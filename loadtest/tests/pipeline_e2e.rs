@@ -60,9 +60,12 @@ async fn ten_thousand_lines_travel_end_to_end_exactly_once() {
         Role::Agent,
         &["acme".into(), "globex".into()],
         Some("e2e-agent".into()),
-        None, false)
+        None,
+        false,
+    )
     .unwrap();
-    let acme_secret = flotilla_proxy::cli::token_new(&tokens, Role::Tenant, &["acme".into()], None, None, false).unwrap();
+    let acme_secret =
+        flotilla_proxy::cli::token_new(&tokens, Role::Tenant, &["acme".into()], None, None, false).unwrap();
 
     let shutdown_all = Signals::default();
     let proxy = flotilla_proxy::start(

@@ -16,6 +16,7 @@
 //! nats-server's own CPU is not charged to either side (it is reported
 //! apart). Results: a table on stdout, `<out>/report.json`, `<out>/report.md`.
 
+use super::Target;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -113,14 +114,6 @@ pub struct Idle {
     pub max_rss_mib: f64,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Target {
-    pub what: &'static str,
-    pub target: &'static str,
-    pub value: f64,
-    pub met: bool,
-}
-
 fn cpu_of(pid: u32, who: &str) -> Result<procstat::Cpu, BenchError> {
     cpu(pid).map_err(|e| BenchError::Failed(format!("cannot read the CPU time of {who} (pid {pid}): {e}")))
 }
@@ -200,9 +193,11 @@ pub async fn run(opts: &AgentBenchOptions) -> Result<Report, BenchError> {
 
     let ratio = agent_tp.lines_per_sec / baseline.lines_per_sec;
     let mut targets = vec![
-        Target { what: "agent lines/s ÷ baseline lines/s", target: "≥ 0.80", value: ratio, met: ratio >= 0.80 },
         Target {
-            what: "agent CPU-s per GB",
+            what: "agent lines/s ÷ baseline lines/s".into(), target: "≥ 0.80", value: ratio, met: ratio >= 0.80
+        },
+        Target {
+            what: "agent CPU-s per GB".into(),
             target: "≤ 25",
             value: agent_tp.cpu_secs_per_gb,
             met: agent_tp.cpu_secs_per_gb <= 25.0,
@@ -210,12 +205,12 @@ pub async fn run(opts: &AgentBenchOptions) -> Result<Report, BenchError> {
     ];
     if let Some(i) = &idle {
         targets.push(Target {
-            what: "idle CPU ms/s",
+            what: "idle CPU ms/s".into(),
             target: "< 0.3",
             value: i.cpu_ms_per_sec,
             met: i.cpu_ms_per_sec < 0.3,
         });
-        targets.push(Target { what: "idle RSS MiB", target: "< 15", value: i.rss_mib, met: i.rss_mib < 15.0 });
+        targets.push(Target { what: "idle RSS MiB".into(), target: "< 15", value: i.rss_mib, met: i.rss_mib < 15.0 });
     }
     Ok(Report {
         started: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -487,18 +482,11 @@ pub fn markdown(r: &Report) -> String {
             i.files, i.secs, i.cpu_ms_per_sec, i.cpu_ms_per_sec_from_ticks, i.rss_mib, i.max_rss_mib
         );
     }
-    s += "\n| target | goal | measured | met |\n|---|---|---:|---|\n";
-    for t in &r.targets {
-        s += &format!("| {} | {} | {:.3} | {} |\n", t.what, t.target, t.value, if t.met { "yes" } else { "**no**" });
-    }
+    s += &super::targets_table(&r.targets);
     s
 }
 
 /// Write `report.json` and `report.md` into `out`.
 pub fn save(r: &Report, out: &Path) -> Result<(), BenchError> {
-    let json = serde_json::to_string_pretty(r).map_err(|e| BenchError::Failed(e.to_string()))?;
-    let (jp, mp) = (out.join("report.json"), out.join("report.md"));
-    std::fs::write(&jp, json + "\n").map_err(|e| BenchError::io(&jp, e))?;
-    let md = format!("# flotilla-loadtest bench agent — {}\n\n{}", r.started, markdown(r));
-    std::fs::write(&mp, md).map_err(|e| BenchError::io(&mp, e))
+    super::save_report(r, "agent", &r.started, markdown(r), out)
 }

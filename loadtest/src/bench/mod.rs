@@ -21,6 +21,39 @@ use chrono::{DateTime, Utc};
 
 use crate::procs::{Proc, ProcError};
 
+/// One target of a benchmark and whether this run met it.
+#[derive(Debug, serde::Serialize)]
+pub struct Target {
+    pub what: String,
+    pub target: &'static str,
+    pub value: f64,
+    pub met: bool,
+}
+
+/// The markdown table of targets every report ends with.
+pub fn targets_table(targets: &[Target]) -> String {
+    let mut s = String::from("\n| target | goal | measured | met |\n|---|---|---:|---|\n");
+    for t in targets {
+        s += &format!("| {} | {} | {:.3} | {} |\n", t.what, t.target, t.value, if t.met { "yes" } else { "**no**" });
+    }
+    s
+}
+
+/// Write `report.json` and `report.md` (titled `bench <name>`) into `out`.
+pub fn save_report<R: serde::Serialize>(
+    r: &R,
+    name: &str,
+    started: &str,
+    markdown: String,
+    out: &Path,
+) -> Result<(), BenchError> {
+    let json = serde_json::to_string_pretty(r).map_err(|e| BenchError::Failed(e.to_string()))?;
+    let (jp, mp) = (out.join("report.json"), out.join("report.md"));
+    std::fs::write(&jp, json + "\n").map_err(|e| BenchError::io(&jp, e))?;
+    let md = format!("# flotilla-loadtest bench {name} — {started}\n\n{markdown}");
+    std::fs::write(&mp, md).map_err(|e| BenchError::io(&mp, e))
+}
+
 /// The stream every benchmark publishes to, as the shipper creates it.
 pub const STREAM: &str = "LOGS";
 

@@ -21,6 +21,7 @@
 //! Core NATS may drop: counts received and the proxy's slow-consumer drops
 //! are reported. Results: a table on stdout, `<out>/report.json`, `<out>/report.md`.
 
+use super::Target;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -130,14 +131,6 @@ pub struct Idle {
     pub rss_before_kib: u64,
     pub rss_after_kib: u64,
     pub kib_per_connection: f64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Target {
-    pub what: String,
-    pub target: &'static str,
-    pub value: f64,
-    pub met: bool,
 }
 
 struct Stack {
@@ -590,18 +583,11 @@ pub fn markdown(r: &Report) -> String {
             i.connections, i.rss_before_kib, i.rss_after_kib, i.kib_per_connection
         );
     }
-    s += "\n| target | goal | measured | met |\n|---|---|---:|---|\n";
-    for t in &r.targets {
-        s += &format!("| {} | {} | {:.3} | {} |\n", t.what, t.target, t.value, if t.met { "yes" } else { "**no**" });
-    }
+    s += &super::targets_table(&r.targets);
     s
 }
 
 /// Write `report.json` and `report.md` into `out`.
 pub fn save(r: &Report, out: &Path) -> Result<(), BenchError> {
-    let json = serde_json::to_string_pretty(r).map_err(|e| BenchError::Failed(e.to_string()))?;
-    let (jp, mp) = (out.join("report.json"), out.join("report.md"));
-    std::fs::write(&jp, json + "\n").map_err(|e| BenchError::io(&jp, e))?;
-    let md = format!("# flotilla-loadtest bench proxy — {}\n\n{}", r.started, markdown(r));
-    std::fs::write(&mp, md).map_err(|e| BenchError::io(&mp, e))
+    super::save_report(r, "proxy", &r.started, markdown(r), out)
 }

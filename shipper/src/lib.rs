@@ -15,6 +15,7 @@
 mod backoff;
 pub mod commitlog;
 pub mod config;
+pub mod ledger;
 pub mod replay;
 pub mod sinks;
 pub mod stream;
@@ -155,9 +156,10 @@ async fn run_generation(config: Config, registry: Registry, shutdown: Cancellati
         return Ok(());
     }
 
+    let ledger = ledger::Ledger::default();
     let mut tasks = JoinSet::new();
     for (cfg, stream, sink, metrics) in prepared {
-        tasks.spawn(sinks::run_sink(js.clone(), stream, cfg, sink, metrics, shutdown.clone()));
+        tasks.spawn(sinks::run_sink(js.clone(), stream, cfg, sink, metrics, ledger.clone(), shutdown.clone()));
     }
     let mut result = Ok(());
     while let Some(done) = tasks.join_next().await {

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{sleep_or_shutdown, Backoff};
 use crate::config::SinkConfig;
+use crate::ledger::Ledger;
 
 use super::filter::Filter;
 use super::{ack_all, Delivery, Sink, SinkMetrics};
@@ -125,6 +126,7 @@ pub async fn deliver_and_ack(
     policy: &Policy,
     batch: Vec<Delivery>,
     metrics: &SinkMetrics,
+    ledger: &Ledger,
     name: &str,
     shutdown: &CancellationToken,
 ) {
@@ -170,9 +172,11 @@ pub async fn deliver_and_ack(
             metrics.dlq.add(dead as u64);
         }
     }
-    if let Err(e) = ack_all(&batch).await {
+    match ack_all(&batch).await {
+        // Delivered, dead-lettered or filtered out: settled either way.
+        Ok(()) => ledger.committed(name, batch.iter().filter_map(|d| d.origin.as_ref())),
         // Redelivered and sent again: at-least-once.
-        tracing::error!(sink = name, events = batch.len(), error = %e, "acks not confirmed after delivery");
+        Err(e) => tracing::error!(sink = name, events = batch.len(), error = %e, "acks not confirmed after delivery"),
     }
     metrics.events_filtered.add(filtered as u64);
     let sent: Vec<&&Delivery> = if dead == 0 { kept.iter().collect() } else { Vec::new() };

@@ -41,6 +41,7 @@ use flotilla_core::metrics::{Counter, Registry};
 use crate::backoff::{sleep_or_shutdown, Backoff};
 use crate::commitlog::CommitLog;
 use crate::config::SinkConfig;
+use crate::ledger::{Ledger, Origin};
 
 /// Longest a single pull request waits on the server; idle sinks cost one
 /// request per this interval.
@@ -57,6 +58,8 @@ pub struct Delivery {
     pub stream_seq: u64,
     /// When JetStream stored the message.
     pub stored: DateTime<Utc>,
+    /// The agent origin, for the completeness ledger.
+    pub origin: Option<Origin>,
     acker: Acker,
 }
 
@@ -67,7 +70,8 @@ impl Delivery {
         let stream_seq = msg.info().ok()?.stream_sequence;
         let stored = stored_at(reply).unwrap_or_else(Utc::now);
         let (msg, acker) = msg.split();
-        Some(Delivery { subject: msg.subject.to_string(), payload: msg.payload, stream_seq, stored, acker })
+        let origin = Origin::from_message(&msg.subject, msg.headers.as_ref());
+        Some(Delivery { subject: msg.subject.to_string(), payload: msg.payload, stream_seq, stored, origin, acker })
     }
 }
 
@@ -271,6 +275,7 @@ pub async fn run_sink(
     cfg: SinkConfig,
     sink: Sink,
     metrics: SinkMetrics,
+    ledger: Ledger,
     shutdown: CancellationToken,
 ) {
     let Some(mut consumer) = create_consumer(&js, &stream, &cfg, &shutdown).await else {
@@ -289,6 +294,7 @@ pub async fn run_sink(
         filter: filter::Filter::new(&cfg.filter),
         policy: delivery::Policy::new(&cfg),
         metrics: &metrics,
+        ledger: &ledger,
         name: &cfg.name,
         shutdown: &shutdown,
     };
@@ -361,6 +367,7 @@ struct Outlet<'a> {
     filter: filter::Filter,
     policy: delivery::Policy,
     metrics: &'a SinkMetrics,
+    ledger: &'a Ledger,
     name: &'a str,
     shutdown: &'a CancellationToken,
 }
@@ -384,12 +391,13 @@ impl Outlet<'_> {
                 &self.policy,
                 batch,
                 self.metrics,
+                self.ledger,
                 self.name,
                 self.shutdown,
             )
             .await;
         } else {
-            commit_and_ack(self.sink, self.log, batch, self.metrics, self.name, self.shutdown).await;
+            commit_and_ack(self.sink, self.log, batch, self.metrics, self.ledger, self.name, self.shutdown).await;
         }
     }
 }
@@ -533,6 +541,7 @@ async fn commit_and_ack(
     log: &CommitLog,
     batch: Vec<Delivery>,
     metrics: &SinkMetrics,
+    ledger: &Ledger,
     name: &str,
     shutdown: &CancellationToken,
 ) {
@@ -571,6 +580,7 @@ async fn commit_and_ack(
     };
     match ack_all(&batch).await {
         Ok(()) => {
+            ledger.committed(name, batch.iter().filter_map(|d| d.origin.as_ref()));
             if let Err(e) = log.end(&objects).await {
                 tracing::warn!(sink = name, error = %e, "cannot update the commit record; a restart will re-check these objects");
             }

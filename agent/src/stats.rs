@@ -29,6 +29,9 @@ pub struct SourceStats {
     high_water: AtomicU64,
     /// Per file: the acknowledged sequence (file sources).
     files: Mutex<BTreeMap<String, FileStatus>>,
+    /// The subjects the source published to, `*` where they differed
+    /// (queue-backed sources).
+    subject: Mutex<Option<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -36,7 +39,13 @@ pub struct FileStatus {
     pub path: String,
     /// The file incarnation's nonce (see the file source).
     pub nonce: String,
+    /// The last acknowledged event's seq (dropped events consume seqs).
     pub acked_seq: u64,
+    /// The last acknowledged event that was published, not dropped: the
+    /// completeness ledger's high-water for this file.
+    pub published_seq: u64,
+    /// The subject the file's events go to.
+    pub subject: String,
 }
 
 /// A source's line in the status heartbeat.
@@ -46,8 +55,13 @@ pub struct SourceReport {
     pub kind: &'static str,
     pub read: u64,
     pub acked: u64,
-    /// Highest acknowledged sequence (queue-backed sources).
+    /// Highest acknowledged sequence (queue-backed sources; rate-limited
+    /// and queue-full drops consume no sequence number).
     pub high_water: u64,
+    /// The subjects of the source's events, `*` for a token that varies
+    /// (queue-backed sources; files report their own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     pub dropped_rate_limit: u64,
     pub dropped_queue_full: u64,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -105,6 +119,18 @@ impl SourceStats {
             ),
             high_water: AtomicU64::new(0),
             files: Mutex::new(BTreeMap::new()),
+            subject: Mutex::new(None),
+        }
+    }
+
+    /// An event went to `subject`: widen the reported subject pattern if
+    /// it is not covered yet (no allocation when it is).
+    pub fn note_subject(&self, subject: &str) {
+        let mut cur = self.subject.lock().unwrap_or_else(|p| p.into_inner());
+        match cur.as_mut() {
+            Some(pattern) if flotilla_core::subject::subject_matches(pattern, subject) => {}
+            Some(pattern) => *pattern = widen(pattern, subject),
+            None => *cur = Some(subject.to_string()),
         }
     }
 
@@ -127,9 +153,41 @@ impl SourceStats {
             read: self.read.get(),
             acked: self.acked.get(),
             high_water: self.high_water.load(Ordering::Relaxed),
+            subject: self.subject.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             dropped_rate_limit: self.dropped_rate_limit.get(),
             dropped_queue_full: self.dropped_queue_full.get(),
             files: self.files.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
+    }
+}
+
+/// The narrowest pattern matching both `pattern` and `subject`: tokens that
+/// differ become `*`, a differing length ends in `>`.
+fn widen(pattern: &str, subject: &str) -> String {
+    let (p, s): (Vec<&str>, Vec<&str>) = (pattern.split('.').collect(), subject.split('.').collect());
+    let open = p.len() != s.len() || p.last() == Some(&">");
+    let n = if open { p.len().min(s.len()).saturating_sub(1) } else { p.len() };
+    let mut out: Vec<&str> = p.iter().zip(&s).take(n).map(|(a, b)| if a == b { *a } else { "*" }).collect();
+    if open {
+        out.push(">");
+    }
+    out.join(".")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn subject_patterns_widen() {
+        let r = flotilla_core::metrics::Registry::default();
+        let s = super::SourceStats::new(&r, "s", "syslog");
+        s.note_subject("logs.a.web.r.h");
+        s.note_subject("logs.a.web.r.h");
+        assert_eq!(s.report().subject.as_deref(), Some("logs.a.web.r.h"));
+        s.note_subject("logs.a.db.r.h");
+        assert_eq!(s.report().subject.as_deref(), Some("logs.a.*.r.h"));
+        s.note_subject("logs.a.x.r.h");
+        assert_eq!(s.report().subject.as_deref(), Some("logs.a.*.r.h"));
+        assert_eq!(super::widen("a.b", "a.b.c"), "a.>");
+        assert_eq!(super::widen("a.b.>", "a.c.d.e"), "a.*.>");
     }
 }

@@ -44,7 +44,7 @@ impl Emitter {
                 Admit::Pass { dropped_before: 0 } => {}
                 Admit::Pass { dropped_before } => {
                     let notice = crate::ratelimit::notice(dropped_before, &self.stats.name);
-                    self.push(origin, notice, msg_id.as_ref().map(|id| format!("{id}/notice"))).await?;
+                    self.push(origin, notice, msg_id.as_deref().map(flotilla_core::origin::notice_msg_id)).await?;
                 }
                 Admit::Drop => {
                     self.stats.dropped_rate_limit.inc();
@@ -76,7 +76,7 @@ impl Emitter {
             body: event.to_json(),
         };
         match self.queue.push(&record.encode()).await? {
-            Pushed::Stored(_) => {}
+            Pushed::Stored(_) => self.stats.note_subject(&record.subject),
             Pushed::Dropped => self.stats.dropped_queue_full.inc(),
         }
         Ok(())

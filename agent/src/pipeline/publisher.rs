@@ -94,7 +94,11 @@ impl Publisher {
             self.queue.ack(seq);
             return true;
         };
-        let msg_id = if ev.msg_id.is_empty() { format!("{}/{}/{seq}", self.host, self.stats.name) } else { ev.msg_id };
+        let msg_id = if ev.msg_id.is_empty() {
+            flotilla_core::origin::queue_msg_id(&self.host, &self.stats.name, seq)
+        } else {
+            ev.msg_id
+        };
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(HDR_MSG_ID, msg_id.as_str());
         headers.insert(HDR_SEQ, seq.to_string().as_str());

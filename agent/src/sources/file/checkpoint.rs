@@ -23,6 +23,11 @@ pub struct FileCheckpoint {
     pub fp_len: u64,
     #[serde(default)]
     pub fp: u32,
+    /// The last acknowledged event that was published (`seq` may be
+    /// higher: events dropped under the rate limit consume seqs too); `None`
+    /// in checkpoints written before this was kept, meaning `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_seq: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -122,7 +127,18 @@ mod tests {
         let path = path_for(dir.path(), "file-0");
         let mut c = Checkpoints::load(path.clone()).unwrap();
         assert!(c.fresh);
-        c.set("1:2", FileCheckpoint { path: "/a".into(), offset: 10, seq: 2, nonce: "n".into(), fp_len: 3, fp: 7 });
+        c.set(
+            "1:2",
+            FileCheckpoint {
+                path: "/a".into(),
+                offset: 10,
+                seq: 2,
+                nonce: "n".into(),
+                fp_len: 3,
+                fp: 7,
+                published_seq: None,
+            },
+        );
         c.save().unwrap();
         let c = Checkpoints::load(path.clone()).unwrap();
         assert!(!c.fresh);

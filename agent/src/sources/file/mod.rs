@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use flotilla_core::event::LogEventRef;
 use flotilla_core::subject::{log_subject, OrgId};
-use flotilla_core::{HDR_MSG_ID, HDR_READ_TS, HDR_SEQ};
+use flotilla_core::{origin, HDR_MSG_ID, HDR_READ_TS, HDR_SEQ};
 
 use crate::config::{FileSourceConfig, ReadFrom};
 use crate::ratelimit::{Admit, RateGate};
@@ -61,6 +61,8 @@ struct InFlight {
     nonce: Arc<str>,
     end: u64,
     seq: u64,
+    /// A published event (not a drop, not a notice).
+    published: bool,
 }
 
 pub struct FileSource {
@@ -239,18 +241,18 @@ impl FileSource {
         let file = t.key.clone();
         let subject = t.subject.clone();
         let admit = self.gate.as_mut().map(RateGate::admit).unwrap_or(Admit::Pass { dropped_before: 0 });
-        let base = format!("{}/f/{nonce}/{}", self.ctx.host, unit.offset);
+        let base = origin::file_msg_id(&self.ctx.host, &nonce, unit.offset);
         match admit {
             Admit::Drop => {
                 self.ctx.stats.dropped_rate_limit.inc();
-                self.inflight.push_back(InFlight { ack: None, key: file, nonce, end: unit.end, seq });
+                self.inflight.push_back(InFlight { ack: None, key: file, nonce, end: unit.end, seq, published: false });
                 return self.trim_window().await;
             }
             Admit::Pass { dropped_before } if dropped_before > 0 => {
                 let notice = crate::ratelimit::notice(dropped_before, &self.ctx.stats.name);
                 let body = encode(&self.ctx, t, &Body::Full(notice), 0);
-                let msg_id = format!("{base}/notice");
-                let Some(ack) = publish(&self.ctx, subject.clone(), &msg_id, 0, read_ts, body).await else {
+                let msg_id = origin::notice_msg_id(&base);
+                let Some(ack) = publish(&self.ctx, subject.clone(), &msg_id, 0, 0, read_ts, body).await else {
                     return false;
                 };
                 let end = unit.offset;
@@ -260,19 +262,21 @@ impl FileSource {
                     nonce: nonce.clone(),
                     end,
                     seq: seq - 1,
+                    published: false,
                 });
             }
             Admit::Pass { .. } => {}
         }
-        let Some(t) = self.files.get(key) else {
+        let Some(t) = self.files.get_mut(key) else {
             return true;
         };
+        let dropped = t.tailer.publishing(seq);
         let end = unit.end;
         let body = encode(&self.ctx, t, &unit.body(self.cfg.codec), seq);
-        let Some(ack) = publish(&self.ctx, subject, &base, seq, read_ts, body).await else {
+        let Some(ack) = publish(&self.ctx, subject, &base, seq, dropped, read_ts, body).await else {
             return false;
         };
-        self.inflight.push_back(InFlight { ack: Some(ack), key: file, nonce, end, seq });
+        self.inflight.push_back(InFlight { ack: Some(ack), key: file, nonce, end, seq, published: true });
         self.ctx.stats.in_flight.set(self.inflight.len() as i64);
         self.trim_window().await
     }
@@ -302,18 +306,23 @@ fn encode(ctx: &FileContext, t: &Tracked, body: &Body, seq: u64) -> Vec<u8> {
 }
 
 /// Publish one event (a free function: the source holds non-`Sync` ack
-/// futures, so `&FileSource` cannot cross an await).
+/// futures, so `&FileSource` cannot cross an await). `dropped`: seqs right
+/// before this one consumed by events dropped under the rate limit.
 async fn publish(
     ctx: &FileContext,
     subject: String,
     msg_id: &str,
     seq: u64,
+    dropped: u64,
     read_ts: &str,
     body: Vec<u8>,
 ) -> Option<AckFuture> {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(HDR_MSG_ID, msg_id);
     headers.insert(HDR_SEQ, seq.to_string().as_str());
+    if dropped > 0 {
+        headers.insert(origin::HDR_DROPPED, dropped.to_string().as_str());
+    }
     headers.insert(HDR_READ_TS, read_ts);
     let publish = ctx.js.publish_with_headers(subject, headers, body.into());
     match tokio::time::timeout(crate::ENQUEUE_TIMEOUT, publish).await {
@@ -384,6 +393,9 @@ impl FileSource {
     fn acked(&mut self, f: &InFlight) {
         if let Some(t) = self.files.get_mut(&*f.key) {
             t.tailer.ack(&f.nonce, f.end, f.seq);
+            if f.published {
+                t.tailer.ack_published(&f.nonce, f.seq);
+            }
         }
     }
 
@@ -394,7 +406,13 @@ impl FileSource {
             lag += t.tailer.lag();
             self.ctx.stats.set_file(
                 &t.tailer.key,
-                FileStatus { path: cp.path.display().to_string(), nonce: cp.nonce.clone(), acked_seq: cp.seq },
+                FileStatus {
+                    path: cp.path.display().to_string(),
+                    nonce: cp.nonce.clone(),
+                    acked_seq: cp.seq,
+                    published_seq: t.tailer.acked_published_seq(),
+                    subject: t.subject.clone(),
+                },
             );
             self.ctx.checkpoints.set(&t.tailer.key, cp);
         }

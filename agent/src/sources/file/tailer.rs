@@ -54,6 +54,9 @@ pub struct Tailer {
     seq: u64,
     acked_offset: u64,
     acked_seq: u64,
+    /// Seq of the last event handed out that was published (not dropped).
+    published_seq: u64,
+    acked_published_seq: u64,
     pending: Vec<u8>,
     fp_len: u64,
     fp: u32,
@@ -82,10 +85,10 @@ impl Tailer {
             }
             same
         });
-        let (offset, seq, nonce) = match resume {
-            Some(cp) => (cp.offset, cp.seq, Arc::from(cp.nonce.as_str())),
-            None if start_at_end && cp.is_none() => (len, 0, new_nonce().into()),
-            None => (0, 0, new_nonce().into()),
+        let (offset, seq, published, nonce) = match resume {
+            Some(cp) => (cp.offset, cp.seq, cp.published_seq.unwrap_or(cp.seq), Arc::from(cp.nonce.as_str())),
+            None if start_at_end && cp.is_none() => (len, 0, 0, new_nonce().into()),
+            None => (0, 0, 0, new_nonce().into()),
         };
         Ok(Tailer {
             key,
@@ -99,6 +102,8 @@ impl Tailer {
             seq,
             acked_offset: offset,
             acked_seq: seq,
+            published_seq: published,
+            acked_published_seq: published,
             pending: Vec::new(),
             fp_len,
             fp,
@@ -113,6 +118,7 @@ impl Tailer {
             tracing::info!(path = %self.path.display(), "file truncated: reading it again from the start");
             self.nonce = new_nonce().into();
             (self.file_pos, self.line_start, self.seq, self.acked_offset, self.acked_seq) = (0, 0, 0, 0, 0);
+            (self.published_seq, self.acked_published_seq) = (0, 0);
             self.pending.clear();
             (self.fp_len, self.fp) = (0, 0);
         }
@@ -162,8 +168,30 @@ impl Tailer {
         self.seq
     }
 
+    /// The event with `seq` (from [`Tailer::next_seq`]) is being published,
+    /// not dropped: how many seqs right before it were consumed by dropped
+    /// events (the shipper's ledger counts them as accounted for).
+    pub fn publishing(&mut self, seq: u64) -> u64 {
+        let dropped = seq.saturating_sub(self.published_seq + 1);
+        self.published_seq = self.published_seq.max(seq);
+        dropped
+    }
+
+    /// The published event with `seq` is in the stream.
+    pub fn ack_published(&mut self, nonce: &str, seq: u64) {
+        if nonce == &*self.nonce {
+            self.acked_published_seq = self.acked_published_seq.max(seq);
+        }
+    }
+
+    /// The last acknowledged event that was published (not dropped).
+    pub fn acked_published_seq(&self) -> u64 {
+        self.acked_published_seq
+    }
+
     /// A publish failed: go back to the last acknowledged event.
     pub fn rewind(&mut self) {
+        self.published_seq = self.acked_published_seq;
         (self.file_pos, self.line_start, self.seq) = (self.acked_offset, self.acked_offset, self.acked_seq);
         self.pending.clear();
     }
@@ -198,6 +226,7 @@ impl Tailer {
             nonce: self.nonce.to_string(),
             fp_len: self.fp_len,
             fp: self.fp,
+            published_seq: Some(self.acked_published_seq),
         }
     }
 }

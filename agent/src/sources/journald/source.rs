@@ -80,7 +80,7 @@ pub async fn run(cfg: JournaldSourceConfig, cursor_file: PathBuf, mut emitter: E
             let cursor = rec.cursor.clone();
             let app = app_of(&rec).unwrap_or_else(|| cfg.app.clone());
             let source = format!("journald:{}", rec.unit.as_deref().unwrap_or("-"));
-            let msg_id = format!("{}/journald/{}", emitter.host, cursor);
+            let msg_id = flotilla_core::origin::keyed_msg_id(&emitter.host, &emitter.stats.name, &cursor);
             if rec.invalid_utf8 {
                 emitter.stats.invalid_utf8.inc();
             }

@@ -23,6 +23,9 @@ pub struct Config {
     #[serde(default = "default_streams")]
     pub streams: Vec<StreamConfig>,
     pub sinks: Vec<SinkConfig>,
+    /// The completeness ledger (see `ledger`).
+    #[serde(default)]
+    pub ledger: LedgerConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -377,6 +380,12 @@ impl Validate for Config {
         }
 
         v.check(!self.sinks.is_empty(), "sinks", "at least one sink is required");
+        let save = v.duration("ledger.save_interval", &self.ledger.save_interval);
+        v.check(
+            parse_duration(&self.ledger.save_interval).is_none() || !save.is_zero(),
+            "ledger.save_interval",
+            "must be longer than 0",
+        );
         let mut sink_names = HashSet::new();
         for (i, s) in self.sinks.iter().enumerate() {
             let at = |k: &str| format!("sinks[{i}].{k}");
@@ -430,6 +439,41 @@ fn subjects(v: &mut Validator, path: &str, list: &[String]) -> bool {
         }
     }
     ok
+}
+
+/// `[ledger]`: per sink, per agent source, the events the agents reported
+/// and the sink never settled (`flotilla_sink_missing_events`,
+/// `flotilla-shipper audit`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// Keep the books (default true).
+    #[serde(default = "default_ledger_enabled")]
+    pub enabled: bool,
+    /// How often changed books are stored in the `FLOTILLA_SHIPPER` bucket
+    /// (and so how stale `audit` may be; a crash loses at most this much).
+    #[serde(default = "default_ledger_save_interval")]
+    pub save_interval: String,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig { enabled: default_ledger_enabled(), save_interval: default_ledger_save_interval() }
+    }
+}
+
+impl LedgerConfig {
+    pub fn save_interval(&self) -> Duration {
+        parse_duration(&self.save_interval).unwrap_or(Duration::from_secs(5))
+    }
+}
+
+fn default_ledger_enabled() -> bool {
+    true
+}
+
+fn default_ledger_save_interval() -> String {
+    "5s".into()
 }
 
 #[cfg(test)]

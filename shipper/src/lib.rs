@@ -156,7 +156,8 @@ async fn run_generation(config: Config, registry: Registry, shutdown: Cancellati
         return Ok(());
     }
 
-    let ledger = ledger::Ledger::default();
+    // The ledger outlives the sinks, so their last commits are stored.
+    let (ledger, ledger_stop, ledger_task) = start_ledger(&config, &prepared, &client, &js, &registry);
     let mut tasks = JoinSet::new();
     for (cfg, stream, sink, metrics) in prepared {
         tasks.spawn(sinks::run_sink(js.clone(), stream, cfg, sink, metrics, ledger.clone(), shutdown.clone()));
@@ -168,6 +169,12 @@ async fn run_generation(config: Config, registry: Registry, shutdown: Cancellati
             result = Err(ShipperError::Task(e));
         }
     }
+    ledger_stop.cancel();
+    if let Some(task) = ledger_task {
+        if tokio::time::timeout(Duration::from_secs(10), task).await.is_err() {
+            tracing::warn!("storing the ledger timed out");
+        }
+    }
     // Bounded: NATS may be gone for good at shutdown.
     match tokio::time::timeout(std::time::Duration::from_secs(5), client.flush()).await {
         Ok(Err(e)) => tracing::warn!(error = %e, "flushing the NATS connection"),
@@ -176,6 +183,38 @@ async fn run_generation(config: Config, registry: Registry, shutdown: Cancellati
     }
     tracing::info!("sinks stopped");
     Ok(result?)
+}
+
+/// The completeness ledger of these sinks and, when enabled, its task
+/// (heartbeats, gauges, stored books), which runs until the returned token
+/// is cancelled.
+fn start_ledger(
+    config: &Config,
+    prepared: &[(config::SinkConfig, String, Sink, SinkMetrics)],
+    client: &async_nats::Client,
+    js: &async_nats::jetstream::Context,
+    registry: &Registry,
+) -> (ledger::Ledger, CancellationToken, Option<tokio::task::JoinHandle<()>>) {
+    let stop = CancellationToken::new();
+    if !config.ledger.enabled {
+        return (ledger::Ledger::default(), stop, None);
+    }
+    let ledger = ledger::Ledger::new(prepared.iter().map(|(cfg, stream, _, _)| ledger::SinkSpec {
+        name: cfg.name.clone(),
+        stream: stream.clone(),
+        consumer: cfg.consumer_name(),
+        subjects: cfg.subjects.clone(),
+    }));
+    let task_cfg = ledger::task::TaskConfig { save_interval: config.ledger.save_interval() };
+    let task = tokio::spawn(ledger::task::run(
+        client.clone(),
+        js.clone(),
+        ledger.clone(),
+        registry.clone(),
+        task_cfg,
+        stop.clone(),
+    ));
+    (ledger, stop, Some(task))
 }
 
 /// Connect, retrying with backoff; `None` if shutdown came first.

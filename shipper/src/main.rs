@@ -1,4 +1,4 @@
-//! The `flotilla-shipper` binary: `run`, `validate`, `completions`.
+//! The `flotilla-shipper` binary: `run`, `validate`, `replay`, `audit`, `completions`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +48,20 @@ enum Command {
         #[arg(long, default_value = "replay.")]
         subject_prefix: String,
     },
+    /// Print the events agents reported that a sink never settled (the
+    /// completeness ledger, as the running shipper stored it): exit 0 when
+    /// nothing is missing, 1 when something is, 2 on error.
+    Audit {
+        /// Config file (TOML).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Only this sink.
+        #[arg(long)]
+        sink: Option<String>,
+        /// One JSON object per stream (every tracked stream, missing or not).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -80,9 +94,48 @@ fn main() -> ExitCode {
                 Ok::<(), flotilla_shipper::replay::ReplayError>(())
             })
         }
+        Command::Audit { config, sink, json } => audit(&config, sink.as_deref(), json),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "flotilla-shipper", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// `audit`: 0 nothing missing, 1 something missing, 2 could not tell.
+fn audit(path: &std::path::Path, sink: Option<&str>, json: bool) -> ExitCode {
+    let config = match flotilla_core::config::load::<Config>(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    daemon::install_crypto_provider();
+    let lines = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(flotilla_shipper::ledger::audit::audit(&config, sink)),
+        Err(e) => {
+            eprintln!("flotilla-shipper audit: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let lines = match lines {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("flotilla-shipper audit: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        for l in &lines {
+            println!("{}", serde_json::to_string(l).unwrap_or_default());
+        }
+    } else {
+        print!("{}", flotilla_shipper::ledger::audit::table(&lines));
+    }
+    if lines.iter().any(|l| l.missing > 0) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }

@@ -92,3 +92,25 @@ fn a_checkpoint_resumes_only_the_same_file() {
     assert_ne!(other.nonce, nonce);
     assert_eq!(texts(&other.read_lines(1024, 1 << 20).unwrap()), ["FIRST LINE OF FILE TWO", "second"]);
 }
+
+#[test]
+fn drops_are_announced_by_the_next_published_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.log");
+    std::fs::write(&path, b"").unwrap();
+    let mut t = open(&path, None);
+    let nonce = t.nonce.to_string();
+    let s1 = t.next_seq();
+    assert_eq!(t.publishing(s1), 0);
+    let (_dropped2, _dropped3) = (t.next_seq(), t.next_seq());
+    let s4 = t.next_seq();
+    assert_eq!(t.publishing(s4), 2, "seqs 2 and 3 went to dropped events");
+    // A failed publish rewinds to the last acknowledged published event.
+    t.ack(&nonce, 0, s1);
+    t.ack_published(&nonce, s1);
+    t.rewind();
+    let _ = (t.next_seq(), t.next_seq());
+    let s4 = t.next_seq();
+    assert_eq!(t.publishing(s4), 2);
+    assert_eq!(t.checkpoint().published_seq, Some(1));
+}

@@ -261,3 +261,53 @@ mod duration_tests {
         assert_eq!(parse_duration("5 parsecs"), None);
     }
 }
+
+/// Parse a size such as `512`, `64KiB`, `16MiB`, `1GiB` (or `KB`, `MB`,
+/// `GB` in powers of 1000).
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+impl Validator {
+    /// Check a size string and return it (zero when invalid).
+    pub fn bytes(&mut self, path: &str, value: &str) -> u64 {
+        match parse_bytes(value) {
+            Some(b) => b,
+            None => {
+                self.problem(path, format!("{value:?} is not a size like 1048576, 512KiB, 128MiB or 1GiB"));
+                0
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod bytes_tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("512"), Some(512));
+        assert_eq!(parse_bytes("64KiB"), Some(65_536));
+        assert_eq!(parse_bytes("128MiB"), Some(128 << 20));
+        assert_eq!(parse_bytes("2 GiB"), Some(2 << 30));
+        assert_eq!(parse_bytes("5MB"), Some(5_000_000));
+        assert_eq!(parse_bytes("MiB"), None);
+        assert_eq!(parse_bytes("5 parsecs"), None);
+        assert_eq!(parse_bytes("99999999999999999999GiB"), None);
+    }
+}

@@ -82,7 +82,7 @@ async fn ten_thousand_lines_travel_end_to_end_exactly_once() {
     let shipper_signals = Signals::default();
     let shipper = tokio::spawn(flotilla_shipper::run(
         parse(&format!(
-            "http_addr = \"127.0.0.1:0\"\n[nats]\nurl = \"{}\"\n[[sinks]]\nname = \"archive\"\ntype = \"parquet\"\nurl = \"file://{}\"\nbatch_max_age = \"1s\"\n",
+            "http_addr = \"127.0.0.1:0\"\n[nats]\nurl = \"{}\"\n[[sinks]]\nname = \"archive\"\ntype = \"parquet\"\nurl = \"file://{}\"\nbatch_max_age = \"1s\"\nroll_max_age = \"2s\"\n",
             nats.url(),
             archive.display()
         )),

@@ -810,7 +810,8 @@ async fn probe_async_nats_once(text: &str) -> Surfaced {
     let mut got_after = false;
     for _ in 0..3 {
         let _ = tokio::time::timeout(Duration::from_secs(5), c.flush()).await;
-        if matches!(tokio::time::timeout(Duration::from_secs(5), sub.next()).await, Ok(Some(m)) if &m.payload[..] == b"after") {
+        if matches!(tokio::time::timeout(Duration::from_secs(5), sub.next()).await, Ok(Some(m)) if &m.payload[..] == b"after")
+        {
             got_after = true;
             break;
         }

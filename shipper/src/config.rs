@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use flotilla_core::config::{parse_duration, Validate, Validator};
+use flotilla_core::config::{parse_bytes, parse_duration, Validate, Validator};
 use flotilla_core::subject::is_valid_subject;
 
 use crate::stream::covering_stream;
@@ -72,9 +72,12 @@ pub struct SinkConfig {
     /// Commit when this many events are held...
     #[serde(default = "default_batch_max_events")]
     pub batch_max_events: usize,
-    /// ...or when the first held event is this old.
+    /// ...or when the first held event is this old...
     #[serde(default = "default_batch_max_age")]
     pub batch_max_age: String,
+    /// ...or when the held payloads add up to this size.
+    #[serde(default = "default_batch_max_bytes")]
+    pub batch_max_bytes: String,
     /// Object store options (see the `object_store` crate's config keys),
     /// e.g. `aws_endpoint`, `aws_region`, `aws_access_key_id`,
     /// `aws_secret_access_key`, `aws_allow_http`, `timeout`. The usual AWS,
@@ -82,8 +85,35 @@ pub struct SinkConfig {
     #[serde(default)]
     pub storage: std::collections::BTreeMap<String, String>,
     /// How long a delivered message may stay unacked before JetStream
-    /// redelivers it (default: `batch_max_age` + 60s).
+    /// redelivers it (default: `batch_max_age` + 60s, plus `roll_max_age`
+    /// for Parquet sinks, whose events are acked when their object closes).
     pub ack_wait: Option<String>,
+
+    // --- Parquet sinks; see `sinks::parquet`.
+    /// Close an object once it holds about this many bytes...
+    #[serde(default = "default_roll_max_bytes")]
+    pub roll_max_bytes: String,
+    /// ...or once it has been open this long.
+    #[serde(default = "default_roll_max_age")]
+    pub roll_max_age: String,
+    /// Objects open at once (at most one per partition); opening one more
+    /// closes the oldest first.
+    #[serde(default = "default_max_open_objects")]
+    pub max_open_objects: usize,
+    /// Events in open objects, not yet acked (the consumer's
+    /// `max_ack_pending`); at the limit the object holding most is closed.
+    #[serde(default = "default_max_unacked_events")]
+    pub max_unacked_events: usize,
+    /// Memory for the open objects' encoders and upload buffers; over it,
+    /// the largest object is closed.
+    #[serde(default = "default_max_buffer_bytes")]
+    pub max_buffer_bytes: String,
+    /// Rows per Parquet row group.
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+    /// The `ts` column's unit: `us` (default) or `ns`.
+    #[serde(default = "default_timestamp_unit")]
+    pub timestamp_unit: String,
 
     // --- External sinks (`http`, `file`, `stdout`); see `sinks::delivery`.
     /// Events outside these orgs/apps/levels are acked without being sent.
@@ -193,6 +223,30 @@ fn default_batch_max_events() -> usize {
 fn default_batch_max_age() -> String {
     "5s".into()
 }
+fn default_batch_max_bytes() -> String {
+    "8MiB".into()
+}
+fn default_roll_max_bytes() -> String {
+    "128MiB".into()
+}
+fn default_roll_max_age() -> String {
+    "5m".into()
+}
+fn default_max_open_objects() -> usize {
+    64
+}
+fn default_max_unacked_events() -> usize {
+    500_000
+}
+fn default_max_buffer_bytes() -> String {
+    "256MiB".into()
+}
+fn default_row_group_rows() -> usize {
+    128 * 1024
+}
+fn default_timestamp_unit() -> String {
+    "us".into()
+}
 
 /// Most events one batch may hold (it is held in memory).
 pub const MAX_BATCH_EVENTS: usize = 1_000_000;
@@ -210,8 +264,30 @@ impl SinkConfig {
     pub fn batch_max_age(&self) -> Duration {
         parse_duration(&self.batch_max_age).unwrap_or(Duration::from_secs(5))
     }
+    pub fn batch_max_bytes(&self) -> u64 {
+        parse_bytes(&self.batch_max_bytes).unwrap_or(8 << 20)
+    }
     pub fn ack_wait(&self) -> Duration {
-        self.ack_wait.as_deref().and_then(parse_duration).unwrap_or(self.batch_max_age() + Duration::from_secs(60))
+        self.ack_wait
+            .as_deref()
+            .and_then(parse_duration)
+            .unwrap_or_else(|| self.min_ack_wait() + Duration::from_secs(60))
+    }
+    /// Longest a message may be held unacked by design.
+    fn min_ack_wait(&self) -> Duration {
+        match self.kind.as_str() {
+            "parquet" => self.batch_max_age() + self.roll_max_age(),
+            _ => self.batch_max_age(),
+        }
+    }
+    pub fn roll_max_bytes(&self) -> u64 {
+        parse_bytes(&self.roll_max_bytes).unwrap_or(128 << 20)
+    }
+    pub fn roll_max_age(&self) -> Duration {
+        parse_duration(&self.roll_max_age).unwrap_or(Duration::from_secs(300))
+    }
+    pub fn max_buffer_bytes(&self) -> u64 {
+        parse_bytes(&self.max_buffer_bytes).unwrap_or(256 << 20)
     }
     /// The durable consumer this sink reads with.
     pub fn consumer_name(&self) -> String {
@@ -220,6 +296,42 @@ impl SinkConfig {
     /// The local directory of a `file://` URL.
     pub fn local_dir(&self) -> Result<PathBuf, String> {
         local_dir(&self.url)
+    }
+}
+
+/// Options of the Parquet sinks.
+impl SinkConfig {
+    fn validate_parquet(&self, v: &mut Validator, at: &dyn Fn(&str) -> String) {
+        let roll = v.bytes(&at("roll_max_bytes"), &self.roll_max_bytes);
+        v.check(
+            parse_bytes(&self.roll_max_bytes).is_none() || roll >= 1 << 20,
+            at("roll_max_bytes"),
+            "must be at least 1MiB",
+        );
+        let age = v.duration(&at("roll_max_age"), &self.roll_max_age);
+        v.check(
+            parse_duration(&self.roll_max_age).is_none() || !age.is_zero(),
+            at("roll_max_age"),
+            "must be longer than 0",
+        );
+        v.check(self.max_open_objects >= 1, at("max_open_objects"), "must be at least 1");
+        v.check(
+            self.max_unacked_events > self.batch_max_events,
+            at("max_unacked_events"),
+            "must be larger than batch_max_events",
+        );
+        let buffer = v.bytes(&at("max_buffer_bytes"), &self.max_buffer_bytes);
+        v.check(
+            parse_bytes(&self.max_buffer_bytes).is_none() || buffer >= 16 << 20,
+            at("max_buffer_bytes"),
+            "must be at least 16MiB",
+        );
+        v.check((1..=16 << 20).contains(&self.row_group_rows), at("row_group_rows"), "must be between 1 and 16777216");
+        v.check(
+            crate::sinks::parquet::schema::TsUnit::parse(&self.timestamp_unit).is_some(),
+            at("timestamp_unit"),
+            format!("{:?} is not a timestamp unit (us or ns)", self.timestamp_unit),
+        );
     }
 }
 
@@ -410,12 +522,19 @@ impl Validate for Config {
                 at("batch_max_events"),
                 format!("must be between 1 and {MAX_BATCH_EVENTS}"),
             );
+            v.bytes(&at("batch_max_bytes"), &s.batch_max_bytes);
+            if s.kind == "parquet" {
+                s.validate_parquet(v, &at);
+            }
             if let Some(w) = &s.ack_wait {
                 let wait = v.duration(&at("ack_wait"), w);
                 v.check(
-                    parse_duration(w).is_none() || wait > s.batch_max_age(),
+                    parse_duration(w).is_none() || wait > s.min_ack_wait(),
                     at("ack_wait"),
-                    "must be longer than batch_max_age",
+                    match s.kind.as_str() {
+                        "parquet" => "must be longer than batch_max_age + roll_max_age",
+                        _ => "must be longer than batch_max_age",
+                    },
                 );
             }
             let age = v.duration(&at("batch_max_age"), &s.batch_max_age);

@@ -136,8 +136,7 @@ async fn run_generation(config: Config, registry: Registry, shutdown: Cancellati
     let mut prepared = Vec::new();
     for cfg in &config.sinks {
         let metrics = SinkMetrics::new(&registry, &cfg.name);
-        let sink =
-            Sink::from_config(cfg, &metrics).map_err(|source| ShipperError::Sink { name: cfg.name.clone(), source })?;
+        let sink = Sink::from_config(cfg).map_err(|source| ShipperError::Sink { name: cfg.name.clone(), source })?;
         let stream =
             stream::covering_stream(&config.streams, &cfg.subjects).map(|s| s.name.clone()).ok_or_else(|| {
                 ShipperError::Config(vec![Problem {

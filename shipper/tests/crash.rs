@@ -36,7 +36,7 @@ async fn kill_9_five_times_and_every_event_is_archived_exactly_once() {
     std::fs::write(
         &config,
         format!(
-            "http_addr = \"127.0.0.1:{}\"\n[nats]\nurl = \"{}\"\n[[sinks]]\nname = \"archive\"\ntype = \"parquet\"\nurl = \"file://{}\"\nbatch_max_events = 5000\nbatch_max_age = \"300ms\"\nack_wait = \"3s\"\n",
+            "http_addr = \"127.0.0.1:{}\"\n[nats]\nurl = \"{}\"\n[[sinks]]\nname = \"archive\"\ntype = \"parquet\"\nurl = \"file://{}\"\nbatch_max_events = 5000\nbatch_max_age = \"300ms\"\nroll_max_age = \"1s\"\nack_wait = \"3s\"\n",
             free_port(),
             nats.url(),
             archive.display()

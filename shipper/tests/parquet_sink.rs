@@ -18,7 +18,10 @@ use flotilla_core::shutdown::Signals;
 use flotilla_shipper::{run_with_registry, Config};
 use flotilla_testsupport::NatsServer;
 
+/// A Parquet sink config; objects roll after a second unless `extra` says
+/// otherwise.
 fn config(nats_url: &str, archive: &Path, extra: &str) -> Config {
+    let roll = if extra.contains("roll_max_age") { "" } else { "roll_max_age = \"1s\"" };
     let text = format!(
         r#"
 http_addr = "127.0.0.1:0"
@@ -28,6 +31,7 @@ url = "{nats_url}"
 name = "archive"
 type = "parquet"
 url = "file://{}"
+{roll}
 {extra}
 "#,
         archive.display()
@@ -169,9 +173,10 @@ fn read_archive(dir: &Path) -> BTreeMap<u64, Vec<ReadRow>> {
         };
         let (org, app, date, hour) = (value(0, "org"), value(1, "app"), value(2, "date"), value(3, "hour"));
         let name = parts[4].strip_suffix(".parquet").unwrap_or_else(|| panic!("{rel}: not a .parquet object"));
-        let (first, last) = name.split_once('-').expect("<first>-<last>.parquet");
-        assert_eq!((first.len(), last.len()), (20, 20), "{rel}");
-        let (first, last): (u64, u64) = (first.parse().expect("first seq"), last.parse().expect("last seq"));
+        let (first, tag) = name.split_once('-').expect("<first seq>-<tag>.parquet");
+        assert_eq!((first.len(), tag.len()), (20, 16), "{rel}");
+        assert!(tag.chars().all(|c| c.is_ascii_hexdigit()), "{rel}");
+        let first: u64 = first.parse().expect("first seq");
 
         let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).expect("open"))
             .expect("parquet footer")
@@ -203,7 +208,6 @@ fn read_archive(dir: &Path) -> BTreeMap<u64, Vec<ReadRow>> {
             }
         }
         assert_eq!(seqs_in_file.first(), Some(&first), "{rel}");
-        assert_eq!(seqs_in_file.last(), Some(&last), "{rel}");
         assert!(seqs_in_file.is_sorted(), "{rel}");
     }
     rows
@@ -412,4 +416,151 @@ async fn a_deleted_consumer_is_recreated() {
     shipper.stop().await;
     let rows = read_archive(archive.path());
     assert_eq!(rows.keys().copied().collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
+}
+
+fn objects_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    parquet_files(dir, &mut files);
+    files.retain(|f| f.extension().is_some_and(|e| e == "parquet"));
+    files.sort();
+    files
+}
+
+fn gauge(shipper: &Shipper, name: &str) -> i64 {
+    shipper.registry.gauge(name, "", &[("sink", "archive")]).get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_accumulate_in_one_object_until_it_rolls_by_age() {
+    let nats = NatsServer::start();
+    let archive = tempfile::tempdir().expect("temp dir");
+    let shipper =
+        Shipper::start(config(&nats.url(), archive.path(), "batch_max_age = \"100ms\"\nroll_max_age = \"4s\""));
+    let js = jetstream(&nats.url()).await;
+    let now = Utc::now();
+    // Three waves, each committed as its own batch into the same open object.
+    for wave in 0..3u64 {
+        publish_all(&js, (1..=10).map(|i| event("acme", "web", wave * 10 + i, now)).collect()).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    wait_for("30 events written to an open object", Duration::from_secs(10), || async {
+        gauge(&shipper, "flotilla_shipper_unacked_events") == 30
+    })
+    .await;
+    // Written, not complete: nothing visible, nothing acked.
+    assert_eq!(gauge(&shipper, "flotilla_shipper_open_objects"), 1);
+    assert!(objects_in(archive.path()).is_empty(), "an open object is visible");
+    assert_eq!(consumer_backlog(&js).await, Some((0, 30)), "events of an open object were acked");
+
+    wait_for("the object rolled by age and acked", Duration::from_secs(30), || async {
+        shipper.committed() == 30 && consumer_backlog(&js).await == Some((0, 0))
+    })
+    .await;
+    assert_eq!(objects_in(archive.path()).len(), 1, "the three batches should share one object");
+    assert_eq!(gauge(&shipper, "flotilla_shipper_open_objects"), 0);
+    shipper.stop().await;
+    assert_eq!(read_archive(archive.path()).keys().copied().collect::<Vec<_>>(), (1..=30).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_roll_by_size() {
+    let nats = NatsServer::start();
+    let archive = tempfile::tempdir().expect("temp dir");
+    let shipper = Shipper::start(config(
+        &nats.url(),
+        archive.path(),
+        "batch_max_events = 500\nbatch_max_age = \"100ms\"\nroll_max_age = \"1h\"\nroll_max_bytes = \"1MiB\"\nrow_group_rows = 1000",
+    ));
+    let js = jetstream(&nats.url()).await;
+    let now = Utc::now();
+    // 1.5 KB of random letters and digits per event (zstd saves a quarter
+    // at most): more than 5 MiB in all.
+    let msgs: Vec<(String, Vec<u8>)> = (1..=5000u64)
+        .map(|i| {
+            let noise: String =
+                rand::Rng::sample_iter(rand::rng(), rand::distr::Alphanumeric).take(1500).map(char::from).collect();
+            let (subject, json) = event("acme", "web", i, now);
+            let ev = LogEvent::from_json(&json).expect("event");
+            let ev = LogEvent { message: format!("event {i} {noise}"), ..ev };
+            (subject, ev.to_json())
+        })
+        .collect();
+    publish_all(&js, msgs).await;
+    // No age roll for an hour: only size closes objects.
+    wait_for("every event written", Duration::from_secs(60), || async {
+        shipper.committed() + gauge(&shipper, "flotilla_shipper_unacked_events") as u64 == 5000
+    })
+    .await;
+    let closed = objects_in(archive.path()).len();
+    assert!(closed >= 3, "{closed} objects closed by size");
+    shipper.stop().await;
+    let objects = objects_in(archive.path());
+    for o in &objects[..objects.len() - 1] {
+        let size = std::fs::metadata(o).expect("object").len();
+        assert!(size < 3 << 20, "{} is {size} bytes, far over the 1 MiB target", o.display());
+    }
+    let rows = read_archive(archive.path());
+    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), (1..=5000).collect::<Vec<_>>());
+    assert!(rows.values().all(|r| r.len() == 1), "a row was written twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_objects_and_unacked_events_are_capped() {
+    let nats = NatsServer::start();
+    let archive = tempfile::tempdir().expect("temp dir");
+    let shipper = Shipper::start(config(
+        &nats.url(),
+        archive.path(),
+        "batch_max_events = 400\nbatch_max_age = \"100ms\"\nroll_max_age = \"1h\"\nmax_open_objects = 2\nmax_unacked_events = 1000",
+    ));
+    let js = jetstream(&nats.url()).await;
+    let now = Utc::now();
+    // Four partitions in one batch: the cap of two open objects closes the
+    // oldest as the third and fourth open.
+    let four: Vec<_> = (1..=40u64).map(|i| event("acme", ["a", "b", "c", "d"][(i % 4) as usize], i, now)).collect();
+    publish_all(&js, four).await;
+    wait_for("two objects closed, two open", Duration::from_secs(30), || async {
+        objects_in(archive.path()).len() == 2 && gauge(&shipper, "flotilla_shipper_open_objects") == 2
+    })
+    .await;
+    assert_eq!(shipper.committed(), 20);
+    assert_eq!(consumer_backlog(&js).await, Some((0, 20)));
+
+    // 3,000 more into one partition: an hour-long roll would hold them all,
+    // but at most 1,000 may be unacked, so objects close to make room.
+    publish_all(&js, (41..=3040u64).map(|i| event("acme", "e", i, now)).collect()).await;
+    wait_for("the unacked cap closing objects", Duration::from_secs(60), || async { shipper.committed() >= 2040 })
+        .await;
+    assert!(gauge(&shipper, "flotilla_shipper_unacked_events") <= 1000);
+    let (_, ack_pending) = consumer_backlog(&js).await.expect("consumer info");
+    assert!(ack_pending <= 1400, "{ack_pending} unacked, over the cap plus one batch");
+    shipper.stop().await;
+    assert_eq!(consumer_backlog(&js).await, Some((0, 0)));
+    let rows = read_archive(archive.path());
+    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), (1..=3040).collect::<Vec<_>>());
+    assert!(rows.values().all(|r| r.len() == 1), "a row was written twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nanosecond_timestamps_by_option() {
+    let nats = NatsServer::start();
+    let archive = tempfile::tempdir().expect("temp dir");
+    let shipper =
+        Shipper::start(config(&nats.url(), archive.path(), "batch_max_age = \"100ms\"\ntimestamp_unit = \"ns\""));
+    let js = jetstream(&nats.url()).await;
+    let ts = DateTime::parse_from_rfc3339("2026-11-21T23:01:15.123456789Z").expect("ts").with_timezone(&Utc);
+    publish_all(&js, vec![event("acme", "web", 1, ts)]).await;
+    wait_for("1 event committed", Duration::from_secs(30), || async { shipper.committed() == 1 }).await;
+    shipper.stop().await;
+    let objects = objects_in(archive.path());
+    assert_eq!(objects.len(), 1);
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&objects[0]).expect("open"))
+        .expect("footer")
+        .build()
+        .expect("reader");
+    let batch = reader.into_iter().next().expect("a batch").expect("batch");
+    let col = batch.column_by_name("ts").expect("ts");
+    assert_eq!(col.data_type(), &DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, Some("UTC".into())));
+    let ns = col.as_primitive::<arrow::datatypes::TimestampNanosecondType>().value(0);
+    assert_eq!(ns, ts.timestamp_nanos_opt().expect("in range"));
 }

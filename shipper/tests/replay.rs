@@ -19,7 +19,7 @@ async fn replay_publishes_one_orgs_time_range_from_the_archive() {
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive");
     let text = format!(
-        "http_addr = \"127.0.0.1:0\"\n[nats]\nurl = \"{}\"\n[[sinks]]\nname = \"archive\"\ntype = \"parquet\"\nurl = \"file://{}\"\nbatch_max_age = \"300ms\"\n",
+        "http_addr = \"127.0.0.1:0\"\n[nats]\nurl = \"{}\"\n[[sinks]]\nname = \"archive\"\ntype = \"parquet\"\nurl = \"file://{}\"\nbatch_max_age = \"300ms\"\nroll_max_age = \"1s\"\n",
         nats.url(),
         archive.display()
     );

@@ -95,7 +95,7 @@ async fn parquet_on_s3_survives_a_30_second_outage() {
     create_bucket(port, "flotilla").await;
     let endpoint = format!("http://127.0.0.1:{port}");
     let text = format!(
-        "http_addr = \"127.0.0.1:0\"\n[nats]\nurl = \"{}\"\n[[sinks]]\nname = \"archive\"\ntype = \"parquet\"\nurl = \"s3://flotilla/archive\"\nbatch_max_age = \"500ms\"\nack_wait = \"90s\"\n[sinks.storage]\naws_endpoint = \"{endpoint}\"\naws_region = \"us-east-1\"\naws_access_key_id = \"testing\"\naws_secret_access_key = \"testing\"\naws_allow_http = \"true\"\ntimeout = \"5s\"\n",
+        "http_addr = \"127.0.0.1:0\"\n[nats]\nurl = \"{}\"\n[[sinks]]\nname = \"archive\"\ntype = \"parquet\"\nurl = \"s3://flotilla/archive\"\nbatch_max_age = \"500ms\"\nroll_max_age = \"2s\"\nack_wait = \"90s\"\n[sinks.storage]\naws_endpoint = \"{endpoint}\"\naws_region = \"us-east-1\"\naws_access_key_id = \"testing\"\naws_secret_access_key = \"testing\"\naws_allow_http = \"true\"\ntimeout = \"5s\"\n",
         nats.url()
     );
     let config: flotilla_shipper::Config = match flotilla_core::config::parse(&text, |_| None) {
@@ -141,4 +141,73 @@ async fn parquet_on_s3_survives_a_30_second_outage() {
     assert_eq!(got["rows"], 10_000, "{got}");
     assert_eq!(got["distinct"], 10_000, "{got}");
     assert_eq!(got["orgs"], serde_json::json!(["acme", "globex"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_objects_go_up_in_parts() {
+    let nats = NatsServer::start();
+    let port = free_port();
+    let _server = moto(port);
+    create_bucket(port, "flotilla").await;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let text = format!(
+        "http_addr = \"127.0.0.1:0\"\n[nats]\nurl = \"{}\"\n[[sinks]]\nname = \"archive\"\ntype = \"parquet\"\nurl = \"s3://flotilla/big\"\nbatch_max_age = \"200ms\"\nroll_max_age = \"1h\"\nrow_group_rows = 1000\n[sinks.storage]\naws_endpoint = \"{endpoint}\"\naws_region = \"us-east-1\"\naws_access_key_id = \"testing\"\naws_secret_access_key = \"testing\"\naws_allow_http = \"true\"\n",
+        nats.url()
+    );
+    let config: flotilla_shipper::Config = match flotilla_core::config::parse(&text, |_| None) {
+        Ok(c) => c,
+        Err(p) => panic!("{p:?}"),
+    };
+    let signals = Signals::default();
+    let registry = flotilla_core::metrics::Registry::default();
+    let shipper = tokio::spawn(flotilla_shipper::run_with_registry(config, signals.clone(), registry.clone()));
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    for _ in 0..100 {
+        if js.get_stream("LOGS").await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 6,000 events of 1.5 KB of random letters: about 9 MB, one partition,
+    // one object (an hour-long roll), so the upload outgrows its 5 MiB
+    // buffer and becomes a multipart upload.
+    let mut acks = Vec::new();
+    for i in 0..6_000u64 {
+        let noise: String =
+            rand::Rng::sample_iter(rand::rng(), rand::distr::Alphanumeric).take(1500).map(char::from).collect();
+        let body = format!(
+            r#"{{"ts":"2026-11-22T10:00:00Z","org":"acme","app":"web","region":"iad","host":"h1","source":"s","level":"info","message":"{noise}","seq":{i}}}"#
+        );
+        acks.push(js.publish("logs.acme.web.iad.h1", body.into()).await.unwrap());
+        if acks.len() >= 256 {
+            for a in acks.drain(..) {
+                a.await.unwrap();
+            }
+        }
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    let unacked = registry.gauge("flotilla_shipper_unacked_events", "", &[("sink", "archive")]);
+    let start = Instant::now();
+    while unacked.get() < 6_000 {
+        assert!(start.elapsed() < Duration::from_secs(60), "events not written: {}", unacked.get());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Shutdown completes the open object.
+    signals.shutdown.cancel();
+    shipper.await.unwrap().unwrap();
+    assert!(drained(&js, 6_000).await, "events left unacked after shutdown");
+
+    let out = Command::new(python())
+        .arg(repo_root().join("shipper/tests/py/read_s3.py"))
+        .args([&endpoint, "flotilla/big"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["rows"], 6_000, "{got}");
+    assert_eq!(got["distinct"], 6_000, "{got}");
+    assert_eq!(got["objects"], 1, "{got}");
+    assert!(got["max_object_bytes"].as_u64().unwrap_or(0) > 5 << 20, "not past one part: {got}");
 }

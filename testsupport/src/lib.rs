@@ -141,9 +141,15 @@ pub fn python() -> PathBuf {
     PathBuf::from("python3")
 }
 
-/// The workspace root (the parent of this crate's folder).
+/// The workspace root: the parent of the running test's package folder
+/// (`cargo test` sets `CARGO_MANIFEST_DIR` at run time), else of this
+/// crate's folder at build time. The run-time value matters: a shared
+/// target directory may hold this crate built from another checkout.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    package.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// A free loopback port (bound then released).

@@ -23,7 +23,7 @@ pub fn proxy(ports: &Ports, tokens: &Path) -> String {
 
 pub fn shipper(ports: &Ports, archive: &Path) -> String {
     format!(
-        "http_addr = \"127.0.0.1:{}\"\n\n[nats]\nurl = \"nats://127.0.0.1:{}\"\n\n[[sinks]]\nname = \"archive\"\ntype = \"parquet\"\nurl = \"file://{}\"\nsubjects = [\"logs.>\"]\nbatch_max_age = \"5s\"\n",
+        "http_addr = \"127.0.0.1:{}\"\n\n[nats]\nurl = \"nats://127.0.0.1:{}\"\n\n[[sinks]]\nname = \"archive\"\ntype = \"parquet\"\nurl = \"file://{}\"\nsubjects = [\"logs.>\"]\nbatch_max_age = \"5s\"\nroll_max_age = \"10s\"\n",
         ports.shipper_http,
         ports.nats,
         archive.display()

@@ -1,16 +1,17 @@
 //! Sinks. Each sink reads its own durable pull consumer `flotilla-<name>`,
 //! so a slow or failing sink never stalls another:
 //!
-//! fetch → hold until `batch_max_events` or `batch_max_age` → commit (with
-//! retry, never dropping) → ack every held message → fetch again.
+//! fetch → hold until `batch_max_events`, `batch_max_bytes` or
+//! `batch_max_age` → hand the batch on → fetch again.
 //!
-//! A message is acked only after the sink committed it; on shutdown the
-//! sink stops fetching, commits what it holds and acks it.
-//!
-//! The Parquet sink retries a failed commit forever. The external sinks
-//! (`http`, `file`, `stdout`) go through [`delivery`]: filters, timeouts,
-//! bounded retries, then the dead-letter stream. Any sink may be slowed by
-//! a rate limit ([`ratelimit`]), which delays its next pull.
+//! A message is acked only after the sink committed it. The Parquet sink
+//! writes batches into objects it keeps open and acks their messages when
+//! an object is complete ([`parquet::objects`]); a failed object's
+//! messages are redelivered. The external sinks (`http`, `file`, `stdout`,
+//! ...) go through [`delivery`]: filters, timeouts, bounded retries, then
+//! the dead-letter stream, then the ack. On shutdown a sink stops fetching,
+//! commits what it holds and acks it. Any sink may be slowed by a rate
+//! limit ([`ratelimit`]), which delays its next pull.
 
 pub mod delivery;
 pub mod file;
@@ -28,8 +29,8 @@ use async_nats::jetstream::{
     self,
     consumer::{pull, AckPolicy, PullConsumer},
     message::Acker,
-    AckKind,
 };
+use async_nats::subject::Subject;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -46,9 +47,6 @@ use crate::ledger::{Ledger, Origin};
 /// Longest a single pull request waits on the server; idle sinks cost one
 /// request per this interval.
 const FETCH_EXPIRY: Duration = Duration::from_secs(1);
-/// Commit attempts still made after shutdown before the batch is left
-/// unacked (JetStream redelivers it to the next shipper).
-const ATTEMPTS_AFTER_SHUTDOWN: u32 = 3;
 
 /// One JetStream message held by a sink until it is committed.
 pub struct Delivery {
@@ -60,18 +58,28 @@ pub struct Delivery {
     pub stored: DateTime<Utc>,
     /// The agent origin, for the completeness ledger.
     pub origin: Option<Origin>,
+    /// Where acks go (`$JS.ACK...`).
+    pub reply: Subject,
     acker: Acker,
 }
 
 impl Delivery {
     /// `None` for a message that did not come from a JetStream consumer.
     fn from_message(msg: jetstream::Message) -> Option<Delivery> {
-        let reply = msg.reply.as_deref()?;
+        let reply = msg.reply.clone()?;
         let stream_seq = msg.info().ok()?.stream_sequence;
-        let stored = stored_at(reply).unwrap_or_else(Utc::now);
+        let stored = stored_at(&reply).unwrap_or_else(Utc::now);
         let (msg, acker) = msg.split();
         let origin = Origin::from_message(&msg.subject, msg.headers.as_ref());
-        Some(Delivery { subject: msg.subject.to_string(), payload: msg.payload, stream_seq, stored, origin, acker })
+        Some(Delivery {
+            subject: msg.subject.to_string(),
+            payload: msg.payload,
+            stream_seq,
+            stored,
+            origin,
+            reply,
+            acker,
+        })
     }
 }
 
@@ -113,9 +121,9 @@ pub enum SinkError {
 }
 
 impl Sink {
-    pub fn from_config(cfg: &SinkConfig, metrics: &SinkMetrics) -> Result<Sink, SinkError> {
+    pub fn from_config(cfg: &SinkConfig) -> Result<Sink, SinkError> {
         Ok(match cfg.kind.as_str() {
-            "parquet" => Sink::Parquet(parquet::ParquetSink::new(cfg, metrics.objects_written.clone())?),
+            "parquet" => Sink::Parquet(parquet::ParquetSink::new(cfg)?),
             "http" | "loki" | "elasticsearch" | "datadog_logs" => Sink::Http(http::HttpSink::new(cfg)?),
             "file" => Sink::File(file::FileSink::new(cfg)?),
             "stdout" => Sink::Stdout(stdout::StdoutSink::new()),
@@ -128,18 +136,6 @@ impl Sink {
     /// rather than [`commit_and_ack`] (retried forever).
     pub fn is_external(&self) -> bool {
         !matches!(self, Sink::Parquet(_))
-    }
-
-    /// Commit `batch`; the names of the objects written (none for the
-    /// external sinks, which send the whole batch once).
-    async fn commit(&self, batch: &[Delivery], log: &CommitLog) -> Result<Vec<String>, SinkError> {
-        match self {
-            Sink::Parquet(s) => Ok(s.commit(batch, log).await?),
-            _ => {
-                let all: Vec<&Delivery> = batch.iter().collect();
-                self.send(&all).await.map(|()| Vec::new()).map_err(|e| SinkError::Send(e.message))
-            }
-        }
     }
 
     /// One attempt to send `batch` to an external destination.
@@ -188,6 +184,10 @@ pub struct SinkMetrics {
     /// Their total commit time in microseconds: the summary's `_sum`
     /// (the registry holds integers only).
     pub commit_micros: Counter,
+    /// Parquet: objects open.
+    pub open_objects: flotilla_core::metrics::Gauge,
+    /// Parquet: events written to open objects, acked when they close.
+    pub unacked_events: flotilla_core::metrics::Gauge,
 }
 
 impl SinkMetrics {
@@ -244,6 +244,16 @@ impl SinkMetrics {
                 "Total time of those commits, from the start of the commit to the last ack, in microseconds (commit latency summary sum).",
                 &l,
             ),
+            open_objects: registry.gauge(
+                "flotilla_shipper_open_objects",
+                "Parquet objects being written (acked when complete).",
+                &l,
+            ),
+            unacked_events: registry.gauge(
+                "flotilla_shipper_unacked_events",
+                "Events written to open Parquet objects, not yet acked.",
+                &l,
+            ),
             events_filtered: registry.counter(
                 "flotilla_shipper_events_filtered_total",
                 "Events an external sink's filters left out (acked without being sent).",
@@ -255,16 +265,24 @@ impl SinkMetrics {
 
 /// The durable consumer of a sink.
 pub fn consumer_config(cfg: &SinkConfig) -> pull::Config {
-    let max_events = cfg.batch_max_events;
     pull::Config {
         durable_name: Some(cfg.consumer_name()),
         filter_subjects: cfg.subjects.clone(),
         ack_policy: AckPolicy::Explicit,
         // Held messages are in flight for up to batch_max_age before the
-        // commit starts; failed commits send progress acks.
+        // commit starts (Parquet: until their object closes).
         ack_wait: cfg.ack_wait(),
-        max_ack_pending: i64::try_from(max_events.saturating_mul(4)).unwrap_or(i64::MAX),
+        max_ack_pending: i64::try_from(max_ack_pending(cfg)).unwrap_or(i64::MAX),
         ..Default::default()
+    }
+}
+
+/// Messages a sink's consumer may have delivered and unacked: Parquet
+/// sinks hold theirs in open objects.
+fn max_ack_pending(cfg: &SinkConfig) -> usize {
+    match cfg.kind.as_str() {
+        "parquet" => cfg.max_unacked_events.saturating_add(cfg.batch_max_events),
+        _ => cfg.batch_max_events.saturating_mul(4),
     }
 }
 
@@ -289,6 +307,7 @@ pub async fn run_sink(
     }
     let out = Outlet {
         sink: &sink,
+        client: js.client(),
         js: &js,
         log: &log,
         filter: filter::Filter::new(&cfg.filter),
@@ -311,28 +330,40 @@ pub async fn run_sink(
     ));
     tracing::info!(sink = %cfg.name, stream = %stream, consumer = %cfg.consumer_name(), "sink running");
     let max_age = cfg.batch_max_age();
+    let max_bytes = cfg.batch_max_bytes();
     let mut held: Vec<Delivery> = Vec::new();
+    let mut held_bytes = 0u64;
     let mut first_held_at = Instant::now();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
     while !shutdown.is_cancelled() {
         let due = first_held_at + max_age;
-        if held.len() >= cfg.batch_max_events || (!held.is_empty() && Instant::now() >= due) {
-            out.flush(std::mem::take(&mut held)).await;
+        if held.len() >= cfg.batch_max_events || held_bytes >= max_bytes || (!held.is_empty() && Instant::now() >= due)
+        {
+            held_bytes = 0;
+            out.flush(std::mem::take(&mut held), &mut skip).await;
             continue;
         }
-        let expires = if held.is_empty() {
-            FETCH_EXPIRY
-        } else {
-            due.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(10), FETCH_EXPIRY)
-        };
-        let room = limiter.room(cfg.batch_max_events - held.len());
+        let capacity = out.capacity().await.saturating_sub(held.len());
+        if capacity == 0 {
+            out.make_room(held.len() + 1, &mut skip).await;
+            continue;
+        }
+        let mut expires = if held.is_empty() { FETCH_EXPIRY } else { due.saturating_duration_since(Instant::now()) };
+        if let Some(roll) = out.next_roll().await {
+            expires = expires.min(roll.saturating_duration_since(Instant::now()));
+        }
+        let expires = expires.clamp(Duration::from_millis(10), FETCH_EXPIRY);
+        let room = limiter.room((cfg.batch_max_events - held.len()).min(capacity));
         let before = held.len();
         // A fetch is not interrupted by shutdown: it ends within `expires`,
         // and everything it delivered is then committed and acked.
         let fetched = fetch(&consumer, room, expires, &mut held, &mut first_held_at, &mut skip).await;
         let new = held.get(before..).unwrap_or_default();
-        limiter.consume(new.len() as u64, new.iter().map(|d| d.payload.len() as u64).sum()).await;
+        let new_bytes: u64 = new.iter().map(|d| d.payload.len() as u64).sum();
+        held_bytes += new_bytes;
+        limiter.consume(new.len() as u64, new_bytes).await;
+        out.roll_due(&mut skip).await;
         match fetched {
             Ok(()) => {
                 backoff.reset();
@@ -354,14 +385,17 @@ pub async fn run_sink(
     }
     if !held.is_empty() {
         tracing::info!(sink = %cfg.name, events = held.len(), "draining");
-        out.flush(held).await;
+        out.flush(held, &mut skip).await;
     }
+    out.close_all(&mut skip).await;
     tracing::info!(sink = %cfg.name, "sink stopped");
 }
 
-/// Where a sink's batches go: committed (Parquet) or delivered (external).
+/// Where a sink's batches go: into open objects (Parquet) or delivered
+/// (external).
 struct Outlet<'a> {
     sink: &'a Sink,
+    client: async_nats::Client,
     js: &'a jetstream::Context,
     log: &'a CommitLog,
     filter: filter::Filter,
@@ -373,31 +407,75 @@ struct Outlet<'a> {
 }
 
 impl Outlet<'_> {
-    /// Commit or deliver `batch`, then ack it; its time goes to the
-    /// commit latency summary.
-    async fn flush(&self, batch: Vec<Delivery>) {
-        let started = std::time::Instant::now();
-        self.flush_untimed(batch).await;
-        self.metrics.commit_count.inc();
-        self.metrics.commit_micros.add(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+    fn cx<'b>(&'b self, skip: &'b mut Skip) -> parquet::objects::Cx<'b> {
+        parquet::objects::Cx {
+            client: &self.client,
+            log: self.log,
+            metrics: self.metrics,
+            ledger: self.ledger,
+            name: self.name,
+            shutdown: self.shutdown,
+            skip,
+        }
     }
 
-    async fn flush_untimed(&self, batch: Vec<Delivery>) {
-        if self.sink.is_external() {
-            delivery::deliver_and_ack(
-                self.sink,
-                self.js,
-                &self.filter,
-                &self.policy,
-                batch,
-                self.metrics,
-                self.ledger,
-                self.name,
-                self.shutdown,
-            )
-            .await;
-        } else {
-            commit_and_ack(self.sink, self.log, batch, self.metrics, self.ledger, self.name, self.shutdown).await;
+    /// Hand `batch` on. External sinks deliver and ack it now, and its
+    /// time goes to the commit latency summary; Parquet sinks write it
+    /// into open objects (timed and acked when those close).
+    async fn flush(&self, batch: Vec<Delivery>, skip: &mut Skip) {
+        match self.sink {
+            Sink::Parquet(p) => p.objects.lock().await.append(batch, &mut self.cx(skip)).await,
+            _ => {
+                let started = std::time::Instant::now();
+                delivery::deliver_and_ack(
+                    self.sink,
+                    self.js,
+                    &self.filter,
+                    &self.policy,
+                    batch,
+                    self.metrics,
+                    self.ledger,
+                    self.name,
+                    self.shutdown,
+                )
+                .await;
+                self.metrics.commit_count.inc();
+                self.metrics.commit_micros.add(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+            }
+        }
+    }
+
+    /// Events that may be fetched before the sink must close objects.
+    async fn capacity(&self) -> usize {
+        match self.sink {
+            Sink::Parquet(p) => p.objects.lock().await.room(),
+            _ => usize::MAX,
+        }
+    }
+
+    async fn make_room(&self, need: usize, skip: &mut Skip) {
+        if let Sink::Parquet(p) = self.sink {
+            p.objects.lock().await.make_room(need, &mut self.cx(skip)).await;
+        }
+    }
+
+    /// When the next open object is due to close by age.
+    async fn next_roll(&self) -> Option<Instant> {
+        match self.sink {
+            Sink::Parquet(p) => p.objects.lock().await.next_due(),
+            _ => None,
+        }
+    }
+
+    async fn roll_due(&self, skip: &mut Skip) {
+        if let Sink::Parquet(p) = self.sink {
+            p.objects.lock().await.close_due(&mut self.cx(skip)).await;
+        }
+    }
+
+    async fn close_all(&self, skip: &mut Skip) {
+        if let Sink::Parquet(p) = self.sink {
+            p.objects.lock().await.close_all(&mut self.cx(skip)).await;
         }
     }
 }
@@ -407,10 +485,33 @@ impl Outlet<'_> {
 pub struct Skip {
     seqs: HashSet<u64>,
     objects: Vec<String>,
+    /// Written by this run in a close so slow that copies may have been
+    /// redelivered meanwhile; forgotten at `late_until`.
+    late: HashSet<u64>,
+    late_until: Option<Instant>,
 }
 
 impl Skip {
+    fn new(seqs: HashSet<u64>, objects: Vec<String>) -> Skip {
+        Skip { seqs, objects, late: HashSet::new(), late_until: None }
+    }
+
+    /// Whether a delivery of `seq` is a copy of a message already written.
+    fn takes(&mut self, seq: u64) -> bool {
+        self.seqs.remove(&seq) || self.late.contains(&seq)
+    }
+
+    /// Ack, don't write, copies of these for a while.
+    pub fn remember(&mut self, seqs: &[u64], keep_for: Duration) {
+        self.late.extend(seqs.iter().copied());
+        self.late_until = Some(Instant::now() + keep_for);
+    }
+
     async fn finish_if_drained(&mut self, log: &CommitLog, metrics: &SinkMetrics) {
+        if self.late_until.is_some_and(|t| Instant::now() >= t) {
+            self.late = HashSet::new();
+            self.late_until = None;
+        }
         if self.seqs.is_empty() && !self.objects.is_empty() {
             if let Err(e) = log.end(&self.objects).await {
                 tracing::warn!(error = %e, "cannot update the commit record");
@@ -436,7 +537,7 @@ async fn recover(
             let log = CommitLog::open(js, &cfg.name).await.map_err(|e| e.to_string())?;
             let objects = log.pending().await;
             let seqs = sink.recover(&objects).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>((log, Skip { seqs, objects }))
+            Ok::<_, String>((log, Skip::new(seqs, objects)))
         };
         match attempt.await {
             Ok((log, skip)) => {
@@ -519,7 +620,7 @@ async fn fetch(
     let mut batch = consumer.batch().max_messages(room).expires(expires).messages().await?;
     while let Some(msg) = batch.next().await {
         match Delivery::from_message(msg?) {
-            Some(d) if skip.seqs.remove(&d.stream_seq) => {
+            Some(d) if skip.takes(d.stream_seq) => {
                 // Written before a crash: ack, don't write again.
                 d.acker.double_ack().await?;
             }
@@ -533,63 +634,6 @@ async fn fetch(
         }
     }
     Ok(())
-}
-
-/// Commit `batch` (retrying, never dropping), then ack all of it.
-async fn commit_and_ack(
-    sink: &Sink,
-    log: &CommitLog,
-    batch: Vec<Delivery>,
-    metrics: &SinkMetrics,
-    ledger: &Ledger,
-    name: &str,
-    shutdown: &CancellationToken,
-) {
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-    let mut attempts_after_shutdown = 0;
-    let objects = loop {
-        match sink.commit(&batch, log).await {
-            Ok(objects) => break objects,
-            Err(e) => {
-                metrics.commit_errors.inc();
-                tracing::error!(sink = name, events = batch.len(), error = %e, "commit failed; retrying the batch");
-                // Keep the batch ours while we retry.
-                for d in &batch {
-                    let _ = d.acker.ack_with(AckKind::Progress).await;
-                }
-                if shutdown.is_cancelled() {
-                    attempts_after_shutdown += 1;
-                    if attempts_after_shutdown > ATTEMPTS_AFTER_SHUTDOWN {
-                        tracing::error!(
-                            sink = name,
-                            events = batch.len(),
-                            "giving up at shutdown; JetStream will redeliver the batch"
-                        );
-                        for d in &batch {
-                            let _ = d.acker.ack_with(AckKind::Nak(None)).await;
-                        }
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                } else {
-                    // Shutdown cuts the wait short for a last few attempts.
-                    sleep_or_shutdown(backoff.next_delay(), shutdown).await;
-                }
-            }
-        }
-    };
-    match ack_all(&batch).await {
-        Ok(()) => {
-            ledger.committed(name, batch.iter().filter_map(|d| d.origin.as_ref()));
-            if let Err(e) = log.end(&objects).await {
-                tracing::warn!(sink = name, error = %e, "cannot update the commit record; a restart will re-check these objects");
-            }
-        }
-        // The objects stay in the commit record: a restart recognises the redelivered messages.
-        Err(e) => tracing::error!(sink = name, events = batch.len(), error = %e, "acks not confirmed after commit"),
-    }
-    metrics.events_committed.add(batch.len() as u64);
-    metrics.bytes_committed.add(batch.iter().map(|d| d.payload.len() as u64).sum());
 }
 
 /// Ack every message, then confirm with a double ack on the last: the
@@ -638,33 +682,18 @@ mod tests {
 
     #[test]
     fn consumer_acks_explicitly_and_filters_sink_subjects() {
-        let cfg = SinkConfig {
-            name: "archive".into(),
-            subject_prefix: String::new(),
-            kind: "parquet".into(),
-            url: "file:///tmp/x".into(),
-            subjects: vec!["logs.acme.>".into()],
-            batch_max_events: 100,
-            batch_max_age: "5s".into(),
-            ack_wait: None,
-            storage: Default::default(),
-            filter: Default::default(),
-            timeout: "10s".into(),
-            max_attempts: 8,
-            retry_initial_backoff: "500ms".into(),
-            retry_max_backoff: "30s".into(),
-            headers: Default::default(),
-            compression: "none".into(),
-            auth: None,
-            rate_limit: Default::default(),
-            index: None,
-            api_key: None,
-        };
-        let c = consumer_config(&cfg);
+        let cfg: crate::Config = flotilla_core::config::parse(
+            "[nats]\nurl = \"nats://127.0.0.1:4222\"\n[[sinks]]\nname = \"archive\"\ntype = \"parquet\"\nurl = \"file:///tmp/x\"\nsubjects = [\"logs.acme.>\"]\nbatch_max_events = 100\nroll_max_age = \"2m\"\nmax_unacked_events = 1000\n",
+            |_| None,
+        )
+        .unwrap();
+        let cfg = &cfg.sinks[0];
+        let c = consumer_config(cfg);
         assert_eq!(c.durable_name.as_deref(), Some("flotilla-archive"));
         assert_eq!(c.ack_policy, AckPolicy::Explicit);
         assert_eq!(c.filter_subjects, ["logs.acme.>"]);
-        assert_eq!(c.max_ack_pending, 400);
-        assert_eq!(c.ack_wait, Duration::from_secs(65));
+        // Open objects hold their events unacked until they close.
+        assert_eq!(c.max_ack_pending, 1100);
+        assert_eq!(c.ack_wait, Duration::from_secs(5 + 120 + 60));
     }
 }

@@ -1,32 +1,31 @@
-//! The Parquet sink: a batch of messages → rows → one object per Hive
-//! partition `org=<org>/app=<app>/date=YYYY-MM-DD/hour=HH/`, named
-//! `<first stream seq>-<last stream seq>.parquet` (20 digits each).
+//! The Parquet sink: messages → rows → objects per Hive partition
+//! `org=<org>/app=<app>/date=YYYY-MM-DD/hour=HH/`, each named
+//! `<first stream seq, 20 digits>-<16 random hex digits>.parquet`.
 //!
 //! The partition comes from the NATS subject (the org token is enforced by
-//! the proxy, the payload is not) and each event's own `ts`. A batch is
-//! committed when every one of its objects is written; rewriting the same
-//! batch after a failure writes the same names again.
+//! the proxy, the payload is not) and each event's own `ts`. Objects stay
+//! open across batches and are rolled by size and age ([`objects`]); the
+//! messages in an object are acked when it is complete in storage.
 
+pub mod objects;
 pub mod schema;
 pub mod writer;
 
-use std::collections::{BTreeMap, HashSet};
-
-use arrow::array::UInt64Array;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::collections::HashSet;
 use std::sync::Arc;
 
+use arrow::array::UInt64Array;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt as _};
+#[allow(deprecated)] // Fine for reading one column of an object we wrote.
+use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
+use parquet::arrow::ProjectionMask;
 
-use flotilla_core::metrics::Counter;
-
-use crate::commitlog::CommitLog;
 use crate::config::{archive_url, ArchiveUrl, SinkConfig};
-use crate::sinks::Delivery;
 use schema::Row;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +36,6 @@ pub enum ParquetSinkError {
     CreateDir { path: std::path::PathBuf, source: std::io::Error },
     #[error("object store: {0}")]
     Store(#[from] object_store::Error),
-    #[error("encoding rows: {0}")]
-    Arrow(#[from] arrow::error::ArrowError),
     #[error("writing {path}: {source}")]
     Write { path: Path, source: parquet::errors::ParquetError },
     #[error("reading {path}: {source}")]
@@ -49,60 +46,42 @@ pub enum ParquetSinkError {
 
 pub struct ParquetSink {
     store: Arc<dyn ObjectStore>,
-    objects_written: Counter,
+    pub objects: tokio::sync::Mutex<objects::Objects>,
 }
 
 impl ParquetSink {
     /// A sink writing under `cfg.url`: a local directory (created if
     /// missing) or an object store prefix.
-    pub fn new(cfg: &SinkConfig, objects_written: Counter) -> Result<Self, ParquetSinkError> {
+    pub fn new(cfg: &SinkConfig) -> Result<Self, ParquetSinkError> {
         let store = store_for(&cfg.url, &cfg.storage)?;
-        Ok(ParquetSink { store, objects_written })
-    }
-
-    /// Write every message of `batch`; Ok (with the objects' names) only
-    /// when all objects are written. Their names are in the commit record
-    /// before the first byte is written.
-    pub async fn commit(&self, batch: &[Delivery], log: &CommitLog) -> Result<Vec<String>, ParquetSinkError> {
-        let parts = partitioned(batch);
-        let mut objects = Vec::with_capacity(parts.len());
-        for (partition, rows) in &parts {
-            if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
-                objects.push(partition.object_path(first.stream_seq, last.stream_seq));
-            }
-        }
-        let names: Vec<String> = objects.iter().map(|p| p.to_string()).collect();
-        log.begin(&names).await?;
-        for ((_, rows), path) in parts.iter().zip(objects) {
-            let records = schema::record_batch(rows)?;
-            let bytes = writer::write_object(self.store.clone(), path.clone(), &records)
-                .await
-                .map_err(|source| ParquetSinkError::Write { path: path.clone(), source })?;
-            self.objects_written.inc();
-            tracing::debug!(%path, rows = rows.len(), bytes, "object written");
-        }
-        Ok(names)
+        let objects = objects::Objects::new(store.clone(), objects::Limits::new(cfg));
+        Ok(ParquetSink { store, objects: tokio::sync::Mutex::new(objects) })
     }
 
     /// The stream sequences inside the objects a previous run left pending
-    /// (those that exist: an object appears whole or not at all).
+    /// (those that exist: an object appears whole or not at all). Only the
+    /// `stream_seq` column is read.
     pub async fn recover(&self, pending: &[String]) -> Result<HashSet<u64>, ParquetSinkError> {
         let mut seqs = HashSet::new();
         for name in pending {
             let path = Path::from(name.as_str());
-            let bytes = match self.store.get(&path).await {
-                Ok(r) => r.bytes().await?,
+            let meta = match self.store.head(&path).await {
+                Ok(meta) => meta,
                 Err(object_store::Error::NotFound { .. }) => continue,
                 Err(e) => return Err(e.into()),
             };
             let read_err = |source| ParquetSinkError::Read { path: name.clone(), source };
-            let reader =
-                ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(read_err)?.build().map_err(read_err)?;
-            for batch in reader {
-                let batch = batch?;
-                if let Some(col) =
-                    batch.column_by_name("stream_seq").and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
-                {
+            #[allow(deprecated)]
+            let reader = ParquetObjectReader::new(self.store.clone(), path).with_file_size(meta.size);
+            let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(read_err)?;
+            let Some(column) = builder.schema().fields().iter().position(|f| f.name() == "stream_seq") else {
+                continue;
+            };
+            let mask = ProjectionMask::roots(builder.parquet_schema(), [column]);
+            let mut batches = builder.with_projection(mask).build().map_err(read_err)?;
+            while let Some(batch) = batches.next().await {
+                let batch = batch.map_err(read_err)?;
+                if let Some(col) = batch.column(0).as_any().downcast_ref::<UInt64Array>() {
                     seqs.extend(col.values().iter().copied());
                 }
             }
@@ -134,23 +113,8 @@ pub fn store_for(
     })
 }
 
-/// Decode `batch` and group its rows by partition, each sorted by stream
-/// sequence with redelivered duplicates removed.
-pub fn partitioned(batch: &[Delivery]) -> BTreeMap<Partition, Vec<Row>> {
-    let mut by_seq: BTreeMap<u64, &Delivery> = BTreeMap::new();
-    for d in batch {
-        by_seq.insert(d.stream_seq, d);
-    }
-    let mut parts: BTreeMap<Partition, Vec<Row>> = BTreeMap::new();
-    for d in by_seq.into_values() {
-        let row = Row::decode(&d.subject, &d.payload, d.stream_seq, d.stored);
-        parts.entry(Partition::of(&row)).or_default().push(row);
-    }
-    parts
-}
-
 /// A Hive partition of the archive.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Partition {
     pub org: String,
     pub app: String,
@@ -174,14 +138,14 @@ impl Partition {
         }
     }
 
-    /// `org=<org>/app=<app>/date=<date>/hour=<hour>/<first>-<last>.parquet`.
-    pub fn object_path(&self, first_seq: u64, last_seq: u64) -> Path {
+    /// `org=<org>/app=<app>/date=<date>/hour=<hour>/<first seq>-<tag>.parquet`.
+    pub fn object_path(&self, first_seq: u64, tag: u64) -> Path {
         Path::from_iter([
             format!("org={}", self.org),
             format!("app={}", self.app),
             format!("date={}", self.date),
             format!("hour={}", self.hour),
-            format!("{first_seq:020}-{last_seq:020}.parquet"),
+            format!("{first_seq:020}-{tag:016x}.parquet"),
         ])
     }
 }
@@ -209,8 +173,8 @@ mod tests {
         let ts = DateTime::from_timestamp(1_795_302_075, 0).unwrap_or_default(); // 2026-11-21T23:01:15Z
         let p = Partition::new("acme", "web", ts);
         assert_eq!(
-            p.object_path(1, 42).as_ref(),
-            "org=acme/app=web/date=2026-11-21/hour=23/00000000000000000001-00000000000000000042.parquet"
+            p.object_path(1, 0xbeef).as_ref(),
+            "org=acme/app=web/date=2026-11-21/hour=23/00000000000000000001-000000000000beef.parquet"
         );
         let odd = Partition::new("..", "a/b=c", ts);
         assert_eq!((odd.org.as_str(), odd.app.as_str()), ("_", "a_b_c"));

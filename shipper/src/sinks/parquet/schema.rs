@@ -3,7 +3,7 @@
 //!
 //! | column | type | from |
 //! |---|---|---|
-//! | `ts` | timestamp µs, UTC | the event's `ts` (the store time for undecodable messages) |
+//! | `ts` | timestamp µs (or ns, by option), UTC | the event's `ts` (the store time for undecodable messages) |
 //! | `org`, `app`, `region`, `host` | dictionary | the NATS subject `logs.<org>.<app>.<region>.<host>` |
 //! | `level` | dictionary | the event (`unknown` for undecodable messages) |
 //! | `source`, `message` | utf8 | the event (the lossy payload as `message` for undecodable ones) |
@@ -14,7 +14,8 @@
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    ArrayRef, RecordBatch, StringArray, StringDictionaryBuilder, TimestampMicrosecondArray, UInt64Array,
+    ArrayRef, RecordBatch, StringArray, StringDictionaryBuilder, TimestampMicrosecondArray, TimestampNanosecondArray,
+    UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -26,10 +27,38 @@ use flotilla_core::subject::parse_log_subject;
 /// Level of rows made from messages that are not log events.
 pub const UNKNOWN_LEVEL: &str = "unknown";
 
-static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+/// The unit of the `ts` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TsUnit {
+    /// Microseconds: what most query engines treat as their native timestamp.
+    #[default]
+    Micros,
+    /// Nanoseconds: the event model's full precision (years 1677-2262).
+    Nanos,
+}
+
+impl TsUnit {
+    /// `us` or `ns` (the config's `timestamp_unit`).
+    pub fn parse(s: &str) -> Option<TsUnit> {
+        match s {
+            "us" => Some(TsUnit::Micros),
+            "ns" => Some(TsUnit::Nanos),
+            _ => None,
+        }
+    }
+
+    fn arrow(self) -> TimeUnit {
+        match self {
+            TsUnit::Micros => TimeUnit::Microsecond,
+            TsUnit::Nanos => TimeUnit::Nanosecond,
+        }
+    }
+}
+
+fn build_schema(unit: TsUnit) -> SchemaRef {
     let dict = || DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
     Arc::new(Schema::new(vec![
-        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new("ts", DataType::Timestamp(unit.arrow(), Some("UTC".into())), false),
         Field::new("org", dict(), false),
         Field::new("app", dict(), false),
         Field::new("region", dict(), false),
@@ -41,11 +70,17 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("seq", DataType::UInt64, false),
         Field::new("stream_seq", DataType::UInt64, false),
     ]))
-});
+}
 
-/// The Arrow schema of every archive object.
-pub fn schema() -> SchemaRef {
-    SCHEMA.clone()
+static MICROS: LazyLock<SchemaRef> = LazyLock::new(|| build_schema(TsUnit::Micros));
+static NANOS: LazyLock<SchemaRef> = LazyLock::new(|| build_schema(TsUnit::Nanos));
+
+/// The Arrow schema of every archive object with `ts` in `unit`.
+pub fn schema(unit: TsUnit) -> SchemaRef {
+    match unit {
+        TsUnit::Micros => MICROS.clone(),
+        TsUnit::Nanos => NANOS.clone(),
+    }
 }
 
 /// One archived event.
@@ -111,8 +146,8 @@ impl Row {
     }
 }
 
-/// `rows` as one Arrow record batch in [`schema`].
-pub fn record_batch(rows: &[Row]) -> Result<RecordBatch, ArrowError> {
+/// `rows` as one Arrow record batch in [`schema`]`(unit)`.
+pub fn record_batch(rows: &[&Row], unit: TsUnit) -> Result<RecordBatch, ArrowError> {
     let dict = |f: fn(&Row) -> &str| -> ArrayRef {
         let mut b = StringDictionaryBuilder::<Int32Type>::new();
         for r in rows {
@@ -120,11 +155,22 @@ pub fn record_batch(rows: &[Row]) -> Result<RecordBatch, ArrowError> {
         }
         Arc::new(b.finish())
     };
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(
-            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.ts.timestamp_micros()))
+    let ts: ArrayRef =
+        match unit {
+            TsUnit::Micros => Arc::new(
+                TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.ts.timestamp_micros()))
+                    .with_timezone("UTC"),
+            ),
+            // Outside 1677-2262 nanoseconds overflow i64: such a ts saturates.
+            TsUnit::Nanos => Arc::new(
+                TimestampNanosecondArray::from_iter_values(rows.iter().map(|r| {
+                    r.ts.timestamp_nanos_opt().unwrap_or(if r.ts.timestamp() < 0 { i64::MIN } else { i64::MAX })
+                }))
                 .with_timezone("UTC"),
-        ),
+            ),
+        };
+    let columns: Vec<ArrayRef> = vec![
+        ts,
         dict(|r| &r.org),
         dict(|r| &r.app),
         dict(|r| &r.region),
@@ -136,7 +182,7 @@ pub fn record_batch(rows: &[Row]) -> Result<RecordBatch, ArrowError> {
         Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.seq))),
         Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.stream_seq))),
     ];
-    RecordBatch::try_new(schema(), columns)
+    RecordBatch::try_new(schema(unit), columns)
 }
 
 #[cfg(test)]
@@ -176,8 +222,14 @@ mod tests {
     #[test]
     fn batch_matches_schema() {
         let rows = [Row::decode("logs.a.b.c.d", b"x", 1, stored()), Row::decode("logs.a.b.c.d", b"y", 2, stored())];
-        let batch = record_batch(&rows).unwrap();
-        assert_eq!(batch.num_rows(), 2);
-        assert_eq!(batch.schema(), schema());
+        let rows: Vec<&Row> = rows.iter().collect();
+        for unit in [TsUnit::Micros, TsUnit::Nanos] {
+            let batch = record_batch(&rows, unit).unwrap();
+            assert_eq!(batch.num_rows(), 2);
+            assert_eq!(batch.schema(), schema(unit));
+        }
+        let ns = record_batch(&rows, TsUnit::Nanos).unwrap();
+        let ts = ns.column(0).as_any().downcast_ref::<TimestampNanosecondArray>().unwrap();
+        assert_eq!(ts.value(0), 1_700_000_000_000_000_000);
     }
 }

@@ -142,6 +142,9 @@ pub struct SinkConfig {
     /// Slows the sink's pull to these rates (never drops).
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
+    /// External sinks: after this many failed sends in a row, pause.
+    #[serde(default)]
+    pub circuit_breaker: BreakerConfig,
     /// `elasticsearch`: the index written to (default `flotilla-logs`).
     pub index: Option<String>,
     /// `datadog_logs`: sent as the `DD-API-KEY` header (required).
@@ -175,6 +178,51 @@ pub enum AuthConfig {
 pub struct RateLimitConfig {
     pub events_per_sec: Option<u32>,
     pub bytes_per_sec: Option<u32>,
+}
+
+/// After `failures` failed sends in a row (over any number of batches) the
+/// sink stops sending for `cooldown`, then tries once; each further failure
+/// doubles the pause up to `max_cooldown`, and a success closes it. Pauses
+/// hold the batch (nothing is dropped, attempts are not spent waiting).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// 0 turns the breaker off.
+    #[serde(default = "default_breaker_failures")]
+    pub failures: u32,
+    #[serde(default = "default_breaker_cooldown")]
+    pub cooldown: String,
+    #[serde(default = "default_breaker_max_cooldown")]
+    pub max_cooldown: String,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failures: default_breaker_failures(),
+            cooldown: default_breaker_cooldown(),
+            max_cooldown: default_breaker_max_cooldown(),
+        }
+    }
+}
+
+impl BreakerConfig {
+    pub fn cooldown(&self) -> Duration {
+        parse_duration(&self.cooldown).unwrap_or(Duration::from_secs(5))
+    }
+    pub fn max_cooldown(&self) -> Duration {
+        parse_duration(&self.max_cooldown).unwrap_or(Duration::from_secs(120))
+    }
+}
+
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_cooldown() -> String {
+    "5s".into()
+}
+fn default_breaker_max_cooldown() -> String {
+    "2m".into()
 }
 
 /// Sink types that deliver outside (retry, dead-letter stream, filters).
@@ -369,6 +417,10 @@ impl SinkConfig {
             "nats" => v.nats_url(&at("url"), &self.url),
             _ => v.check(self.url.is_empty(), at("url"), "stdout takes no url"),
         }
+        let cb = &self.circuit_breaker;
+        let cooldown = v.duration(&at("circuit_breaker.cooldown"), &cb.cooldown);
+        let max = v.duration(&at("circuit_breaker.max_cooldown"), &cb.max_cooldown);
+        v.check(cooldown <= max, at("circuit_breaker.max_cooldown"), "must not be shorter than cooldown");
         if !self.subject_prefix.is_empty() {
             let ok = self.kind == "nats" && flotilla_core::subject::is_valid_subject(&self.subject_prefix, false);
             v.check(ok, at("subject_prefix"), "a subject prefix (like \"archive\") on nats sinks only");

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType, UInt64Type};
+use arrow::datatypes::{DataType, TimeUnit, TimestampNanosecondType, UInt64Type};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use futures::TryStreamExt;
 use object_store::path::Path;
@@ -107,9 +107,9 @@ fn events(batch: &RecordBatch, out: &mut Vec<LogEvent>) -> Result<(), String> {
         cast(col, &DataType::Utf8).map_err(|e| e.to_string())
     };
     let ts_col = batch.column_by_name("ts").ok_or("no column ts")?;
-    let ts =
-        cast(ts_col, &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))).map_err(|e| e.to_string())?;
-    let ts = ts.as_primitive::<TimestampMicrosecondType>();
+    // Objects hold µs or ns (`timestamp_unit`); ns keeps both exact.
+    let ts = cast(ts_col, &DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))).map_err(|e| e.to_string())?;
+    let ts = ts.as_primitive::<TimestampNanosecondType>();
     let (org, app, region, host) = (text("org")?, text("app")?, text("region")?, text("host")?);
     let (level, source, message, fields) = (text("level")?, text("source")?, text("message")?, text("fields")?);
     let seq_col = batch.column_by_name("seq").ok_or("no column seq")?;
@@ -121,7 +121,7 @@ fn events(batch: &RecordBatch, out: &mut Vec<LogEvent>) -> Result<(), String> {
             false => serde_json::from_str(fields.as_string::<i32>().value(i)).unwrap_or_default(),
         };
         out.push(LogEvent {
-            ts: DateTime::from_timestamp_micros(ts.value(i)).unwrap_or_default(),
+            ts: DateTime::from_timestamp_nanos(ts.value(i)),
             org: s(&org, i),
             app: s(&app, i),
             region: s(&region, i),

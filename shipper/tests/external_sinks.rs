@@ -274,6 +274,7 @@ batch_max_age = "100ms"
 max_attempts = 3
 retry_initial_backoff = "10ms"
 retry_max_backoff = "20ms"
+circuit_breaker = {{ cooldown = "10ms", max_cooldown = "20ms" }}
 [[sinks]]
 name = "copy"
 type = "file"
@@ -313,6 +314,8 @@ batch_max_age = "100ms"
     assert_eq!(shipper.counter("flotilla_shipper_dlq_total", "dead"), 200);
     assert_eq!(shipper.counter("flotilla_shipper_retries_total", "dead"), 20);
     assert_eq!(shipper.counter("flotilla_shipper_events_committed_total", "dead"), 0);
+    // Pausing never dead-letters by itself: every batch still had its 3 attempts.
+    assert!(shipper.counter("flotilla_shipper_circuit_opened_total", "dead") >= 1);
 
     let dlq = js.get_stream("FLOTILLA_DLQ").await.expect("dlq stream");
     let mut seen = Vec::new();
@@ -433,4 +436,53 @@ fn external_sink_options_are_validated() {
     let text = "[nats]\nurl = \"nats://x\"\n[[sinks]]\nname = \"o\"\ntype = \"stdout\"\nfilter = { org = [\"a\"] }\n";
     let problems = flotilla_core::config::parse::<Config>(text, |_| None).expect_err("rejected");
     assert!(problems[0].message.contains("unknown field `org`"), "{problems:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_breaker_pauses_sends_to_a_failing_destination_then_closes() {
+    let nats = NatsServer::start();
+    let dest = Destination::start(&[(503, None); 5], 200, Duration::ZERO).await;
+    let shipper = Shipper::start(config(
+        &nats.url(),
+        &format!(
+            r#"
+[[sinks]]
+name = "http"
+type = "http"
+url = "{}"
+batch_max_events = 1000
+batch_max_age = "100ms"
+retry_initial_backoff = "10ms"
+retry_max_backoff = "20ms"
+max_attempts = 10
+circuit_breaker = {{ failures = 2, cooldown = "200ms", max_cooldown = "800ms" }}
+"#,
+            dest.url
+        ),
+    ));
+    let js = jetstream(&nats.url()).await;
+    let msgs: Vec<_> = (1..=100).map(|i| event("acme", "web", "info", i)).collect();
+    publish_all(&js, &msgs).await;
+
+    wait_for("the third request", Duration::from_secs(30), || async { dest.requests().len() >= 3 }).await;
+    let open = shipper.registry.gauge("flotilla_shipper_circuit_open", "", &[("sink", "http")]);
+    assert_eq!(open.get(), 1, "the breaker should be open after failures in a row");
+    wait_for("every event delivered and acked", Duration::from_secs(30), || async {
+        dest.accepted().len() >= 100 && backlog(&js, "http").await == Some((0, 0))
+    })
+    .await;
+    assert_eq!(dest.accepted(), sorted_payloads(&msgs));
+    assert_eq!(open.get(), 0, "a success closes the breaker");
+    assert_eq!(shipper.counter("flotilla_shipper_circuit_opened_total", "http"), 1);
+    assert_eq!(shipper.counter("flotilla_shipper_dlq_total", "http"), 0);
+
+    // Retries alone would follow 10-20 ms apart; once the breaker is open
+    // (after the 2nd failure) the pauses are its cooldowns, doubling to the cap.
+    let at: Vec<Instant> = dest.requests().iter().map(|(t, _)| *t).collect();
+    assert_eq!(at.len(), 6, "5 failures, then the success");
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    for (gap, min_ms) in gaps[1..].iter().zip([200, 400, 800, 800]) {
+        assert!(*gap >= Duration::from_millis(min_ms - 10), "gaps {gaps:?}: want at least {min_ms} ms");
+    }
+    shipper.stop().await;
 }

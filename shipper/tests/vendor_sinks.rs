@@ -301,13 +301,28 @@ async fn lag_gauge_returns_to_zero_and_commit_latency_is_counted() {
             && shipper.gauge("flotilla_shipper_consumer_pending", "copy") == 0
     })
     .await;
-    let count = shipper.counter("flotilla_shipper_commit_seconds_count", "copy");
-    let micros = shipper.counter("flotilla_shipper_commit_microseconds_total", "copy");
+    let commits = shipper.registry.histogram(
+        "flotilla_shipper_commit_seconds",
+        "",
+        &[("sink", "copy")],
+        flotilla_core::metrics::LATENCY_BUCKETS,
+    );
+    let count = commits.count();
     assert!(count >= 20, "1000 events in batches of at most 50: {count} commits");
-    assert!(micros > 0);
+    assert!(commits.sum() > 0.0);
+    let batches = shipper.registry.histogram(
+        "flotilla_shipper_batch_events",
+        "",
+        &[("sink", "copy")],
+        flotilla_core::metrics::SIZE_BUCKETS,
+    );
+    assert_eq!(batches.sum(), 1000.0, "every event in exactly one batch");
+    assert!(batches.cumulative().iter().any(|(le, n)| *le == 50.0 && *n == batches.count()), "batches over 50 events");
     let text = shipper.registry.render();
     assert!(text.contains("# TYPE flotilla_shipper_consumer_pending gauge"), "{text}");
+    assert!(text.contains("# TYPE flotilla_shipper_commit_seconds histogram"), "{text}");
     assert!(text.contains(&format!("flotilla_shipper_commit_seconds_count{{sink=\"copy\"}} {count}")), "{text}");
+    assert!(text.contains("flotilla_shipper_commit_seconds_bucket{sink=\"copy\",le=\"+Inf\"}"), "{text}");
     shipper.stop().await;
 }
 

@@ -1,9 +1,10 @@
 //! Delivery for the external sinks (`http`, `loki`, `elasticsearch`,
 //! `datadog_logs`, `file`, `stdout`):
 //!
-//! filter → send with a timeout → on failure wait (exponential backoff with
-//! full jitter, or the destination's `Retry-After`) and send again, keeping
-//! the batch ours with progress acks → after `max_attempts` (or at once for
+//! filter → send with a timeout (after any pause the sink's circuit
+//! breaker asks for, see [`super::breaker`]) → on failure wait (exponential
+//! backoff with full jitter, or the destination's `Retry-After`) and send
+//! again, keeping the batch ours with progress acks → after `max_attempts` (or at once for
 //! an error that retrying cannot fix) publish every message of the batch to
 //! the dead-letter stream `flotilla.dlq.<sink>` with the error in headers,
 //! each confirmed by a JetStream ack → only then ack the batch on the
@@ -12,16 +13,19 @@
 //! At shutdown a failing batch is not retried further: it is nak'd and
 //! JetStream redelivers it to the next shipper.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream::StorageType, AckKind};
 use async_nats::HeaderMap;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{sleep_or_shutdown, Backoff};
 use crate::config::SinkConfig;
 use crate::ledger::Ledger;
 
+use super::breaker::Breaker;
 use super::filter::Filter;
 use super::{ack_all, Delivery, Sink, SinkMetrics};
 
@@ -61,6 +65,8 @@ pub struct Policy {
     pub max_attempts: u32,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// The consumer's ack_wait: a held batch is progress-acked well within it.
+    pub ack_wait: Duration,
 }
 
 impl Policy {
@@ -70,6 +76,7 @@ impl Policy {
             max_attempts: cfg.max_attempts.max(1),
             initial_backoff: cfg.retry_initial_backoff(),
             max_backoff: cfg.retry_max_backoff(),
+            ack_wait: cfg.ack_wait(),
         }
     }
 
@@ -126,6 +133,7 @@ pub async fn deliver_and_ack(
     policy: &Policy,
     batch: Vec<Delivery>,
     metrics: &SinkMetrics,
+    breaker: &Mutex<Breaker>,
     ledger: &Ledger,
     name: &str,
     shutdown: &CancellationToken,
@@ -136,12 +144,36 @@ pub async fn deliver_and_ack(
     if !kept.is_empty() {
         let mut attempt = 0;
         let failure = loop {
+            let pause = breaker.lock().unwrap_or_else(|p| p.into_inner()).wait_until();
+            if let Some(until) = pause {
+                if !hold(&batch, until, policy.ack_wait, shutdown).await {
+                    tracing::warn!(
+                        sink = name,
+                        events = batch.len(),
+                        "circuit open at shutdown; JetStream will redeliver the batch"
+                    );
+                    nak_all(&batch).await;
+                    return;
+                }
+            }
             attempt += 1;
             let err = match tokio::time::timeout(policy.timeout, sink.send(&kept)).await {
-                Ok(Ok(())) => break None,
+                Ok(Ok(())) => {
+                    breaker.lock().unwrap_or_else(|p| p.into_inner()).answered();
+                    break None;
+                }
                 Ok(Err(e)) => e,
                 Err(_) => SendError::retry(format!("timed out after {:?}", policy.timeout)),
             };
+            {
+                let mut b = breaker.lock().unwrap_or_else(|p| p.into_inner());
+                // A refusal retrying cannot fix means the destination is up.
+                if err.permanent {
+                    b.answered();
+                } else {
+                    b.failed();
+                }
+            }
             metrics.commit_errors.inc();
             if err.permanent || attempt >= policy.max_attempts {
                 break Some((attempt, err));
@@ -182,6 +214,24 @@ pub async fn deliver_and_ack(
     let sent: Vec<&&Delivery> = if dead == 0 { kept.iter().collect() } else { Vec::new() };
     metrics.events_committed.add(sent.len() as u64);
     metrics.bytes_committed.add(sent.iter().map(|d| d.payload.len() as u64).sum());
+}
+
+/// Hold `batch` until `until`, progress-acking it so JetStream does not
+/// redeliver it meanwhile; false if shutdown came first.
+async fn hold(batch: &[Delivery], until: Instant, ack_wait: Duration, shutdown: &CancellationToken) -> bool {
+    let step = (ack_wait / 3).max(Duration::from_millis(100));
+    loop {
+        let now = Instant::now();
+        if now >= until {
+            return true;
+        }
+        for d in batch {
+            let _ = d.acker.ack_with(AckKind::Progress).await;
+        }
+        if !sleep_or_shutdown((until - now).min(step), shutdown).await {
+            return false;
+        }
+    }
 }
 
 /// Publish to the dead-letter stream, retrying until it is confirmed;
@@ -259,6 +309,7 @@ mod tests {
             max_attempts: 8,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(1),
+            ack_wait: Duration::from_secs(30),
         }
     }
 

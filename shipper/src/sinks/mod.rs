@@ -13,6 +13,7 @@
 //! commits what it holds and acks it. Any sink may be slowed by a rate
 //! limit ([`ratelimit`]), which delays its next pull.
 
+pub mod breaker;
 pub mod delivery;
 pub mod file;
 pub mod filter;
@@ -37,7 +38,7 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use flotilla_core::metrics::{Counter, Registry};
+use flotilla_core::metrics::{Counter, Histogram, Registry, LATENCY_BUCKETS, SIZE_BUCKETS};
 
 use crate::backoff::{sleep_or_shutdown, Backoff};
 use crate::commitlog::CommitLog;
@@ -179,11 +180,16 @@ pub struct SinkMetrics {
     pub recovering: flotilla_core::metrics::Gauge,
     /// Consumer lag: messages not yet delivered plus delivered but unacked.
     pub consumer_pending: flotilla_core::metrics::Gauge,
-    /// Batches committed (or delivered) and acked: a summary's `_count`.
-    pub commit_count: Counter,
-    /// Their total commit time in microseconds: the summary's `_sum`
-    /// (the registry holds integers only).
-    pub commit_micros: Counter,
+    /// Commit latency: external sinks from the start of a delivery to the
+    /// last ack; Parquet from the start of an object's completion to its
+    /// last ack.
+    pub commit_seconds: Histogram,
+    /// Events per batch handed to the sink.
+    pub batch_events: Histogram,
+    /// External sinks: 1 while the circuit breaker is open.
+    pub circuit_open: flotilla_core::metrics::Gauge,
+    /// External sinks: times the circuit breaker opened.
+    pub circuit_opened: Counter,
     /// Parquet: objects open.
     pub open_objects: flotilla_core::metrics::Gauge,
     /// Parquet: events written to open objects, acked when they close.
@@ -234,14 +240,26 @@ impl SinkMetrics {
                 "Messages of the sink's consumer not yet acked (num_pending + num_ack_pending), refreshed every few seconds.",
                 &l,
             ),
-            commit_count: registry.counter(
-                "flotilla_shipper_commit_seconds_count",
-                "Batches a sink committed and acked (commit latency summary count).",
+            commit_seconds: registry.histogram(
+                "flotilla_shipper_commit_seconds",
+                "Time to commit and ack: a delivery (external sinks) or an object's completion (Parquet).",
+                &l,
+                LATENCY_BUCKETS,
+            ),
+            batch_events: registry.histogram(
+                "flotilla_shipper_batch_events",
+                "Events per batch handed to a sink.",
+                &l,
+                SIZE_BUCKETS,
+            ),
+            circuit_open: registry.gauge(
+                "flotilla_shipper_circuit_open",
+                "1 while the sink's circuit breaker pauses its sends.",
                 &l,
             ),
-            commit_micros: registry.counter(
-                "flotilla_shipper_commit_microseconds_total",
-                "Total time of those commits, from the start of the commit to the last ack, in microseconds (commit latency summary sum).",
+            circuit_opened: registry.counter(
+                "flotilla_shipper_circuit_opened_total",
+                "Times the sink's circuit breaker opened.",
                 &l,
             ),
             open_objects: registry.gauge(
@@ -312,6 +330,11 @@ pub async fn run_sink(
         log: &log,
         filter: filter::Filter::new(&cfg.filter),
         policy: delivery::Policy::new(&cfg),
+        breaker: std::sync::Mutex::new(breaker::Breaker::new(
+            &cfg.circuit_breaker,
+            metrics.circuit_opened.clone(),
+            metrics.circuit_open.clone(),
+        )),
         metrics: &metrics,
         ledger: &ledger,
         name: &cfg.name,
@@ -400,6 +423,7 @@ struct Outlet<'a> {
     log: &'a CommitLog,
     filter: filter::Filter,
     policy: delivery::Policy,
+    breaker: std::sync::Mutex<breaker::Breaker>,
     metrics: &'a SinkMetrics,
     ledger: &'a Ledger,
     name: &'a str,
@@ -423,6 +447,7 @@ impl Outlet<'_> {
     /// time goes to the commit latency summary; Parquet sinks write it
     /// into open objects (timed and acked when those close).
     async fn flush(&self, batch: Vec<Delivery>, skip: &mut Skip) {
+        self.metrics.batch_events.observe(batch.len() as f64);
         match self.sink {
             Sink::Parquet(p) => p.objects.lock().await.append(batch, &mut self.cx(skip)).await,
             _ => {
@@ -434,13 +459,13 @@ impl Outlet<'_> {
                     &self.policy,
                     batch,
                     self.metrics,
+                    &self.breaker,
                     self.ledger,
                     self.name,
                     self.shutdown,
                 )
                 .await;
-                self.metrics.commit_count.inc();
-                self.metrics.commit_micros.add(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+                self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
             }
         }
     }

@@ -392,8 +392,7 @@ impl Objects {
         cx.metrics.objects_written.inc();
         cx.metrics.events_committed.add(o.seqs.len() as u64);
         cx.metrics.bytes_committed.add(o.payload_bytes);
-        cx.metrics.commit_count.inc();
-        cx.metrics.commit_micros.add(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        cx.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
         self.finish_metrics(cx);
     }
 

@@ -49,6 +49,13 @@ pub struct StreamConfig {
     /// Window in which a repeated `Nats-Msg-Id` is dropped.
     #[serde(default = "default_duplicate_window")]
     pub duplicate_window: String,
+    /// Copies kept by a cluster: 1 on a single server, 3 on a cluster.
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+}
+
+fn default_replicas() -> usize {
+    1
 }
 
 /// One sink: its own durable consumer `flotilla-<name>`.
@@ -257,6 +264,7 @@ fn default_streams() -> Vec<StreamConfig> {
         max_age: None,
         max_bytes: None,
         duplicate_window: default_duplicate_window(),
+        replicas: default_replicas(),
     }]
 }
 fn default_duplicate_window() -> String {
@@ -538,6 +546,7 @@ impl Validate for Config {
             if let Some(age) = max_age.filter(|a| !a.is_zero()) {
                 v.check(window <= age, at("duplicate_window"), "must not be longer than max_age");
             }
+            v.check((1..=5).contains(&s.replicas), at("replicas"), "must be between 1 and 5 (JetStream's limit)");
             if let Some(b) = s.max_bytes {
                 v.check(b > 0 && b <= i64::MAX as u64, at("max_bytes"), "must be a positive number of bytes");
             }

@@ -11,7 +11,7 @@ pub fn stream_config(s: &StreamConfig) -> jetstream::stream::Config {
         name: s.name.clone(),
         subjects: s.subjects.clone(),
         storage: StorageType::File,
-        num_replicas: 1,
+        num_replicas: s.replicas,
         duplicate_window: s.duplicate_window(),
         max_age: s.max_age().unwrap_or_default(),
         max_bytes: s.max_bytes.and_then(|b| i64::try_from(b).ok()).unwrap_or(-1),
@@ -82,6 +82,7 @@ mod tests {
             max_age: None,
             max_bytes: None,
             duplicate_window: "2m".into(),
+            replicas: 1,
         };
         let streams = [s("TELEMETRY", "telemetry.>"), s("LOGS", "logs.>")];
         let want = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
@@ -89,5 +90,7 @@ mod tests {
         assert!(covering_stream(&streams, &want(&["logs.>", "telemetry.>"])).is_none());
         let cfg = stream_config(&streams[1]);
         assert_eq!((cfg.max_bytes, cfg.num_replicas, cfg.storage), (-1, 1, StorageType::File));
+        let r3 = stream_config(&StreamConfig { replicas: 3, ..streams[1].clone() });
+        assert_eq!(r3.num_replicas, 3);
     }
 }

@@ -564,3 +564,33 @@ async fn nanosecond_timestamps_by_option() {
     let ns = col.as_primitive::<arrow::datatypes::TimestampNanosecondType>().value(0);
     assert_eq!(ns, ts.timestamp_nanos_opt().expect("in range"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shippers_share_a_sink_consumer() {
+    let nats = NatsServer::start();
+    let archive = tempfile::tempdir().expect("temp dir");
+    let extra = "batch_max_events = 200\nbatch_max_age = \"100ms\"";
+    let a = Shipper::start(config(&nats.url(), archive.path(), extra));
+    let b = Shipper::start(config(&nats.url(), archive.path(), extra));
+    let js = jetstream(&nats.url()).await;
+    let now = Utc::now();
+    let msgs = (1..=4000u64).map(|i| event(["acme", "globex"][(i % 2) as usize], "web", i, now)).collect();
+    publish_all(&js, msgs).await;
+    wait_for("both shippers together committed everything", Duration::from_secs(60), || async {
+        a.committed() + b.committed() >= 4000 && consumer_backlog(&js).await == Some((0, 0))
+    })
+    .await;
+    // Pull consumers hand each waiting request its own messages: both took a share.
+    assert!(
+        a.committed() > 0 && b.committed() > 0,
+        "one shipper did all the work: {} / {}",
+        a.committed(),
+        b.committed()
+    );
+    assert_eq!(a.committed() + b.committed(), 4000);
+    a.stop().await;
+    b.stop().await;
+    let rows = read_archive(archive.path());
+    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), (1..=4000).collect::<Vec<_>>());
+    assert!(rows.values().all(|r| r.len() == 1), "a row was written twice");
+}

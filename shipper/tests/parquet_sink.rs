@@ -594,3 +594,49 @@ async fn two_shippers_share_a_sink_consumer() {
     assert_eq!(rows.keys().copied().collect::<Vec<_>>(), (1..=4000).collect::<Vec<_>>());
     assert!(rows.values().all(|r| r.len() == 1), "a row was written twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_bounded_whatever_the_partition_count() {
+    let nats = NatsServer::start();
+    let archive = tempfile::tempdir().expect("temp dir");
+    let shipper = Shipper::start(config(
+        &nats.url(),
+        archive.path(),
+        "batch_max_events = 2000\nbatch_max_age = \"200ms\"\nroll_max_age = \"1h\"\nmax_open_objects = 1000\nmax_buffer_bytes = \"16MiB\"",
+    ));
+    let js = jetstream(&nats.url()).await;
+    let now = Utc::now();
+    // 300 partitions, 8,000 events of 3 KB of random letters: 24 MB, more
+    // than the 16 MiB budget, spread so that no one object fills up.
+    let msgs: Vec<(String, Vec<u8>)> = (1..=8000u64)
+        .map(|i| {
+            let noise: String =
+                rand::Rng::sample_iter(rand::rng(), rand::distr::Alphanumeric).take(3000).map(char::from).collect();
+            let (subject, json) = event("acme", &format!("app{}", i % 300), i, now);
+            let ev = LogEvent::from_json(&json).expect("event");
+            (subject, LogEvent { message: noise, ..ev }.to_json())
+        })
+        .collect();
+    let publisher = {
+        let js = js.clone();
+        tokio::spawn(async move { publish_all(&js, msgs).await })
+    };
+    let mut peak = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while shipper.committed() + (gauge(&shipper, "flotilla_shipper_unacked_events") as u64) < 8000 {
+        assert!(tokio::time::Instant::now() < deadline, "events not all written");
+        peak = peak.max(gauge(&shipper, "flotilla_shipper_buffered_bytes"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    publisher.await.expect("publisher");
+    assert!(peak > 0, "the gauge never moved");
+    // The budget is checked after each partition's share of a batch is
+    // written: it may be passed by at most that share and one new writer.
+    assert!(peak <= 18 << 20, "buffered {peak} bytes, over the 16 MiB budget");
+    // The budget, not size or age, closed objects before the end.
+    assert!(shipper.committed() > 0, "nothing was closed to stay within the budget");
+    shipper.stop().await;
+    let rows = read_archive(archive.path());
+    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), (1..=8000).collect::<Vec<_>>());
+    assert!(rows.values().all(|r| r.len() == 1), "a row was written twice");
+}

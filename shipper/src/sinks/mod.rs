@@ -194,6 +194,8 @@ pub struct SinkMetrics {
     pub open_objects: flotilla_core::metrics::Gauge,
     /// Parquet: events written to open objects, acked when they close.
     pub unacked_events: flotilla_core::metrics::Gauge,
+    /// Parquet: memory held by open objects (encoders and upload buffers).
+    pub buffered_bytes: flotilla_core::metrics::Gauge,
 }
 
 impl SinkMetrics {
@@ -265,6 +267,11 @@ impl SinkMetrics {
             open_objects: registry.gauge(
                 "flotilla_shipper_open_objects",
                 "Parquet objects being written (acked when complete).",
+                &l,
+            ),
+            buffered_bytes: registry.gauge(
+                "flotilla_shipper_buffered_bytes",
+                "About how much memory open Parquet objects hold (bounded by max_buffer_bytes).",
                 &l,
             ),
             unacked_events: registry.gauge(

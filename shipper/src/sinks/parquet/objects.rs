@@ -181,6 +181,8 @@ impl Objects {
         }
         for (partition, group) in groups {
             self.write_group(partition, group, cx).await;
+            // Many partitions in one batch must not add up past the budget.
+            self.keep_within_budget(cx).await;
         }
         self.enforce_limits(cx).await;
     }
@@ -272,9 +274,15 @@ impl Objects {
         for id in full {
             self.close(id, cx).await;
         }
+        self.keep_within_budget(cx).await;
+        self.finish_metrics(cx);
+    }
+
+    /// Cut row groups, then close objects, until the open objects hold no
+    /// more than `max_buffer_bytes`.
+    async fn keep_within_budget(&mut self, cx: &mut Cx<'_>) {
         loop {
-            let memory: u64 = self.open.values().map(|o| o.writer.memory()).sum();
-            if memory <= self.limits.max_buffer {
+            if self.memory() <= self.limits.max_buffer {
                 break;
             }
             let biggest = self
@@ -298,7 +306,11 @@ impl Objects {
                 }
             }
         }
-        cx.metrics.unacked_events.set(self.unacked as i64);
+    }
+
+    /// About how much memory the open objects hold.
+    fn memory(&self) -> u64 {
+        self.open.values().map(|o| o.writer.memory()).sum()
     }
 
     /// Close objects until `need` more events fit the unacked limit.
@@ -397,6 +409,7 @@ impl Objects {
     }
 
     fn finish_metrics(&self, cx: &Cx<'_>) {
+        cx.metrics.buffered_bytes.set(i64::try_from(self.memory()).unwrap_or(i64::MAX));
         cx.metrics.open_objects.set(self.open.len() as i64);
         cx.metrics.unacked_events.set(self.unacked as i64);
     }

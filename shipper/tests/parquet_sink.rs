@@ -232,12 +232,19 @@ row = duckdb.sql(f"""
     from read_parquet('{glob}', hive_partitioning = true, hive_types_autocast = false)
 """).fetchall()[0]
 print(" ".join(str(v) for v in row))
+types = duckdb.sql(f"describe select ts, org, level, message, fields, seq, stream_seq from read_parquet('{glob}')").fetchall()
+print(" ".join(f"{name}={ty}" for name, ty, *_ in types))
 "#;
     let out = std::process::Command::new(&python).args(["-c", script]).arg(archive).output().expect("run python");
     assert!(out.status.success(), "duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
     let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (counts, types) = got.split_once('\n').unwrap_or((&got, ""));
     // 2 orgs × 2 apps + globex/short; 2 undecodable rows; dates agree.
-    assert_eq!(got, format!("{total} {total} 1 {total} 5 2 0"));
+    assert_eq!(counts, format!("{total} {total} 1 {total} 5 2 0"));
+    assert_eq!(
+        types,
+        "ts=TIMESTAMP WITH TIME ZONE org=VARCHAR level=VARCHAR message=VARCHAR fields=VARCHAR seq=UBIGINT stream_seq=UBIGINT"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,6 +141,14 @@ async fn parquet_on_s3_survives_a_30_second_outage() {
     assert_eq!(got["rows"], 10_000, "{got}");
     assert_eq!(got["distinct"], 10_000, "{got}");
     assert_eq!(got["orgs"], serde_json::json!(["acme", "globex"]));
+    let types = &got["types"];
+    assert_eq!(types["ts"], "timestamp[us, tz=UTC]", "{got}");
+    for dict in ["org", "app", "region", "host", "level"] {
+        assert_eq!(types[dict], "dictionary<values=string, indices=int32, ordered=0>", "{dict}: {got}");
+    }
+    for (col, ty) in [("message", "string"), ("fields", "string"), ("seq", "uint64"), ("stream_seq", "uint64")] {
+        assert_eq!(types[col], ty, "{col}: {got}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

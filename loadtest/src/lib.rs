@@ -11,3 +11,4 @@ pub mod bench;
 pub mod demo;
 pub mod generator;
 pub mod procs;
+pub mod run;

@@ -8,6 +8,7 @@ use flotilla_loadtest::bench::agent::{self, AgentBenchOptions};
 use flotilla_loadtest::bench::proxy::{self as proxy_bench, ProxyBenchOptions};
 use flotilla_loadtest::bench::BenchError;
 use flotilla_loadtest::demo::{self, configs::Ports, DemoOptions};
+use flotilla_loadtest::run::{self, scenarios, RunOptions};
 
 #[derive(Parser)]
 #[command(name = "flotilla-loadtest", version, about = "Flotilla load tests, fault injection and the local demo stack")]
@@ -43,6 +44,31 @@ enum Command {
     Bench {
         #[command(subcommand)]
         bench: Bench,
+    },
+    /// Run a load scenario (or all of them): start nats-server, shipper and
+    /// agent on free loopback ports, write the load, inject the faults, read
+    /// the Parquet archive back and count loss and duplicates. Writes
+    /// report.json, report.md, throughput.svg and latency.svg to --out.
+    /// Uses the flotilla-agent and flotilla-shipper next to this binary.
+    #[command(after_help = "Scenarios: steady, agent-crash, shipper-crash (implemented); burst, slow-subscriber, \
+                            nats-restart, object-store-outage, cluster-node-loss, reconnect-storm, idle, noisy-tenant \
+                            (not yet). Exit status: 0 all verified, 1 loss, duplicates or an error, 2 usage.")]
+    Run {
+        /// The scenario to run.
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        scenario: Option<String>,
+        /// Every implemented scenario, each in <out>/<name>, and <out>/summary.md.
+        #[arg(long)]
+        all: bool,
+        /// The short variant (what CI runs): lower rate, shorter load.
+        #[arg(long)]
+        quick: bool,
+        /// Length of the load phase (e.g. 90s, 2m), instead of the scenario's.
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// Where the reports, charts, archive, logs and daemon logs go.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
@@ -161,6 +187,64 @@ fn bench_agent(lines: u64, in_flight: u64, idle_files: u64, idle_secs: u64, vari
     })
 }
 
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    flotilla_core::config::parse_duration(s).ok_or_else(|| format!("not a duration: {s:?} (e.g. 30s, 2m, 500ms)"))
+}
+
+fn run_command(
+    scenario: Option<String>,
+    all: bool,
+    quick: bool,
+    duration: Option<std::time::Duration>,
+    out: PathBuf,
+) -> ExitCode {
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let scenario = match scenario {
+        Some(name) if !all => match scenarios::find(&name) {
+            Some(sc) if sc.fault.is_some() => Some(sc),
+            Some(_) => {
+                eprintln!("flotilla-loadtest run: scenario {name} is not yet implemented\n\n{}", scenarios::table());
+                return ExitCode::from(2);
+            }
+            None => {
+                eprintln!("flotilla-loadtest run: no scenario {name}\n\n{}", scenarios::table());
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
+    let mut ok = false;
+    let code = daemon::with_runtime("flotilla-loadtest run", |signals| {
+        let ok = &mut ok;
+        async move {
+            match scenario {
+                Some(sc) => {
+                    let opts = RunOptions { scenario: sc, quick, duration, out: out.clone(), command };
+                    let report = tokio::select! {
+                        r = run::run_one(&opts) => r?,
+                        _ = signals.shutdown.cancelled() => return Err(BenchError::Failed("interrupted".into())),
+                    };
+                    println!("{}", report.markdown());
+                    println!("report: {}", out.join("report.md").display());
+                    *ok = report.ok;
+                }
+                None => {
+                    *ok = tokio::select! {
+                        r = run::run_all(&out, quick, duration, &command) => r?,
+                        _ = signals.shutdown.cancelled() => return Err(BenchError::Failed("interrupted".into())),
+                    };
+                    println!("summary: {}", out.join("summary.md").display());
+                }
+            }
+            Ok::<(), BenchError>(())
+        }
+    });
+    if code == ExitCode::SUCCESS && !ok {
+        return ExitCode::FAILURE;
+    }
+    code
+}
+
 fn main() -> ExitCode {
     match Args::parse().command {
         Command::Demo {
@@ -187,6 +271,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Bench { bench: which } => bench(which),
+        Command::Run { scenario, all, quick, duration, out } => run_command(scenario, all, quick, duration, out),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Args::command(), "flotilla-loadtest", &mut std::io::stdout());
             ExitCode::SUCCESS

@@ -1,0 +1,242 @@
+//! `report.json`, `report.md` and `summary.md`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::scenarios::Load;
+use super::stack::ProcStats;
+use super::verify::Verdict;
+use crate::bench::BenchError;
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub samples: u64,
+}
+
+impl Percentiles {
+    /// Of latencies in µs, reported in ms.
+    pub fn of(us: &mut [i64]) -> Percentiles {
+        if us.is_empty() {
+            return Percentiles::default();
+        }
+        us.sort_unstable();
+        let at = |q: f64| {
+            let i = ((us.len() as f64 * q).ceil() as usize).clamp(1, us.len()) - 1;
+            us[i] as f64 / 1000.0
+        };
+        Percentiles { p50: at(0.5), p99: at(0.99), p999: at(0.999), max: at(1.0), samples: us.len() as u64 }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    /// Write of the line → the Parquet object holding it complete (its mtime).
+    pub archive: Percentiles,
+    /// Write of the line → arrival at a core-NATS subscriber on `logs.>`.
+    pub live_tail: Percentiles,
+}
+
+/// Per-second series over the run (second 0 = start of the load).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Series {
+    pub written: Vec<u64>,
+    pub live_tail: Vec<u64>,
+    pub archived: Vec<u64>,
+    /// By second of writing: p50 and p99 (ms), `null` for seconds without lines.
+    pub archive_p50_ms: Vec<Option<f64>>,
+    pub archive_p99_ms: Vec<Option<f64>>,
+    pub tail_p50_ms: Vec<Option<f64>>,
+    pub tail_p99_ms: Vec<Option<f64>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+    pub cpu: String,
+}
+
+impl Machine {
+    pub fn read() -> Machine {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let mem_kib: f64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+            .unwrap_or(0.0);
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| Some(l.strip_prefix("model name")?.split_once(':')?.1.trim().to_string()))
+            .unwrap_or_default();
+        Machine {
+            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            memory_gib: mem_kib / 1024.0 / 1024.0,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+            cpu,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Faults {
+    pub injected: u32,
+    /// What each did, in order.
+    pub log: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub quick: bool,
+    pub started: String,
+    pub command: String,
+    pub load: Load,
+    pub events_sent: u64,
+    /// Distinct lines of the load found in the archive.
+    pub events_archived: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub verdict: Verdict,
+    /// Objects read back, and the ones that could not be read.
+    pub archive_objects: usize,
+    pub unreadable_objects: Vec<String>,
+    /// How `throughput_eps` was measured.
+    pub throughput_measure: String,
+    pub throughput_eps: f64,
+    /// The bare async-nats JetStream publisher of the same lines, same run.
+    pub baseline_eps: f64,
+    pub ratio: f64,
+    /// `latency_ms.p50` etc.: write → archive (see `latency`).
+    pub latency_ms: Percentiles,
+    pub latency: Latency,
+    pub faults: Faults,
+    pub processes: BTreeMap<String, ProcStats>,
+    pub machine: Machine,
+    pub versions: BTreeMap<String, String>,
+    pub wall_s: f64,
+    pub series: Series,
+    pub ok: bool,
+}
+
+impl Report {
+    pub fn markdown(&self) -> String {
+        let mut s = format!(
+            "# flotilla-loadtest run {}{} — {}\n\n`{}`\n\n**{}**: {} lines sent, {} archived, {} lost, {} duplicated ({} archive objects{}).\n\n",
+            self.scenario,
+            if self.quick { " --quick" } else { "" },
+            self.started,
+            self.command,
+            if self.ok { "PASS" } else { "FAIL" },
+            self.events_sent,
+            self.events_archived,
+            self.lost,
+            self.duplicated,
+            self.archive_objects,
+            if self.unreadable_objects.is_empty() {
+                String::new()
+            } else {
+                format!(", {} unreadable", self.unreadable_objects.len())
+            },
+        );
+        let l = &self.load;
+        s += &format!(
+            "Load: {} files, {} lines/s for {:.0} s{}; faults: {}.\n\n",
+            l.files,
+            l.rate,
+            l.duration.as_secs_f64(),
+            if l.capacity_lines > 0 { format!(", then {} lines at once", l.capacity_lines) } else { String::new() },
+            self.faults.injected
+        );
+        s += &format!(
+            "| | value |\n|---|---:|\n| throughput (lines/s) | {:.0} |\n| baseline: bare JetStream publisher (lines/s) | {:.0} |\n| ratio | {:.3} |\n",
+            self.throughput_eps, self.baseline_eps, self.ratio
+        );
+        s += &format!("\nThroughput: {}.\n\n", self.throughput_measure);
+        s += "| latency (ms) | p50 | p99 | p99.9 | max | samples |\n|---|---:|---:|---:|---:|---:|\n";
+        for (what, p) in [
+            ("write → archive object complete", &self.latency.archive),
+            ("write → live tail (core NATS `logs.>`)", &self.latency.live_tail),
+        ] {
+            s += &format!("| {what} | {:.1} | {:.1} | {:.1} | {:.1} | {} |\n", p.p50, p.p99, p.p999, p.max, p.samples);
+        }
+        s += "\n| process | CPU s | max RSS MiB | starts |\n|---|---:|---:|---:|\n";
+        for (name, p) in &self.processes {
+            s += &format!("| {name} | {:.2} | {:.1} | {} |\n", p.cpu_s, p.max_rss_mib, p.starts);
+        }
+        if !self.faults.log.is_empty() {
+            s += "\nFaults:\n\n";
+            for f in &self.faults.log {
+                s += &format!("- {f}\n");
+            }
+        }
+        let m = &self.machine;
+        s += &format!(
+            "\nMachine: {} cores ({}), {:.1} GiB, Linux {}.\n\nVersions:\n\n",
+            m.cores, m.cpu, m.memory_gib, m.kernel
+        );
+        for (k, v) in &self.versions {
+            s += &format!("- {k}: {v}\n");
+        }
+        s += "\nCharts: [throughput.svg](throughput.svg), [latency.svg](latency.svg).\n";
+        s
+    }
+
+    pub fn save(&self, out: &Path) -> Result<(), BenchError> {
+        let json = serde_json::to_string_pretty(self).map_err(|e| BenchError::Failed(e.to_string()))?;
+        let (jp, mp) = (out.join("report.json"), out.join("report.md"));
+        std::fs::write(&jp, json + "\n").map_err(|e| BenchError::io(&jp, e))?;
+        std::fs::write(&mp, self.markdown()).map_err(|e| BenchError::io(&mp, e))
+    }
+}
+
+/// The one-row-per-scenario table of `run --all`.
+pub fn summary(reports: &[Result<Report, String>], names: &[&str]) -> String {
+    let mut s = String::from(
+        "| scenario | result | sent | archived | lost | dup | lines/s | baseline | ratio | archive p50 / p99 ms | tail p50 / p99 ms |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (name, r) in names.iter().zip(reports) {
+        match r {
+            Ok(r) => {
+                s += &format!(
+                    "| `{}` | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.0} / {:.0} | {:.1} / {:.1} |\n",
+                    r.scenario,
+                    if r.ok { "pass" } else { "**FAIL**" },
+                    r.events_sent,
+                    r.events_archived,
+                    r.lost,
+                    r.duplicated,
+                    r.throughput_eps,
+                    r.baseline_eps,
+                    r.ratio,
+                    r.latency.archive.p50,
+                    r.latency.archive.p99,
+                    r.latency.live_tail.p50,
+                    r.latency.live_tail.p99,
+                )
+            }
+            Err(e) => s += &format!("| `{name}` | **error**: {} | | | | | | | | | |\n", e.replace('|', "/")),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_one_to_a_thousand() {
+        let mut v: Vec<i64> = (1..=1000).map(|x| x * 1000).collect();
+        let p = Percentiles::of(&mut v);
+        assert_eq!((p.p50, p.p99, p.p999, p.max, p.samples), (500.0, 990.0, 999.0, 1000.0, 1000));
+        assert_eq!(Percentiles::of(&mut []).samples, 0);
+    }
+}

@@ -1,0 +1,151 @@
+//! The scenario table: every scenario of the load-test plan, whether it is
+//! implemented, and the load each runs (full and `--quick`).
+
+use std::time::Duration;
+
+/// What a scenario does to the stack while the load runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Nothing: constant load, then a capacity phase.
+    None,
+    /// `kill -9` the agent right after a log file was rotated (renamed, new
+    /// file created), restart it.
+    AgentCrashDuringRotation,
+    /// `kill -9` the shipper under load, restart it.
+    ShipperCrash,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub what: &'static str,
+    /// `None`: listed in the plan, not implemented yet.
+    pub fault: Option<Fault>,
+}
+
+/// The load of one run, chosen from the scenario and `--quick`.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Load {
+    /// Log files written (one app each).
+    pub files: usize,
+    /// Lines per second over all files while the load runs.
+    pub rate: u64,
+    #[serde(serialize_with = "secs")]
+    pub duration: Duration,
+    /// Lines written at once after the constant load (0: no capacity phase).
+    pub capacity_lines: u64,
+    /// Lines published by the bare JetStream publisher (the baseline).
+    pub baseline_lines: u64,
+    /// Faults injected, evenly spread over the load.
+    pub faults: u32,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "steady",
+        what: "constant rate of lines to several files, then a backlog written at once (capacity)",
+        fault: Some(Fault::None),
+    },
+    Scenario { name: "burst", what: "short bursts far above the steady rate", fault: None },
+    Scenario {
+        name: "slow-subscriber",
+        what: "one tenant's live tail stalls; the others and the archive keep their pace",
+        fault: None,
+    },
+    Scenario {
+        name: "agent-crash",
+        what: "kill -9 the agent right after a file rotation (rename + new file), restart it",
+        fault: Some(Fault::AgentCrashDuringRotation),
+    },
+    Scenario { name: "nats-restart", what: "restart nats-server under load", fault: None },
+    Scenario {
+        name: "shipper-crash",
+        what: "kill -9 the shipper under load, restart it",
+        fault: Some(Fault::ShipperCrash),
+    },
+    Scenario {
+        name: "object-store-outage",
+        what: "the archive's object store refuses writes for a while",
+        fault: None,
+    },
+    Scenario {
+        name: "cluster-node-loss",
+        what: "3-node cluster, R3 streams, one node killed and restarted",
+        fault: None,
+    },
+    Scenario {
+        name: "reconnect-storm",
+        what: "1,000 simulated agents reconnect after a server restart; control messages grow linearly",
+        fault: None,
+    },
+    Scenario { name: "idle", what: "CPU and RSS of every daemon over 60 s with no traffic", fault: None },
+    Scenario { name: "noisy-tenant", what: "one org floods; the others keep their latency", fault: None },
+];
+
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    SCENARIOS.iter().find(|s| s.name == name)
+}
+
+pub fn implemented() -> impl Iterator<Item = &'static Scenario> {
+    SCENARIOS.iter().filter(|s| s.fault.is_some())
+}
+
+impl Scenario {
+    /// The load for this scenario; `duration` overrides the default length.
+    pub fn load(&self, quick: bool, duration: Option<Duration>) -> Load {
+        let fault = self.fault.unwrap_or(Fault::None);
+        // Quick runs use debug binaries in CI on 2 shared cores: modest rates.
+        let mut load = match (fault, quick) {
+            (Fault::None, true) => Load {
+                files: 4,
+                rate: 1_000,
+                duration: Duration::from_secs(15),
+                capacity_lines: 20_000,
+                baseline_lines: 20_000,
+                faults: 0,
+            },
+            (Fault::None, false) => Load {
+                files: 8,
+                rate: 5_000,
+                duration: Duration::from_secs(60),
+                capacity_lines: 300_000,
+                baseline_lines: 300_000,
+                faults: 0,
+            },
+            (_, true) => Load {
+                files: 4,
+                rate: 1_000,
+                duration: Duration::from_secs(20),
+                capacity_lines: 0,
+                baseline_lines: 20_000,
+                faults: 3,
+            },
+            (_, false) => Load {
+                files: 8,
+                rate: 5_000,
+                duration: Duration::from_secs(60),
+                capacity_lines: 0,
+                baseline_lines: 300_000,
+                faults: 6,
+            },
+        };
+        if let Some(d) = duration {
+            load.duration = d;
+        }
+        load
+    }
+}
+
+/// The scenario table as Markdown (for `--help`-like listings and the docs).
+pub fn table() -> String {
+    let mut s = String::from("| scenario | what | status |\n|---|---|---|\n");
+    for sc in SCENARIOS {
+        let status = if sc.fault.is_some() { "implemented" } else { "not yet implemented" };
+        s += &format!("| `{}` | {} | {} |\n", sc.name, sc.what, status);
+    }
+    s
+}

@@ -1,0 +1,277 @@
+//! The processes of a run: nats-server, the shipper writing Parquet to
+//! `<out>/archive`, the agent tailing `<out>/logs`; started, killed
+//! (`SIGKILL`), restarted and stopped (`SIGTERM`), with the CPU time and peak
+//! memory of every incarnation read from `/proc` while they live.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+
+use crate::bench::procstat;
+use crate::bench::{free_port, BenchError, Nats};
+use crate::procs::{output, sibling_binary, Proc};
+
+/// The sink (and so the durable consumer `flotilla-archive`) of the archive.
+pub const SINK: &str = "archive";
+pub const CONSUMER: &str = "flotilla-archive";
+pub const HOST: &str = "lt-host";
+pub const REGION: &str = "local";
+
+/// CPU and peak RSS of one role (all its incarnations).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ProcStats {
+    /// CPU seconds (user + system) summed over incarnations.
+    pub cpu_s: f64,
+    /// The largest peak RSS (VmHWM) of any incarnation.
+    pub max_rss_mib: f64,
+    pub starts: u32,
+}
+
+/// Per-pid samples, folded into [`ProcStats`] per role.
+#[derive(Default)]
+pub struct Meter {
+    /// role → pid → (cpu seconds, VmHWM MiB, at) of the last sample.
+    samples: BTreeMap<String, BTreeMap<u32, (f64, f64)>>,
+    starts: BTreeMap<String, u32>,
+}
+
+impl Meter {
+    pub fn started(&mut self, role: &str) {
+        *self.starts.entry(role.into()).or_default() += 1;
+    }
+
+    /// Read `pid`'s CPU time and peak RSS now (a dead pid keeps its last).
+    pub fn sample(&mut self, role: &str, pid: u32) {
+        let Ok(cpu) = procstat::cpu(pid) else { return };
+        let hwm = procstat::status_kib(pid, "VmHWM").map(|k| k as f64 / 1024.0).unwrap_or(0.0);
+        let e = self.samples.entry(role.into()).or_default().entry(pid).or_insert((0.0, 0.0));
+        e.0 = e.0.max(cpu.secs);
+        e.1 = e.1.max(hwm);
+    }
+
+    pub fn stats(&self) -> BTreeMap<String, ProcStats> {
+        self.samples
+            .iter()
+            .map(|(role, pids)| {
+                let cpu_s = pids.values().map(|s| s.0).sum();
+                let max_rss_mib = pids.values().map(|s| s.1).fold(0.0, f64::max);
+                let starts = self.starts.get(role).copied().unwrap_or(1);
+                (role.clone(), ProcStats { cpu_s, max_rss_mib, starts })
+            })
+            .collect()
+    }
+}
+
+/// A daemon that can be killed and started again with the same config.
+pub struct Daemon {
+    pub role: &'static str,
+    bin: PathBuf,
+    config: PathBuf,
+    http_port: u16,
+    log_dir: PathBuf,
+    pub proc: Option<Proc>,
+    incarnation: u32,
+}
+
+impl Daemon {
+    pub fn start(&mut self, meter: &mut Meter) -> Result<(), BenchError> {
+        self.incarnation += 1;
+        let name = format!("{}-{}", self.role, self.incarnation);
+        let cfg = self.config.to_string_lossy().to_string();
+        let mut p = Proc::spawn(&name, &self.bin, &["run", "-c", &cfg], &[], &self.log_dir)?;
+        p.wait_port(self.http_port, Duration::from_secs(30))?;
+        meter.started(self.role);
+        meter.sample(self.role, p.id());
+        self.proc = Some(p);
+        Ok(())
+    }
+
+    pub fn sample(&mut self, meter: &mut Meter) {
+        if let Some(p) = &self.proc {
+            meter.sample(self.role, p.id());
+        }
+    }
+
+    /// `kill -9`, then reap.
+    pub fn kill9(&mut self, meter: &mut Meter) {
+        if let Some(mut p) = self.proc.take() {
+            meter.sample(self.role, p.id());
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(p.id() as libc::pid_t, libc::SIGKILL);
+            }
+            p.stop(Duration::from_secs(5));
+        }
+    }
+
+    /// SIGTERM (the daemon drains) and wait up to `grace`.
+    pub fn stop(&mut self, meter: &mut Meter, grace: Duration) {
+        if let Some(mut p) = self.proc.take() {
+            let pid = p.id();
+            // Sample as late as possible: the drain costs CPU too.
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline && p.check_alive().is_ok() {
+                meter.sample(self.role, pid);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            p.stop(Duration::from_secs(1));
+        }
+    }
+
+    pub fn check(&mut self) -> Result<(), BenchError> {
+        match self.proc.as_mut() {
+            Some(p) => p.check_alive().map_err(Into::into),
+            None => Ok(()),
+        }
+    }
+
+    pub fn version(&self) -> String {
+        output(&self.bin, &["--version"]).unwrap_or_else(|e| e.to_string())
+    }
+}
+
+/// Where a run keeps its files.
+pub struct Dirs {
+    pub out: PathBuf,
+    pub logs: PathBuf,
+    pub archive: PathBuf,
+    pub var: PathBuf,
+    pub daemons: PathBuf,
+}
+
+impl Dirs {
+    /// Fresh `logs/`, `archive/`, `var/` under `out` (an earlier run's are removed).
+    pub fn create(out: &Path) -> Result<Dirs, BenchError> {
+        std::fs::create_dir_all(out).map_err(|e| BenchError::io(out, e))?;
+        let out = out.canonicalize().map_err(|e| BenchError::io(out, e))?;
+        let d = Dirs {
+            logs: out.join("logs"),
+            archive: out.join("archive"),
+            var: out.join("var"),
+            daemons: out.join("daemons"),
+            out,
+        };
+        for dir in [&d.logs, &d.archive, &d.var, &d.daemons] {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir).map_err(|e| BenchError::io(dir, e))?;
+            }
+            std::fs::create_dir_all(dir).map_err(|e| BenchError::io(dir, e))?;
+        }
+        Ok(d)
+    }
+}
+
+/// JSON string escapes are valid TOML basic-string escapes.
+fn q(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// The shipper: one Parquet sink on `logs.>`, objects closed within 2 s so
+/// data lands quickly, and an `ack_wait` of 10 s (the default would be
+/// 62.5 s here) so what a killed shipper held unacked is redelivered soon.
+pub fn shipper(dirs: &Dirs, nats_url: &str) -> Result<Daemon, BenchError> {
+    let bin = sibling_binary("flotilla-shipper")?;
+    let http_port = free_port()?;
+    let text = format!(
+        "http_addr = \"127.0.0.1:{http_port}\"\n\n[nats]\nurl = {}\n\n[[sinks]]\nname = \"{SINK}\"\ntype = \"parquet\"\n\
+         url = {}\nsubjects = [\"logs.>\"]\nbatch_max_age = \"500ms\"\nroll_max_age = \"2s\"\nack_wait = \"10s\"\n",
+        q(nats_url),
+        q(&format!("file://{}", dirs.archive.display())),
+    );
+    let config = dirs.var.join("shipper.toml");
+    std::fs::write(&config, text).map_err(|e| BenchError::io(&config, e))?;
+    Ok(Daemon { role: "shipper", bin, config, http_port, log_dir: dirs.daemons.clone(), proc: None, incarnation: 0 })
+}
+
+/// The agent: `<logs>/{org}/{app}/*.log`, JSON lines, straight to nats-server.
+pub fn agent(dirs: &Dirs, nats_url: &str) -> Result<Daemon, BenchError> {
+    let bin = sibling_binary("flotilla-agent")?;
+    let http_port = free_port()?;
+    let include = format!("{}/{{org}}/{{app}}/*.log", dirs.logs.display());
+    let text = format!(
+        "host = \"{HOST}\"\nregion = \"{REGION}\"\ndata_dir = {}\nhttp_addr = \"127.0.0.1:{http_port}\"\n\n\
+         [nats]\nurl = {}\n\n[[sources]]\ntype = \"file\"\ninclude = [{}]\ncodec = \"json\"\n",
+        q(&dirs.var.join("agent").to_string_lossy()),
+        q(nats_url),
+        q(&include),
+    );
+    let config = dirs.var.join("agent.toml");
+    std::fs::write(&config, text).map_err(|e| BenchError::io(&config, e))?;
+    Ok(Daemon { role: "agent", bin, config, http_port, log_dir: dirs.daemons.clone(), proc: None, incarnation: 0 })
+}
+
+pub fn start_nats(bin: &Path, dirs: &Dirs, meter: &mut Meter) -> Result<Nats, BenchError> {
+    let nats = Nats::start(bin, &dirs.var.join("nats"), &dirs.daemons)?;
+    meter.started("nats-server");
+    meter.sample("nats-server", nats.proc.id());
+    Ok(nats)
+}
+
+/// The stream and the archive's consumer, as seen from outside.
+pub struct Watch {
+    js: jetstream::Context,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub stream_messages: u64,
+    /// Not yet delivered to the shipper plus delivered and not acked.
+    pub consumer_outstanding: u64,
+}
+
+impl Watch {
+    pub async fn connect(url: &str) -> Result<Watch, BenchError> {
+        let client = async_nats::connect(url).await.map_err(|e| BenchError::nats("connect", e))?;
+        Ok(Watch { js: jetstream::new(client) })
+    }
+
+    /// Wait until the shipper has created the stream `LOGS`.
+    pub async fn wait_stream(&self, within: Duration) -> Result<(), BenchError> {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.js.get_stream("LOGS").await.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::Failed("the shipper did not create the stream LOGS".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn progress(&self) -> Option<Progress> {
+        let mut stream = self.js.get_stream("LOGS").await.ok()?;
+        let messages = stream.info().await.ok()?.state.messages;
+        let outstanding = match stream.get_consumer::<jetstream::consumer::pull::Config>(CONSUMER).await {
+            Ok(mut c) => c.info().await.ok().map(|i| i.num_pending + i.num_ack_pending as u64),
+            Err(_) => None,
+        };
+        Some(Progress { stream_messages: messages, consumer_outstanding: outstanding.unwrap_or(u64::MAX) })
+    }
+
+    /// A separate stream for the baseline publisher, on `baseline.>`.
+    pub async fn create_baseline_stream(&self) -> Result<(), BenchError> {
+        self.js
+            .create_or_update_stream(jetstream::stream::Config {
+                name: "BASELINE".into(),
+                subjects: vec!["baseline.>".into()],
+                storage: jetstream::stream::StorageType::File,
+                num_replicas: 1,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+            .map_err(|e| BenchError::nats("create stream BASELINE", e))
+    }
+
+    pub async fn delete_baseline_stream(&self) -> Result<(), BenchError> {
+        self.js.delete_stream("BASELINE").await.map(drop).map_err(|e| BenchError::nats("delete stream BASELINE", e))
+    }
+}

@@ -1,0 +1,48 @@
+//! A live tail: a core-NATS subscriber on `logs.>` (what a tenant's
+//! `nats sub` gets, minus the proxy), timestamping each arrival against the
+//! write time the line carries in `ts`.
+
+use futures::StreamExt as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::bench::BenchError;
+
+/// (arrival, latency) per message, µs.
+#[derive(Debug, Default)]
+pub struct Tail {
+    pub arrivals: Vec<(i64, i64)>,
+    pub undecodable: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct Ts<'a> {
+    #[serde(borrow)]
+    ts: &'a str,
+}
+
+/// Subscribe now; the task collects until `stop`.
+pub async fn start(url: &str, stop: CancellationToken) -> Result<tokio::task::JoinHandle<Tail>, BenchError> {
+    let client = async_nats::connect(url).await.map_err(|e| BenchError::nats("tail: connect", e))?;
+    let mut sub = client.subscribe("logs.>").await.map_err(|e| BenchError::nats("tail: subscribe", e))?;
+    client.flush().await.map_err(|e| BenchError::nats("tail: flush", e))?;
+    Ok(tokio::spawn(async move {
+        let _client = client;
+        let mut tail = Tail::default();
+        loop {
+            let msg = tokio::select! {
+                m = sub.next() => match m { Some(m) => m, None => break },
+                _ = stop.cancelled() => break,
+            };
+            let now = chrono::Utc::now().timestamp_micros();
+            let written = serde_json::from_slice::<Ts>(&msg.payload)
+                .ok()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t.ts).ok())
+                .map(|t| t.timestamp_micros());
+            match written {
+                Some(w) => tail.arrivals.push((now, now - w)),
+                None => tail.undecodable += 1,
+            }
+        }
+        tail
+    }))
+}

@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use super::load::Writers;
+use super::orchestrate::Stack;
 use super::scenarios::{Fault, Load};
-use super::stack::{Daemon, Meter};
 use crate::bench::BenchError;
 
 /// How long a killed daemon stays down (the load keeps being written).
@@ -47,9 +47,7 @@ pub fn inject(
     k: usize,
     elapsed: Duration,
     writers: &mut Writers,
-    agent: &mut Daemon,
-    shipper: &mut Daemon,
-    meter: &mut Meter,
+    st: &mut Stack,
 ) -> Result<Option<(String, Restart)>, BenchError> {
     let t = elapsed.as_secs_f64();
     let restart = |role| Restart { at: Instant::now() + DOWN_FOR, role };
@@ -57,8 +55,8 @@ pub fn inject(
         Fault::None => Ok(None),
         Fault::AgentCrashDuringRotation => {
             let rotated = writers.rotate(k).map_err(|e| BenchError::Failed(format!("rotate: {e}")))?;
-            let pid = agent.proc.as_ref().map(|p| p.id()).unwrap_or_default();
-            agent.kill9(meter);
+            let pid = st.agent.proc.as_ref().map(|p| p.id()).unwrap_or_default();
+            st.agent.kill9(&mut st.meter);
             let name = rotated.strip_prefix(rotated.ancestors().nth(3).unwrap_or(&rotated)).unwrap_or(&rotated);
             Ok(Some((
                 format!(
@@ -70,11 +68,22 @@ pub fn inject(
             )))
         }
         Fault::ShipperCrash => {
-            let pid = shipper.proc.as_ref().map(|p| p.id()).unwrap_or_default();
-            shipper.kill9(meter);
+            let pid = st.shipper.proc.as_ref().map(|p| p.id()).unwrap_or_default();
+            st.shipper.kill9(&mut st.meter);
             Ok(Some((
                 format!("{t:.1} s: kill -9 the shipper (pid {pid}); restarted {} s later", DOWN_FOR.as_secs_f64()),
                 restart("shipper"),
+            )))
+        }
+        Fault::NatsRestart => {
+            let pid = st.nats.proc.as_ref().map(|p| p.id()).unwrap_or_default();
+            st.nats.kill9(&mut st.meter);
+            Ok(Some((
+                format!(
+                    "{t:.1} s: kill -9 nats-server (pid {pid}); restarted {} s later on the same port and store",
+                    DOWN_FOR.as_secs_f64()
+                ),
+                restart("nats-server"),
             )))
         }
     }

@@ -50,11 +50,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BenchError + '_ {
     move |e| BenchError::io(path, e)
 }
 
-struct Stack {
-    agent: Daemon,
-    shipper: Daemon,
-    nats_pid: u32,
-    meter: Meter,
+pub struct Stack {
+    pub agent: Daemon,
+    pub shipper: Daemon,
+    pub nats: Daemon,
+    pub meter: Meter,
     last_sample: Instant,
 }
 
@@ -66,18 +66,20 @@ impl Stack {
         self.last_sample = Instant::now();
         self.agent.sample(&mut self.meter);
         self.shipper.sample(&mut self.meter);
-        self.meter.sample("nats-server", self.nats_pid);
+        self.nats.sample(&mut self.meter);
         self.meter.sample("flotilla-loadtest (load, tail, baseline)", std::process::id());
     }
 
     fn check(&mut self) -> Result<(), BenchError> {
         self.agent.check()?;
-        self.shipper.check()
+        self.shipper.check()?;
+        self.nats.check()
     }
 
     fn restart(&mut self, r: &Restart) -> Result<(), BenchError> {
         match r.role {
             "agent" => self.agent.start(&mut self.meter),
+            "nats-server" => self.nats.start(&mut self.meter),
             _ => self.shipper.start(&mut self.meter),
         }
     }
@@ -95,8 +97,9 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
     let mut meter = Meter::default();
     meter.started("flotilla-loadtest (load, tail, baseline)");
     progress.phase("starting nats-server");
-    let nats = stack::start_nats(&nats_bin, &dirs, &mut meter)?;
-    let watch = Watch::connect(&nats.url).await?;
+    let (mut nats, url) = stack::nats(&nats_bin, &dirs)?;
+    nats.start(&mut meter)?;
+    let watch = Watch::connect(&url).await?;
 
     // Baseline.
     progress.phase(&format!("baseline: bare JetStream publisher, {} lines", load.baseline_lines));
@@ -104,7 +107,7 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
     let bfile = dirs.var.join("baseline").join("app.log");
     load::write_baseline_file(&bfile, load.baseline_lines).map_err(io(&bfile))?;
     let origin = Origin { org: load::ORG, app: "baseline", region: stack::REGION, host: stack::HOST };
-    let published = baseline::publish_file(&nats.url, &bfile, "baseline.loadtest", 512, Shape::Lines, &origin).await?;
+    let published = baseline::publish_file(&url, &bfile, "baseline.loadtest", 512, Shape::Lines, &origin).await?;
     let baseline_eps = published.lines as f64 / published.wall.as_secs_f64().max(1e-9);
     watch.delete_baseline_stream().await?;
     let _ = std::fs::remove_file(&bfile);
@@ -112,16 +115,16 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
     // The stack.
     progress.phase("starting the shipper, the live tail and the agent");
     let mut st = Stack {
-        agent: stack::agent(&dirs, &nats.url)?,
-        shipper: stack::shipper(&dirs, &nats.url)?,
-        nats_pid: nats.proc.id(),
+        agent: stack::agent(&dirs, &url)?,
+        shipper: stack::shipper(&dirs, &url)?,
+        nats,
         meter,
         last_sample: Instant::now(),
     };
     st.shipper.start(&mut st.meter)?;
     watch.wait_stream(Duration::from_secs(30)).await?;
     let tail_stop = CancellationToken::new();
-    let tail = tail::start(&nats.url, tail_stop.clone()).await?;
+    let tail = tail::start(&url, tail_stop.clone()).await?;
     let mut writers = Writers::create(&dirs.logs, load.files).map_err(io(&dirs.logs))?;
     st.agent.start(&mut st.meter)?;
 
@@ -146,9 +149,7 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
         }
         if restart.is_none() {
             if let Some(k) = schedule.due(el) {
-                if let Some((what, r)) =
-                    faults::inject(fault, k, el, &mut writers, &mut st.agent, &mut st.shipper, &mut st.meter)?
-                {
+                if let Some((what, r)) = faults::inject(fault, k, el, &mut writers, &mut st)? {
                     progress.note(&what);
                     fault_log.push(what);
                     restart = Some(r);
@@ -289,7 +290,7 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
         && verdict.expected > 0
         && verdict.archived == verdict.expected;
     progress.finish();
-    drop(nats);
+    st.nats.stop(&mut st.meter, Duration::from_secs(10));
     Ok(Report {
         scenario: sc.name.to_string(),
         quick: opts.quick,

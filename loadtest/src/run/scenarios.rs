@@ -13,6 +13,9 @@ pub enum Fault {
     AgentCrashDuringRotation,
     /// `kill -9` the shipper under load, restart it.
     ShipperCrash,
+    /// `kill -9` nats-server under load, restart it on the same port and
+    /// store.
+    NatsRestart,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +64,11 @@ pub const SCENARIOS: &[Scenario] = &[
         what: "kill -9 the agent right after a file rotation (rename + new file), restart it",
         fault: Some(Fault::AgentCrashDuringRotation),
     },
-    Scenario { name: "nats-restart", what: "restart nats-server under load", fault: None },
+    Scenario {
+        name: "nats-restart",
+        what: "kill -9 nats-server under load, restart it (same port, same store)",
+        fault: Some(Fault::NatsRestart),
+    },
     Scenario {
         name: "shipper-crash",
         what: "kill -9 the shipper under load, restart it",

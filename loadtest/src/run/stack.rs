@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 
 use crate::bench::procstat;
-use crate::bench::{free_port, BenchError, Nats};
+use crate::bench::{free_port, BenchError};
 use crate::procs::{output, sibling_binary, Proc};
 
 /// The sink (and so the durable consumer `flotilla-archive`) of the archive.
@@ -68,20 +68,27 @@ impl Meter {
 pub struct Daemon {
     pub role: &'static str,
     bin: PathBuf,
-    config: PathBuf,
-    http_port: u16,
+    args: Vec<String>,
+    /// The port that accepts connections once it is up.
+    port: u16,
     log_dir: PathBuf,
     pub proc: Option<Proc>,
     incarnation: u32,
 }
 
 impl Daemon {
+    /// A Flotilla daemon: `run -c <config>`, up once `http_port` listens.
+    fn new(role: &'static str, bin: PathBuf, config: &Path, http_port: u16, dirs: &Dirs) -> Daemon {
+        let args = vec!["run".into(), "-c".into(), config.to_string_lossy().to_string()];
+        Daemon { role, bin, args, port: http_port, log_dir: dirs.daemons.clone(), proc: None, incarnation: 0 }
+    }
+
     pub fn start(&mut self, meter: &mut Meter) -> Result<(), BenchError> {
         self.incarnation += 1;
         let name = format!("{}-{}", self.role, self.incarnation);
-        let cfg = self.config.to_string_lossy().to_string();
-        let mut p = Proc::spawn(&name, &self.bin, &["run", "-c", &cfg], &[], &self.log_dir)?;
-        p.wait_port(self.http_port, Duration::from_secs(30))?;
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let mut p = Proc::spawn(&name, &self.bin, &args, &[], &self.log_dir)?;
+        p.wait_port(self.port, Duration::from_secs(30))?;
         meter.started(self.role);
         meter.sample(self.role, p.id());
         self.proc = Some(p);
@@ -186,7 +193,7 @@ pub fn shipper(dirs: &Dirs, nats_url: &str) -> Result<Daemon, BenchError> {
     );
     let config = dirs.var.join("shipper.toml");
     std::fs::write(&config, text).map_err(|e| BenchError::io(&config, e))?;
-    Ok(Daemon { role: "shipper", bin, config, http_port, log_dir: dirs.daemons.clone(), proc: None, incarnation: 0 })
+    Ok(Daemon::new("shipper", bin, &config, http_port, dirs))
 }
 
 /// The agent: `<logs>/{org}/{app}/*.log`, JSON lines, straight to nats-server.
@@ -203,14 +210,27 @@ pub fn agent(dirs: &Dirs, nats_url: &str) -> Result<Daemon, BenchError> {
     );
     let config = dirs.var.join("agent.toml");
     std::fs::write(&config, text).map_err(|e| BenchError::io(&config, e))?;
-    Ok(Daemon { role: "agent", bin, config, http_port, log_dir: dirs.daemons.clone(), proc: None, incarnation: 0 })
+    Ok(Daemon::new("agent", bin, &config, http_port, dirs))
 }
 
-pub fn start_nats(bin: &Path, dirs: &Dirs, meter: &mut Meter) -> Result<Nats, BenchError> {
-    let nats = Nats::start(bin, &dirs.var.join("nats"), &dirs.daemons)?;
-    meter.started("nats-server");
-    meter.sample("nats-server", nats.proc.id());
-    Ok(nats)
+/// nats-server with JetStream on a free loopback port, its store in
+/// `<out>/var/nats` (a restart keeps both); and its URL.
+pub fn nats(bin: &Path, dirs: &Dirs) -> Result<(Daemon, String), BenchError> {
+    let store = dirs.var.join("nats");
+    std::fs::create_dir_all(&store).map_err(|e| BenchError::io(&store, e))?;
+    let port = free_port()?;
+    let args =
+        ["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd", &store.to_string_lossy()].map(String::from).to_vec();
+    let d = Daemon {
+        role: "nats-server",
+        bin: bin.to_path_buf(),
+        args,
+        port,
+        log_dir: dirs.daemons.clone(),
+        proc: None,
+        incarnation: 0,
+    };
+    Ok((d, format!("nats://127.0.0.1:{port}")))
 }
 
 /// The stream and the archive's consumer, as seen from outside.

@@ -39,12 +39,23 @@ pub const SLOW_CONSUMER_TEXT: &str =
 struct ConnectInfo {
     #[serde(default)]
     verbose: bool,
+    /// Strict checks; the proxy always checks subjects, so this only picks
+    /// nats-server's wording for an invalid publish subject.
+    #[serde(default)]
+    pedantic: bool,
+    /// Whether the client receives its own publishes (default true).
+    #[serde(default = "yes")]
+    echo: bool,
     #[serde(default)]
     headers: bool,
     user: Option<String>,
     pass: Option<String>,
     auth_token: Option<String>,
     name: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 struct InboxSub {
@@ -96,6 +107,7 @@ where
         tx,
         outlet: None,
         verbose: false,
+        pedantic: false,
         token: None,
         subs: HashMap::new(),
         inbox: Arc::new(Mutex::new(Vec::new())),
@@ -175,6 +187,7 @@ struct Conn {
     /// Set once authenticated.
     outlet: Option<Outlet>,
     verbose: bool,
+    pedantic: bool,
     /// Token name and hash, once authenticated.
     token: Option<(String, String)>,
     subs: HashMap<String, SubEntry>,
@@ -322,10 +335,15 @@ impl Conn {
         }
         tracing::debug!(client = self.id, peer = %self.peer, org = scope.label(), name = ?info.name, "client connected");
         self.verbose = info.verbose;
+        self.pedantic = info.pedantic;
         self.token = Some(token);
         let org = self.shared.metrics.org(scope.label());
         let policy = self.shared.config.limits.slow_consumer;
-        self.outlet = Some(Outlet::new(self.tx.clone(), scope, info.headers, org, policy, self.kill.clone()));
+        let mut outlet = Outlet::new(self.tx.clone(), scope, info.headers, org, policy, self.kill.clone());
+        if !info.echo {
+            outlet.echoes = Some(Arc::default());
+        }
+        self.outlet = Some(outlet);
         self.ok().await
     }
 
@@ -433,6 +451,9 @@ impl Conn {
             Some(target) if may_answer => target,
             _ => match outlet.scope.publish(&subject) {
                 Ok(s) => s,
+                Err(_) if self.pedantic && !is_valid_subject(&subject, false) => {
+                    return self.deny("Invalid Publish Subject".into()).await;
+                }
                 Err(denied) => return self.deny(denied.0).await,
             },
         };
@@ -456,6 +477,16 @@ impl Conn {
             Some(Some(h)) => Some(h),
             Some(None) => return self.deny("Invalid Headers: not published".into()).await,
         };
+        if let Some(echoes) = &outlet.echoes {
+            // Only what one of its own subscriptions would bring back.
+            let comes_back = self.subs.values().any(|s| match s {
+                SubEntry::Upstream(key) => key.queue.is_none() && subject_matches(&key.subject, &upstream),
+                SubEntry::Inbox => false,
+            });
+            if comes_back {
+                lock(echoes).published(&upstream, headers.as_ref(), &payload);
+            }
+        }
         let client = &self.shared.upstream;
         let result = match (reply, headers) {
             (None, None) => client.publish(upstream, payload).await,

@@ -129,6 +129,9 @@ fn deliver(entry: &Entry, m: &async_nats::Message, queue: bool) {
 
 /// False when this receiver is done (limit reached or client gone).
 fn send(r: &Receiver, m: &async_nats::Message) -> bool {
+    if r.outlet.echoes.as_ref().is_some_and(|e| lock(e).is_echo(m)) {
+        return true; // its own publish, and it asked for no echo
+    }
     if !r.limit.take() {
         return false;
     }

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod echo;
 pub mod fanout;
 pub mod limits;
 pub mod metrics;

@@ -83,6 +83,8 @@ pub struct Outlet {
     pub policy: SlowConsumer,
     /// Cancelled to disconnect a slow consumer (by policy).
     pub kill: CancellationToken,
+    /// `echo: false`: the publishes whose echo is awaited (and skipped).
+    pub echoes: Option<Arc<Mutex<crate::echo::Echoes>>>,
     slow: Arc<SlowState>,
 }
 
@@ -101,7 +103,7 @@ impl Outlet {
         policy: SlowConsumer,
         kill: CancellationToken,
     ) -> Outlet {
-        Outlet { tx, scope, headers, org, aliases: Arc::default(), policy, kill, slow: Arc::default() }
+        Outlet { tx, scope, headers, org, aliases: Arc::default(), policy, kill, echoes: None, slow: Arc::default() }
     }
 
     /// Queue one message for the client; false if the client is gone.

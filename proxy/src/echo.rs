@@ -1,0 +1,115 @@
+//! `echo: false` in CONNECT: a client does not receive what it published.
+//!
+//! Every client's publishes go upstream on the proxy's shared connection,
+//! so nats-server cannot tell them apart. Instead, a client without echo
+//! remembers each message it published that one of its own subscriptions
+//! matches (subject and a digest of payload and headers), and the first
+//! delivery of an identical message to it is taken as the echo and skipped.
+//! An identical message from someone else is indistinguishable from the
+//! echo, so which of the two is skipped does not matter. Entries the server
+//! never sends back (e.g. the subscription went away) expire.
+
+use std::collections::VecDeque;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::{Duration, Instant};
+
+/// Longest an echo is awaited.
+const EXPIRY: Duration = Duration::from_secs(5);
+/// Most echoes awaited at once (the oldest are forgotten first).
+const MAX_PENDING: usize = 4096;
+
+#[derive(Default)]
+pub struct Echoes {
+    pending: VecDeque<(Instant, String, u64)>,
+}
+
+impl Echoes {
+    /// This client published `payload` (with `headers`) to `subject` upstream.
+    pub fn published(&mut self, subject: &str, headers: Option<&async_nats::HeaderMap>, payload: &[u8]) {
+        self.expire();
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.pop_front();
+        }
+        self.pending.push_back((Instant::now(), subject.to_string(), digest(headers, payload)));
+    }
+
+    /// Whether `m` is the echo of something this client published (and is
+    /// then forgotten).
+    pub fn is_echo(&mut self, m: &async_nats::Message) -> bool {
+        self.expire();
+        if self.pending.is_empty() {
+            return false;
+        }
+        let d = digest(m.headers.as_ref(), &m.payload);
+        let subject = m.subject.as_str();
+        match self.pending.iter().position(|(_, s, x)| *x == d && s == subject) {
+            Some(i) => {
+                self.pending.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn expire(&mut self) {
+        while self.pending.front().is_some_and(|(t, _, _)| t.elapsed() > EXPIRY) {
+            self.pending.pop_front();
+        }
+    }
+}
+
+/// Payload and headers (in name order: a header map has no order of its own).
+fn digest(headers: Option<&async_nats::HeaderMap>, payload: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    payload.hash(&mut h);
+    if let Some(headers) = headers {
+        let mut entries: Vec<(String, Vec<String>)> = headers
+            .iter()
+            .map(|(name, values)| (name.to_string(), values.iter().map(|v| v.as_str().to_string()).collect()))
+            .collect();
+        entries.sort();
+        entries.hash(&mut h);
+    }
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(subject: &str, payload: &'static str) -> async_nats::Message {
+        async_nats::Message {
+            subject: subject.into(),
+            reply: None,
+            payload: payload.into(),
+            headers: None,
+            status: None,
+            description: None,
+            length: payload.len(),
+        }
+    }
+
+    #[test]
+    fn each_publish_hides_one_identical_delivery() {
+        let mut e = Echoes::default();
+        e.published("logs.acme.a", None, b"x");
+        e.published("logs.acme.a", None, b"x");
+        assert!(!e.is_echo(&msg("logs.acme.a", "y")), "another payload");
+        assert!(!e.is_echo(&msg("logs.acme.b", "x")), "another subject");
+        assert!(e.is_echo(&msg("logs.acme.a", "x")));
+        assert!(e.is_echo(&msg("logs.acme.a", "x")));
+        assert!(!e.is_echo(&msg("logs.acme.a", "x")), "two publishes, two echoes, no more");
+    }
+
+    #[test]
+    fn headers_count_in_any_order() {
+        let mut a = async_nats::HeaderMap::new();
+        a.insert("A", "1");
+        a.insert("B", "2");
+        let mut b = async_nats::HeaderMap::new();
+        b.insert("B", "2");
+        b.insert("A", "1");
+        assert_eq!(digest(Some(&a), b"p"), digest(Some(&b), b"p"));
+        assert_ne!(digest(Some(&a), b"p"), digest(None, b"p"));
+    }
+}

@@ -1,0 +1,100 @@
+//! CONNECT options beyond authentication: `echo: false` (a client does not
+//! receive its own publishes, though everyone else's identical messages
+//! still arrive) and `pedantic` (nats-server's wording for an invalid
+//! publish subject), against a real nats-server behind the proxy.
+
+mod common;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use common::*;
+
+async fn raw_with(s: &Stack, user: &str, pass: &str, options: serde_json::Value) -> Raw {
+    let mut raw = Raw::connect(s.addr).await;
+    let mut connect = serde_json::json!({"verbose": false, "user": user, "pass": pass, "headers": true});
+    if let (Some(c), Some(o)) = (connect.as_object_mut(), options.as_object()) {
+        c.extend(o.clone());
+    }
+    raw.send(&format!("CONNECT {connect}\r\nPING\r\n")).await;
+    assert_eq!(raw.line().await, "PONG\r\n");
+    raw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_echo_a_client_misses_only_its_own_publishes() {
+    let s = stack().await;
+    let direct = s.direct().await;
+    let mut quiet = raw_with(&s, "acme", &s.acme_pub, serde_json::json!({"echo": false})).await;
+    let mut loud = raw_with(&s, "acme", &s.acme_pub, serde_json::json!({})).await;
+    for raw in [&mut quiet, &mut loud] {
+        raw.send("SUB logs.> 1\r\n").await;
+        prime_raw(&direct, "logs.acme.web.iad.h1", raw, Some("1")).await;
+    }
+
+    // The quiet client publishes "hello"; the loud one publishes "world" and
+    // an identical "hello"; then the quiet one sends a header message.
+    quiet.send("PUB logs.web.iad.h1 5\r\nhello\r\n").await;
+    let mut frames_quiet = quiet.sync().await;
+    loud.send("PUB logs.web.iad.h1 5\r\nworld\r\nPUB logs.web.iad.h1 5\r\nhello\r\n").await;
+    let mut frames_loud = loud.sync().await;
+    quiet.send("HPUB logs.web.iad.h1 23 30\r\nNATS/1.0\r\nX-Flag: 1\r\n\r\nflagged\r\n").await;
+    direct.publish("logs.acme.web.iad.h1", "from the platform".into()).await.unwrap();
+    direct.flush().await.unwrap();
+
+    frames_quiet.extend(quiet.drain(Duration::from_millis(800)).await);
+    frames_loud.extend(loud.drain(Duration::from_millis(800)).await);
+    let mut got_quiet = payloads(&frames_quiet);
+    let mut got_loud = payloads(&frames_loud);
+    got_quiet.sort();
+    got_loud.sort();
+    assert_eq!(got_quiet, ["from the platform", "hello", "world"], "one hello is the loud client's");
+    assert_eq!(got_loud, ["flagged", "from the platform", "hello", "hello", "world"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_nats_with_no_echo() {
+    let s = stack().await;
+    let quiet = async_nats::ConnectOptions::with_user_and_password("acme".into(), s.acme_pub.clone())
+        .no_echo()
+        .connect(s.proxy_url())
+        .await
+        .expect("connect without echo");
+    let mut sub = quiet.subscribe("logs.web.>").await.unwrap();
+    quiet.flush().await.unwrap();
+    let direct = s.direct().await;
+    // Wait until the upstream subscription is live.
+    loop {
+        direct.publish("logs.acme.web.iad.h1", "prime".into()).await.unwrap();
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
+            assert_eq!(&m.payload[..], b"prime");
+            break;
+        }
+    }
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {}
+    quiet.publish("logs.web.iad.h1", "mine".into()).await.unwrap();
+    quiet.flush().await.unwrap();
+    direct.publish("logs.acme.web.iad.h1", "theirs".into()).await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.expect("a message").expect("open");
+    assert_eq!(&m.payload[..], b"theirs", "its own publish came back");
+    assert_eq!(m.subject.as_str(), "logs.web.iad.h1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pedantic_clients_hear_invalid_publish_subject() {
+    let s = stack().await;
+    let mut strict = raw_with(&s, "acme", &s.acme_pub, serde_json::json!({"pedantic": true})).await;
+    strict.send("PUB logs.*.iad 2\r\nhi\r\nPUB logs..x 2\r\nhi\r\n").await;
+    let frames = strict.sync().await;
+    assert_eq!(errors(&frames), ["'Invalid Publish Subject'", "'Invalid Publish Subject'"]);
+    // Not pedantic: the same is a permissions violation. Either way the
+    // connection stays open (the PING above was answered).
+    let mut lax = raw_with(&s, "acme", &s.acme_pub, serde_json::json!({})).await;
+    lax.send("PUB logs.*.iad 2\r\nhi\r\n").await;
+    assert_eq!(errors(&lax.sync().await), ["'Permissions Violation for Publish to \"logs.*.iad\"'"]);
+    // A valid subject the token may not publish to is a permissions violation for both.
+    strict.send("PUB $SYS.x 2\r\nhi\r\n").await;
+    let e = errors(&strict.sync().await);
+    assert!(e.len() == 1 && e[0].starts_with("'Permissions Violation for Publish"), "{e:?}");
+}

@@ -116,7 +116,7 @@ impl Validate for Config {
             "upstream",
             "give both user and password, or neither",
         );
-        v.check(self.tokens.as_os_str().len() > 0, "tokens", "path to the tokens file is empty");
+        v.check(!self.tokens.as_os_str().is_empty(), "tokens", "path to the tokens file is empty");
         v.check((1..=64 * 1024 * 1024).contains(&self.max_payload), "max_payload", "must be between 1 and 67108864");
         v.check(self.client_queue > 0, "client_queue", "must be at least 1");
         v.duration("ping_interval", &self.ping_interval);

@@ -181,7 +181,7 @@ async fn run_generation(config: Config, registry: Registry, shutdown: Cancellati
         Ok(Ok(())) => {}
     }
     tracing::info!("sinks stopped");
-    Ok(result?)
+    result
 }
 
 /// The completeness ledger of these sinks and, when enabled, its task

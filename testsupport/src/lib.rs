@@ -86,13 +86,10 @@ fn spawn(store: &Path, port: Option<u16>) -> (Child, u16) {
                 }
             }
         });
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(Some(p)) => {
-                if wait_ready(p) {
-                    return (child, p);
-                }
+        if let Ok(Some(p)) = rx.recv_timeout(Duration::from_secs(20)) {
+            if wait_ready(p) {
+                return (child, p);
             }
-            _ => {}
         }
         // The port may still be held by the previous process: retry.
         let _ = child.kill();

@@ -138,7 +138,7 @@ impl Tracked {
             stats.invalid_utf8.inc();
         }
         let plain =
-            Unit { text, offset: offset, end: end, split: split, invalid_utf8, docker: None, docker_error: false };
+            Unit { text, offset, end, split, invalid_utf8, docker: None, docker_error: false };
         if !self.docker {
             return Some(plain);
         }
@@ -159,8 +159,8 @@ impl Tracked {
                 Some(Unit {
                     text,
                     offset,
-                    end: end,
-                    split: split,
+                    end,
+                    split,
                     invalid_utf8,
                     docker: Some(meta),
                     docker_error: false,

@@ -102,7 +102,7 @@ pub fn parse(line: &[u8]) -> Result<JournalRecord, JournalError> {
     };
     let level = obj
         .get("PRIORITY")
-        .and_then(|v| text(v))
+        .and_then(text)
         .and_then(|(p, _)| p.parse::<u8>().ok())
         .filter(|p| *p <= 7)
         .map_or("info", severity_level);

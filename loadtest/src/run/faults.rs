@@ -52,7 +52,7 @@ pub fn inject(
     let t = elapsed.as_secs_f64();
     let restart = |role| Restart { at: Instant::now() + DOWN_FOR, role };
     match fault {
-        Fault::None => Ok(None),
+        Fault::None | Fault::Idle => Ok(None),
         Fault::AgentCrashDuringRotation => {
             let rotated = writers.rotate(k).map_err(|e| BenchError::Failed(format!("rotate: {e}")))?;
             let pid = st.agent.proc.as_ref().map(|p| p.id()).unwrap_or_default();

@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use super::faults::{self, Restart, Schedule};
 use super::load::{self, Writers};
 use super::progress::Progress;
-use super::report::{Faults, Latency, Machine, Percentiles, Report, Series};
-use super::scenarios::Scenario;
+use super::report::{Faults, IdleUsage, Latency, Machine, Percentiles, Report, Series};
+use super::scenarios::{Fault, Scenario};
 use super::stack::{self, Daemon, Dirs, Meter, Watch};
 use super::{charts, tail, verify};
 use crate::bench::baseline::{self, Origin, Shape};
@@ -36,6 +36,8 @@ use crate::procs::{nats_server_binary, output};
 const STALL: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_millis(20);
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// Lines written before the `idle` scenario's quiet window.
+const IDLE_LINES: u64 = 100;
 
 pub struct RunOptions {
     pub scenario: &'static Scenario,
@@ -68,6 +70,19 @@ impl Stack {
         self.shipper.sample(&mut self.meter);
         self.nats.sample(&mut self.meter);
         self.meter.sample("flotilla-loadtest (load, tail, baseline)", std::process::id());
+    }
+
+    /// CPU seconds and current RSS (MiB) of each running daemon, now.
+    fn cpu_now(&self) -> BTreeMap<String, (f64, f64)> {
+        [&self.agent, &self.shipper, &self.nats]
+            .into_iter()
+            .filter_map(|d| {
+                let pid = d.proc.as_ref()?.id();
+                let cpu = crate::bench::procstat::cpu(pid).ok()?.secs;
+                let rss = crate::bench::procstat::status_kib(pid, "VmRSS").map(|k| k as f64 / 1024.0).unwrap_or(0.0);
+                Some((d.role.to_string(), (cpu, rss)))
+            })
+            .collect()
     }
 
     fn check(&mut self) -> Result<(), BenchError> {
@@ -130,6 +145,16 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
 
     // The load, with faults.
     progress.phase(&format!("load: {} lines/s to {} files", load.rate, load.files));
+    let idle_start = if fault == Fault::Idle {
+        progress.phase(&format!("idle: {IDLE_LINES} lines, then nothing for {} s", load.duration.as_secs()));
+        writers.write(IDLE_LINES).map_err(io(&dirs.logs))?;
+        wait_archived(&watch, IDLE_LINES, &mut st, &progress).await?;
+        // Checkpoints written, objects closed, heartbeats sent: at rest.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Some((Instant::now(), st.cpu_now()))
+    } else {
+        None
+    };
     let t0 = Instant::now();
     let t0_us = Utc::now().timestamp_micros();
     let mut written: Vec<u64> = Vec::new();
@@ -169,6 +194,17 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
         st.restart(&r)?;
     }
     let load_end_us = Utc::now().timestamp_micros();
+    let idle = idle_start.map(|(since, before)| {
+        let secs = since.elapsed().as_secs_f64();
+        let after = st.cpu_now();
+        before
+            .into_iter()
+            .map(|(role, (cpu0, _))| {
+                let (cpu1, rss) = after.get(&role).copied().unwrap_or((cpu0, 0.0));
+                (role, IdleUsage { secs, cpu_ms_per_s: (cpu1 - cpu0) * 1000.0 / secs, rss_mib: rss })
+            })
+            .collect()
+    });
     let steady_lines = writers.sent.total();
 
     // Capacity: a backlog written at once.
@@ -317,6 +353,7 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
         wall_s: wall.elapsed().as_secs_f64(),
         series,
         ok,
+        idle,
     })
 }
 

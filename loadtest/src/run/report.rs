@@ -123,6 +123,17 @@ pub struct Report {
     pub wall_s: f64,
     pub series: Series,
     pub ok: bool,
+    /// `idle` only: each daemon over the quiet window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle: Option<BTreeMap<String, IdleUsage>>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct IdleUsage {
+    pub secs: f64,
+    pub cpu_ms_per_s: f64,
+    /// VmRSS at the end of the window.
+    pub rss_mib: f64,
 }
 
 impl Report {
@@ -169,6 +180,12 @@ impl Report {
         s += "\n| process | CPU s | max RSS MiB | starts |\n|---|---:|---:|---:|\n";
         for (name, p) in &self.processes {
             s += &format!("| {name} | {:.2} | {:.1} | {} |\n", p.cpu_s, p.max_rss_mib, p.starts);
+        }
+        if let Some(idle) = &self.idle {
+            s += "\n| idle daemon | CPU ms/s | RSS MiB | window s |\n|---|---:|---:|---:|\n";
+            for (name, u) in idle {
+                s += &format!("| {name} | {:.3} | {:.1} | {:.0} |\n", u.cpu_ms_per_s, u.rss_mib, u.secs);
+            }
         }
         if !self.faults.log.is_empty() {
             s += "\nFaults:\n\n";

@@ -16,6 +16,8 @@ pub enum Fault {
     /// `kill -9` nats-server under load, restart it on the same port and
     /// store.
     NatsRestart,
+    /// No load: a few lines, then every daemon's CPU and memory at rest.
+    Idle,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -89,7 +91,11 @@ pub const SCENARIOS: &[Scenario] = &[
         what: "1,000 simulated agents reconnect after a server restart; control messages grow linearly",
         fault: None,
     },
-    Scenario { name: "idle", what: "CPU and RSS of every daemon over 60 s with no traffic", fault: None },
+    Scenario {
+        name: "idle",
+        what: "CPU and RSS of every daemon over 60 s with no traffic (after 100 lines)",
+        fault: Some(Fault::Idle),
+    },
     Scenario { name: "noisy-tenant", what: "one org floods; the others keep their latency", fault: None },
 ];
 
@@ -107,6 +113,14 @@ impl Scenario {
         let fault = self.fault.unwrap_or(Fault::None);
         // Quick runs use debug binaries in CI on 2 shared cores: modest rates.
         let mut load = match (fault, quick) {
+            (Fault::Idle, _) => Load {
+                files: 4,
+                rate: 0,
+                duration: Duration::from_secs(if quick { 10 } else { 60 }),
+                capacity_lines: 0,
+                baseline_lines: 20_000,
+                faults: 0,
+            },
             (Fault::None, true) => Load {
                 files: 4,
                 rate: 1_000,

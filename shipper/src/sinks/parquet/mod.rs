@@ -169,6 +169,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stores_for_every_scheme() {
+        let opts = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let dir = tempfile::tempdir().unwrap();
+        assert!(store_for(&format!("file://{}/a", dir.path().display()), &opts(&[])).is_ok());
+        let s3 = [("aws_region", "us-east-1"), ("aws_access_key_id", "k"), ("aws_secret_access_key", "s")];
+        assert!(store_for("s3://bucket/prefix", &opts(&s3)).is_ok());
+        assert!(store_for("gs://bucket/prefix", &opts(&[("google_skip_signature", "true")])).is_ok());
+        let az = [("azure_storage_account_name", "acct"), ("azure_storage_account_key", "a2V5")];
+        assert!(store_for("az://container/prefix", &opts(&az)).is_ok());
+        assert!(matches!(store_for("ftp://x/y", &opts(&[])), Err(ParquetSinkError::Url(_))));
+    }
+
+    #[test]
     fn hive_paths() {
         let ts = DateTime::from_timestamp(1_795_302_075, 0).unwrap_or_default(); // 2026-11-21T23:01:15Z
         let p = Partition::new("acme", "web", ts);

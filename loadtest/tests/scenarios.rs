@@ -70,6 +70,11 @@ fn quick(scenario: &str) {
         assert!(r["processes"][p]["cpu_s"].is_number() && r["processes"][p]["max_rss_mib"].is_number(), "{p}");
     }
     assert!(r["machine"]["cores"].as_u64().unwrap_or(0) > 0);
+    if scenario == "idle" {
+        for p in ["agent", "shipper", "nats-server"] {
+            assert!(r["idle"][p]["cpu_ms_per_s"].is_number() && r["idle"][p]["rss_mib"].is_number(), "idle {p}");
+        }
+    }
 }
 
 #[test]
@@ -80,6 +85,11 @@ fn steady_quick_archives_every_line_once() {
 #[test]
 fn shipper_crash_quick_archives_every_line_once() {
     quick("shipper-crash");
+}
+
+#[test]
+fn idle_quick_archives_its_lines_and_measures_the_daemons_at_rest() {
+    quick("idle");
 }
 
 #[test]

@@ -190,6 +190,8 @@ pub struct SinkMetrics {
     pub circuit_open: flotilla_core::metrics::Gauge,
     /// External sinks: times the circuit breaker opened.
     pub circuit_opened: Counter,
+    /// Parquet: redeliveries of messages already written, acked not rewritten.
+    pub redeliveries_skipped: Counter,
     /// Parquet: objects open.
     pub open_objects: flotilla_core::metrics::Gauge,
     /// Parquet: events written to open objects, acked when they close.
@@ -262,6 +264,11 @@ impl SinkMetrics {
             circuit_opened: registry.counter(
                 "flotilla_shipper_circuit_opened_total",
                 "Times the sink's circuit breaker opened.",
+                &l,
+            ),
+            redeliveries_skipped: registry.counter(
+                "flotilla_shipper_redeliveries_skipped_total",
+                "Redelivered messages already in the archive, acked without being written again.",
                 &l,
             ),
             open_objects: registry.gauge(
@@ -348,6 +355,7 @@ pub async fn run_sink(
         shutdown: &shutdown,
     };
     let limiter = ratelimit::Limiter::new(&cfg.rate_limit);
+    let mut created = stream_created(&js, &stream).await;
     // Lag is read beside the loop, never in its way; it stops with the sink.
     let lag_stop = CancellationToken::new();
     let _stop_lag = lag_stop.clone().drop_guard();
@@ -409,6 +417,12 @@ pub async fn run_sink(
                 match create_consumer(&js, &stream, &cfg, &shutdown).await {
                     Some(c) => consumer = c,
                     None => break,
+                }
+                let now = stream_created(&js, &stream).await;
+                if now.is_some() && now != created {
+                    tracing::warn!(sink = %cfg.name, stream = %stream, "the stream was replaced; its sequences start again");
+                    out.stream_replaced().await;
+                    created = now;
                 }
             }
         }
@@ -505,6 +519,12 @@ impl Outlet<'_> {
         }
     }
 
+    async fn stream_replaced(&self) {
+        if let Sink::Parquet(p) = self.sink {
+            p.objects.lock().await.stream_replaced();
+        }
+    }
+
     async fn close_all(&self, skip: &mut Skip) {
         if let Sink::Parquet(p) = self.sink {
             p.objects.lock().await.close_all(&mut self.cx(skip)).await;
@@ -517,33 +537,15 @@ impl Outlet<'_> {
 pub struct Skip {
     seqs: HashSet<u64>,
     objects: Vec<String>,
-    /// Written by this run in a close so slow that copies may have been
-    /// redelivered meanwhile; forgotten at `late_until`.
-    late: HashSet<u64>,
-    late_until: Option<Instant>,
 }
 
 impl Skip {
-    fn new(seqs: HashSet<u64>, objects: Vec<String>) -> Skip {
-        Skip { seqs, objects, late: HashSet::new(), late_until: None }
-    }
-
     /// Whether a delivery of `seq` is a copy of a message already written.
     fn takes(&mut self, seq: u64) -> bool {
-        self.seqs.remove(&seq) || self.late.contains(&seq)
-    }
-
-    /// Ack, don't write, copies of these for a while.
-    pub fn remember(&mut self, seqs: &[u64], keep_for: Duration) {
-        self.late.extend(seqs.iter().copied());
-        self.late_until = Some(Instant::now() + keep_for);
+        self.seqs.remove(&seq)
     }
 
     async fn finish_if_drained(&mut self, log: &CommitLog, metrics: &SinkMetrics) {
-        if self.late_until.is_some_and(|t| Instant::now() >= t) {
-            self.late = HashSet::new();
-            self.late_until = None;
-        }
         if self.seqs.is_empty() && !self.objects.is_empty() {
             if let Err(e) = log.end(&self.objects).await {
                 tracing::warn!(error = %e, "cannot update the commit record");
@@ -569,7 +571,7 @@ async fn recover(
             let log = CommitLog::open(js, &cfg.name).await.map_err(|e| e.to_string())?;
             let objects = log.pending().await;
             let seqs = sink.recover(&objects).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>((log, Skip::new(seqs, objects)))
+            Ok::<_, String>((log, Skip { seqs, objects }))
         };
         match attempt.await {
             Ok((log, skip)) => {
@@ -602,6 +604,14 @@ async fn create_consumer(
             return None;
         }
     }
+}
+
+/// When the stream was created: a different time means a new stream whose
+/// sequences start again.
+async fn stream_created(js: &jetstream::Context, stream: &str) -> Option<DateTime<Utc>> {
+    let mut s = js.get_stream(stream).await.ok()?;
+    let info = s.info().await.ok()?;
+    Some(DateTime::from_timestamp(info.created.unix_timestamp(), info.created.nanosecond()).unwrap_or_default())
 }
 
 /// How often a sink's consumer lag is read.
@@ -653,7 +663,7 @@ async fn fetch(
     while let Some(msg) = batch.next().await {
         match Delivery::from_message(msg?) {
             Some(d) if skip.takes(d.stream_seq) => {
-                // Written before a crash: ack, don't write again.
+                // Already written: ack, don't write again.
                 d.acker.double_ack().await?;
             }
             Some(d) => {

@@ -10,6 +10,7 @@
 pub mod objects;
 pub mod schema;
 pub mod writer;
+pub mod written;
 
 use std::collections::HashSet;
 use std::sync::Arc;

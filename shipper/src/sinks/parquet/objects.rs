@@ -33,6 +33,7 @@ use crate::sinks::{Delivery, SinkMetrics, Skip};
 
 use super::schema::{self, Row, TsUnit};
 use super::writer::ObjectWriter;
+use super::written::Written;
 use super::{ParquetSinkError, Partition};
 
 /// A row group in progress is cut (rather than its object closed) to free
@@ -52,9 +53,6 @@ pub struct Limits {
     pub max_buffer: u64,
     pub row_group_rows: usize,
     pub ts_unit: TsUnit,
-    /// A close slower than this may see messages redelivered: their
-    /// sequences are then remembered so the copies are acked, not written.
-    pub slow_close: Duration,
 }
 
 impl Limits {
@@ -67,7 +65,6 @@ impl Limits {
             max_buffer: cfg.max_buffer_bytes(),
             row_group_rows: cfg.row_group_rows,
             ts_unit: TsUnit::parse(&cfg.timestamp_unit).unwrap_or_default(),
-            slow_close: cfg.ack_wait() / 2,
         }
     }
 }
@@ -118,6 +115,8 @@ pub struct Objects {
     next_id: u64,
     /// Delay of the next nak after a failure; grows while failures repeat.
     nak_backoff: Backoff,
+    /// What this run wrote into complete objects.
+    written: Written,
 }
 
 impl Objects {
@@ -131,6 +130,7 @@ impl Objects {
             unacked: 0,
             next_id: 0,
             nak_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
+            written: Written::default(),
         }
     }
 
@@ -148,7 +148,7 @@ impl Objects {
     /// what is due by size or the limits. Nothing is acked here unless an
     /// object closed.
     pub async fn append(&mut self, batch: Vec<Delivery>, cx: &mut Cx<'_>) {
-        let mut batch = batch;
+        let mut batch = self.drop_copies(batch, cx).await;
         batch.sort_by_key(|d| d.stream_seq);
         let mut groups: BTreeMap<Partition, Group> = BTreeMap::new();
         let mut last: Option<(u64, Partition)> = None;
@@ -185,6 +185,38 @@ impl Objects {
             self.keep_within_budget(cx).await;
         }
         self.enforce_limits(cx).await;
+    }
+
+    /// Ack, without writing them, redeliveries of messages this run already
+    /// wrote into objects that are now complete. Copies come when acks are
+    /// lost, e.g. when nats-server is killed before it stored the
+    /// consumer's acks. (Copies of messages in open objects are acked with
+    /// their object; those a previous run wrote are recognised by [`Skip`].)
+    ///
+    /// [`Skip`]: crate::sinks::Skip
+    async fn drop_copies(&mut self, batch: Vec<Delivery>, cx: &mut Cx<'_>) -> Vec<Delivery> {
+        let mut keep = Vec::with_capacity(batch.len());
+        let mut copies = Vec::new();
+        for d in batch {
+            if self.written.contains(d.stream_seq) && !self.seqs.contains_key(&d.stream_seq) {
+                copies.push(d.reply);
+            } else {
+                keep.push(d);
+            }
+        }
+        if !copies.is_empty() {
+            tracing::info!(sink = cx.name, copies = copies.len(), "redelivered messages already archived; acking them");
+            cx.metrics.redeliveries_skipped.add(copies.len() as u64);
+            if let Err(e) = ack_replies(cx.client, &copies).await {
+                tracing::warn!(sink = cx.name, error = %e, "acking redelivered copies failed; they will come again");
+            }
+        }
+        keep
+    }
+
+    /// The stream was replaced (its sequences start again).
+    pub fn stream_replaced(&mut self) {
+        self.written.clear();
     }
 
     async fn write_group(&mut self, partition: Partition, group: Group, cx: &mut Cx<'_>) {
@@ -385,6 +417,8 @@ impl Objects {
             return;
         }
         self.nak_backoff.reset();
+        // Complete in storage: from now on a copy is acked, not written.
+        self.written.extend(&o.seqs);
         match ack_replies(cx.client, &o.replies).await {
             Ok(()) => {
                 cx.ledger.committed(cx.name, o.origins.iter());
@@ -396,10 +430,6 @@ impl Objects {
             Err(e) => {
                 tracing::error!(sink = cx.name, events = o.replies.len(), error = %e, "acks not confirmed after commit")
             }
-        }
-        if started.elapsed() >= self.limits.slow_close {
-            // Copies may have been redelivered meanwhile: ack, don't write, them.
-            cx.skip.remember(&o.seqs, self.limits.slow_close * 4);
         }
         cx.metrics.objects_written.inc();
         cx.metrics.events_committed.add(o.seqs.len() as u64);

@@ -148,3 +148,52 @@ async fn waits_for_the_stream_and_loses_nothing() {
     assert_eq!(got.len(), 20);
     assert!(got.iter().all(|(s, _, _)| s == "logs.globex.api.iad.h1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_renamed_out_of_the_pattern_while_the_agent_was_down_is_finished() {
+    let nats = NatsServer::start();
+    let js = connect_js(&nats.url()).await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "LOGS".into(),
+        subjects: vec!["logs.>".into()],
+        storage: async_nats::jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, data) = (dir.path().join("logs"), dir.path().join("data"));
+    let web = logs.join("acme/web/app.log");
+    append(&web, 0, 100);
+    let signals = Signals::default();
+    let agent = tokio::spawn(flotilla_agent::run(config(&logs, &data, &nats.url()), signals.clone()));
+    wait_for(&js, 100).await;
+    signals.shutdown.cancel();
+    agent.await.unwrap().unwrap();
+
+    // While the agent is down: more lines, then a rotation by rename to a
+    // name `*.log` does not match, then a new file.
+    append(&web, 100, 150);
+    std::fs::rename(&web, logs.join("acme/web/app.log.1")).unwrap();
+    append(&web, 150, 170);
+    let signals = Signals::default();
+    let agent = tokio::spawn(flotilla_agent::run(config(&logs, &data, &nats.url()), signals.clone()));
+    wait_for(&js, 170).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signals.shutdown.cancel();
+    agent.await.unwrap().unwrap();
+
+    // Once more: the finished orphan is not read again.
+    append(&web, 170, 180);
+    let signals = Signals::default();
+    let agent = tokio::spawn(flotilla_agent::run(config(&logs, &data, &nats.url()), signals.clone()));
+    wait_for(&js, 180).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signals.shutdown.cancel();
+    agent.await.unwrap().unwrap();
+
+    let mut got: Vec<String> = events(&js).await.into_iter().map(|(_, m, _)| m).collect();
+    assert_eq!(got.len(), 180, "no duplicates");
+    got.sort_by_key(|m| m.trim_start_matches("line-").parse::<u32>().unwrap_or(u32::MAX));
+    assert_eq!(got, (0..180).map(|i| format!("line-{i}")).collect::<Vec<_>>());
+}

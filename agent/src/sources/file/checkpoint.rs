@@ -73,6 +73,11 @@ impl Checkpoints {
         }
     }
 
+    /// Every checkpoint, by file identity.
+    pub fn entries(&self) -> Vec<(String, FileCheckpoint)> {
+        self.files.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
     pub fn get(&self, key: &str) -> Option<&FileCheckpoint> {
         self.files.get(key)
     }

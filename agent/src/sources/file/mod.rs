@@ -72,6 +72,9 @@ pub struct FileSource {
     poll: Duration,
     files: HashMap<String, Tracked>,
     warned: HashSet<String>,
+    /// Files found by their checkpoint, no longer by the patterns (renamed
+    /// while the agent was down): read to their end, then let go.
+    orphans: HashSet<String>,
     gate: Option<RateGate>,
     ctx: FileContext,
     inflight: VecDeque<InFlight>,
@@ -90,6 +93,7 @@ impl FileSource {
             poll,
             files: HashMap::new(),
             warned: HashSet::new(),
+            orphans: HashSet::new(),
             gate,
             ctx,
             inflight: VecDeque::new(),
@@ -184,9 +188,50 @@ impl FileSource {
                 }
             }
         }
+        if first_pass {
+            opened |= self.adopt_orphans();
+        }
         if opened {
             self.save();
         }
+    }
+
+    /// Files with a checkpoint that the patterns no longer match, most
+    /// likely rotated by rename while the agent was down (`app.log` →
+    /// `app.log.1` with only `*.log` included): found by identity in their
+    /// old directory and read from their checkpoint to the end, so the
+    /// lines written before the rename are not lost.
+    fn adopt_orphans(&mut self) -> bool {
+        let mut opened = false;
+        for (key, cp) in self.ctx.checkpoints.entries() {
+            if self.files.contains_key(&key) {
+                continue;
+            }
+            let Some(path) = find_by_identity(&cp.path, &key) else {
+                tracing::warn!(path = %cp.path.display(), "a checkpointed file is gone; lines after its checkpoint, if any, cannot be read");
+                continue;
+            };
+            let Some(old) = cp.path.to_str() else { continue };
+            let Some((org, app)) = self.patterns.iter().find_map(|p| p.captures(old)) else { continue };
+            let (Some(org), Some(app)) = (org.or_else(|| self.cfg.org.clone()), app.or_else(|| self.cfg.app.clone()))
+            else {
+                continue;
+            };
+            let Ok(org) = OrgId::new(&org) else { continue };
+            match Tailer::open(&path, key.clone(), org, app, Some(&cp), false) {
+                Ok(mut t) => {
+                    tracing::info!(source = %self.ctx.stats.name, path = %path.display(), was = %cp.path.display(), "finishing a file renamed while the agent was away");
+                    t.seen = false;
+                    self.ctx.checkpoints.set(&key, t.checkpoint());
+                    let subject = log_subject(&t.org, &t.app, &self.ctx.region, &self.ctx.host);
+                    self.files.insert(key.clone(), Tracked::new(t, subject, self.docker, self.cfg.multiline.as_ref()));
+                    self.orphans.insert(key);
+                    opened = true;
+                }
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot open"),
+            }
+        }
+        opened
     }
 
     /// Read and publish everything new (and multi-line events whose time is
@@ -435,13 +480,24 @@ impl FileSource {
                 tracing::info!(path = %t.tailer.path.display(), "done with file");
                 self.ctx.stats.remove_file(&key);
                 let still_there = std::fs::metadata(&t.tailer.path).map(|m| identity(&m) == key).unwrap_or(false);
-                if !still_there {
+                // An orphan is done for good: it is not followed again.
+                if !still_there || self.orphans.remove(&key) {
                     self.ctx.checkpoints.remove(&key);
                 }
             }
         }
         self.save();
     }
+}
+
+/// The file in `old`'s directory whose identity is `key`, if any.
+fn find_by_identity(old: &std::path::Path, key: &str) -> Option<std::path::PathBuf> {
+    let dir = old.parent()?;
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| std::fs::metadata(p).map(|m| m.is_file() && identity(&m) == key).unwrap_or(false))
 }
 
 async fn changed(watcher: &mut Option<watch::Watcher>) {

@@ -137,8 +137,7 @@ impl Tracked {
         if invalid_utf8 {
             stats.invalid_utf8.inc();
         }
-        let plain =
-            Unit { text, offset, end, split, invalid_utf8, docker: None, docker_error: false };
+        let plain = Unit { text, offset, end, split, invalid_utf8, docker: None, docker_error: false };
         if !self.docker {
             return Some(plain);
         }
@@ -156,15 +155,7 @@ impl Tracked {
                     self.docker_partial = Some((text, offset, meta));
                     return None;
                 }
-                Some(Unit {
-                    text,
-                    offset,
-                    end,
-                    split,
-                    invalid_utf8,
-                    docker: Some(meta),
-                    docker_error: false,
-                })
+                Some(Unit { text, offset, end, split, invalid_utf8, docker: Some(meta), docker_error: false })
             }
             Err(_) => Some(Unit { docker_error: true, ..plain }),
         }

@@ -13,87 +13,37 @@ use chrono::{DateTime, Utc};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use flotilla_core::event::LogEvent;
-use flotilla_core::metrics::Registry;
-use flotilla_core::shutdown::Signals;
-use flotilla_shipper::{run_with_registry, Config};
+use flotilla_shipper::Config;
 use flotilla_testsupport::NatsServer;
+
+mod common;
+use common::*;
 
 /// A Parquet sink config; objects roll after a second unless `extra` says
 /// otherwise.
 fn config(nats_url: &str, archive: &Path, extra: &str) -> Config {
     let roll = if extra.contains("roll_max_age") { "" } else { "roll_max_age = \"1s\"" };
-    let text = format!(
-        r#"
-http_addr = "127.0.0.1:0"
-[nats]
-url = "{nats_url}"
-[[sinks]]
-name = "archive"
-type = "parquet"
-url = "file://{}"
-{roll}
-{extra}
-"#,
+    let sinks = format!(
+        "[[sinks]]\nname = \"archive\"\ntype = \"parquet\"\nurl = \"file://{}\"\n{roll}\n{extra}\n",
         archive.display()
     );
-    match flotilla_core::config::parse::<Config>(&text, |_| None) {
-        Ok(c) => c,
-        Err(p) => panic!("test config invalid: {p:?}"),
-    }
+    common::config(nats_url, &sinks)
 }
 
-struct Shipper {
-    signals: Signals,
-    registry: Registry,
-    task: tokio::task::JoinHandle<Result<(), flotilla_shipper::ShipperError>>,
+/// The archive sink's committed events.
+trait Archive {
+    fn committed(&self) -> u64;
 }
 
-impl Shipper {
-    fn start(config: Config) -> Shipper {
-        let signals = Signals::default();
-        let registry = Registry::default();
-        let task = tokio::spawn(run_with_registry(config, signals.clone(), registry.clone()));
-        Shipper { signals, registry, task }
-    }
-
+impl Archive for Shipper {
     fn committed(&self) -> u64 {
-        self.registry.counter("flotilla_shipper_events_committed_total", "", &[("sink", "archive")]).get()
-    }
-
-    async fn stop(self) {
-        self.signals.shutdown.cancel();
-        match tokio::time::timeout(Duration::from_secs(30), self.task).await {
-            Ok(Ok(Ok(()))) => {}
-            other => panic!("shipper did not stop cleanly: {other:?}"),
-        }
+        self.counter("flotilla_shipper_events_committed_total", "archive")
     }
 }
 
-async fn jetstream(url: &str) -> jetstream::Context {
-    let client = async_nats::connect(url).await.expect("connect to the test nats-server");
-    let js = jetstream::new(client);
-    // The shipper creates the stream.
-    wait_for("stream LOGS", Duration::from_secs(30), || async { js.get_stream("LOGS").await.is_ok() }).await;
-    js
-}
-
-async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Pending and ack-pending of the sink's consumer.
+/// Pending and ack-pending of the archive sink's consumer.
 async fn consumer_backlog(js: &jetstream::Context) -> Option<(u64, usize)> {
-    let stream = js.get_stream("LOGS").await.ok()?;
-    let info = stream.consumer_info("flotilla-archive").await.ok()?;
-    Some((info.num_pending, info.num_ack_pending))
+    backlog(js, "archive").await
 }
 
 /// Publish and wait for every ack; returns the stream sequence of each.
@@ -584,7 +534,8 @@ async fn open_objects_and_unacked_events_are_capped() {
     let shipper = Shipper::start(config(
         &nats.url(),
         archive.path(),
-        "batch_max_events = 400\nbatch_max_age = \"100ms\"\nroll_max_age = \"1h\"\nmax_open_objects = 2\nmax_unacked_events = 1000",
+        // A batch held for 2 s takes all 40 first events at once.
+        "batch_max_events = 400\nbatch_max_age = \"2s\"\nroll_max_age = \"1h\"\nmax_open_objects = 2\nmax_unacked_events = 1000",
     ));
     let js = jetstream(&nats.url()).await;
     let now = Utc::now();

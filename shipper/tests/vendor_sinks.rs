@@ -13,77 +13,13 @@ use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use tokio::time::Instant;
 
 use flotilla_core::event::LogEvent;
-use flotilla_core::metrics::Registry;
-use flotilla_core::shutdown::Signals;
-use flotilla_shipper::{run_with_registry, Config};
+use flotilla_shipper::Config;
 use flotilla_testsupport::NatsServer;
 
-fn config(nats_url: &str, sinks: &str) -> Config {
-    let text = format!("http_addr = \"127.0.0.1:0\"\n[nats]\nurl = \"{nats_url}\"\n{sinks}");
-    match flotilla_core::config::parse::<Config>(&text, |_| None) {
-        Ok(c) => c,
-        Err(p) => panic!("test config invalid: {p:?}"),
-    }
-}
-
-struct Shipper {
-    signals: Signals,
-    registry: Registry,
-    task: tokio::task::JoinHandle<Result<(), flotilla_shipper::ShipperError>>,
-}
-
-impl Shipper {
-    fn start(config: Config) -> Shipper {
-        let signals = Signals::default();
-        let registry = Registry::default();
-        let task = tokio::spawn(run_with_registry(config, signals.clone(), registry.clone()));
-        Shipper { signals, registry, task }
-    }
-
-    fn counter(&self, name: &str, sink: &str) -> u64 {
-        self.registry.counter(name, "", &[("sink", sink)]).get()
-    }
-
-    fn gauge(&self, name: &str, sink: &str) -> i64 {
-        self.registry.gauge(name, "", &[("sink", sink)]).get()
-    }
-
-    async fn stop(self) {
-        self.signals.shutdown.cancel();
-        match tokio::time::timeout(Duration::from_secs(30), self.task).await {
-            Ok(Ok(Ok(()))) => {}
-            other => panic!("shipper did not stop cleanly: {other:?}"),
-        }
-    }
-}
-
-async fn jetstream(url: &str) -> jetstream::Context {
-    let client = async_nats::connect(url).await.expect("connect to the test nats-server");
-    let js = jetstream::new(client);
-    wait_for("stream LOGS", Duration::from_secs(30), || async { js.get_stream("LOGS").await.is_ok() }).await;
-    js
-}
-
-async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn backlog(js: &jetstream::Context, sink: &str) -> Option<(u64, usize)> {
-    let stream = js.get_stream("LOGS").await.ok()?;
-    let info = stream.consumer_info(format!("flotilla-{sink}")).await.ok()?;
-    Some((info.num_pending, info.num_ack_pending))
-}
+mod common;
+use common::*;
 
 async fn publish_all(js: &jetstream::Context, msgs: &[(String, Vec<u8>)]) {
     let mut acks = Vec::with_capacity(msgs.len());

@@ -26,6 +26,11 @@ pub struct Config {
     /// How often the status heartbeat is published (jittered).
     #[serde(default = "default_status_interval")]
     pub status_interval: String,
+    /// Runtime threads: 1 (the default) runs everything on one thread, the
+    /// cheapest per line on a host whose cores belong to its applications;
+    /// 0 = one per core.
+    #[serde(default = "default_worker_threads")]
+    pub worker_threads: usize,
     pub nats: Nats,
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
@@ -195,6 +200,10 @@ fn default_http_addr() -> String {
 fn default_status_interval() -> String {
     "30s".into()
 }
+fn default_worker_threads() -> usize {
+    1
+}
+
 fn default_max_in_flight() -> usize {
     512
 }
@@ -271,8 +280,13 @@ impl SourceConfig {
 }
 
 impl Validate for Config {
+    fn worker_threads(&self) -> usize {
+        self.worker_threads
+    }
+
     fn validate(&self, v: &mut Validator) {
         v.socket_addr("http_addr", &self.http_addr);
+        v.check(self.worker_threads <= 1024, "worker_threads", "must be between 0 (one per core) and 1024");
         v.duration("status_interval", &self.status_interval);
         v.nats_url("nats.url", &self.nats.url);
         v.check(

@@ -129,8 +129,8 @@ async fn serve_http(config: &Config, metrics: &AgentMetrics, signals: &Signals) 
 async fn run_sources(config: Config, metrics: AgentMetrics, shutdown: CancellationToken) -> Result<(), AgentError> {
     let host = config.host();
     let client = connect(&config, &host, &metrics).await?;
-    let mut js = async_nats::jetstream::new(client.clone());
-    js.set_timeout(parse_duration(&config.nats.ack_timeout).unwrap_or(Duration::from_secs(5)));
+    let ack_timeout = parse_duration(&config.nats.ack_timeout).unwrap_or(Duration::from_secs(5));
+    let nats = (client.clone(), ack_timeout);
     let tracker = TaskTracker::new();
     let mut all_stats = Vec::new();
     for (i, source) in config.sources.iter().enumerate() {
@@ -146,7 +146,8 @@ async fn run_sources(config: Config, metrics: AgentMetrics, shutdown: Cancellati
         all_stats.push(stats.clone());
         let file_ctx = |stats: Arc<SourceStats>| -> Result<sources::file::FileContext, AgentError> {
             Ok(sources::file::FileContext {
-                js: js.clone(),
+                client: client.clone(),
+                ack_timeout,
                 stats,
                 checkpoints: Checkpoints::load(checkpoint::path_for(&config.data_dir, &name))?,
                 host: host.clone(),
@@ -162,18 +163,18 @@ async fn run_sources(config: Config, metrics: AgentMetrics, shutdown: Cancellati
             }
             SourceConfig::Stdin(c) => {
                 let emitter =
-                    queued(&config, &name, &c.queue, c.rate_limit, stats, &metrics, &js, &host, &tracker, &shutdown)?;
+                    queued(&config, &name, &c.queue, c.rate_limit, stats, &metrics, &nats, &host, &tracker, &shutdown)?;
                 tracker.spawn(sources::stdin::run(c.clone(), emitter, shutdown.clone()));
             }
             SourceConfig::Syslog(c) => {
                 let listeners = bind_syslog(c).await?;
                 let emitter =
-                    queued(&config, &name, &c.queue, c.rate_limit, stats, &metrics, &js, &host, &tracker, &shutdown)?;
+                    queued(&config, &name, &c.queue, c.rate_limit, stats, &metrics, &nats, &host, &tracker, &shutdown)?;
                 tracker.spawn(sources::syslog::source::run(c.clone(), listeners, emitter, shutdown.clone()));
             }
             SourceConfig::Journald(c) => {
                 let emitter =
-                    queued(&config, &name, &c.queue, c.rate_limit, stats, &metrics, &js, &host, &tracker, &shutdown)?;
+                    queued(&config, &name, &c.queue, c.rate_limit, stats, &metrics, &nats, &host, &tracker, &shutdown)?;
                 let cursor = config.data_dir.join("journald").join(format!("{name}.cursor"));
                 if let Some(dir) = cursor.parent() {
                     let _ = std::fs::create_dir_all(dir);
@@ -203,7 +204,7 @@ fn queued(
     rate_limit: Option<config::RateLimitConfig>,
     stats: Arc<SourceStats>,
     metrics: &AgentMetrics,
-    js: &async_nats::jetstream::Context,
+    nats: &(async_nats::Client, Duration),
     host: &str,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
@@ -227,7 +228,8 @@ fn queued(
         tracing::info!(source = name, records = report.records, "resuming the spill queue");
     }
     let publisher = Publisher {
-        js: js.clone(),
+        client: nats.0.clone(),
+        ack_timeout: nats.1,
         queue: queue.clone(),
         stats: stats.clone(),
         host: host.to_string(),

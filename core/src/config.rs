@@ -78,6 +78,12 @@ impl Validator {
 /// Implemented by every daemon's config.
 pub trait Validate {
     fn validate(&self, v: &mut Validator);
+
+    /// Runtime worker threads the daemon asks for: 0 = one per core, 1 = a
+    /// single-threaded runtime (no cross-thread wake-ups).
+    fn worker_threads(&self) -> usize {
+        0
+    }
 }
 
 /// Read, substitute, parse and validate a config file.

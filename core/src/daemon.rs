@@ -43,7 +43,8 @@ where
             return ExitCode::from(2);
         }
     };
-    with_runtime(name, |signals| body(config, signals))
+    let threads = config.worker_threads();
+    with_runtime_threads(name, threads, |signals| body(config, signals))
 }
 
 /// Pick rustls's crypto provider (ring) for the whole process. Needed once
@@ -60,8 +61,24 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
+    with_runtime_threads(name, 0, body)
+}
+
+/// [`with_runtime`] with `threads` workers: 0 = one per core, 1 = the
+/// current-thread runtime.
+pub fn with_runtime_threads<F, Fut, E>(name: &str, threads: usize, body: F) -> ExitCode
+where
+    F: FnOnce(Signals) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
     install_crypto_provider();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let built = match threads {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        0 => tokio::runtime::Runtime::new(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+    };
+    let runtime = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{name}: cannot start the runtime: {e}");

@@ -4,28 +4,25 @@
 //! unacknowledged record; its de-duplication id makes the resend harmless.
 
 use std::collections::VecDeque;
-use std::future::{Future, IntoFuture};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishError;
-use async_nats::jetstream::publish::PublishAck;
 use tokio_util::sync::CancellationToken;
 
 use flotilla_core::{HDR_MSG_ID, HDR_READ_TS, HDR_SEQ};
 
+use super::acks::{AckError, Acks, Sent, Stored};
 use super::record::{with_seq, QueuedEvent};
 use crate::queue::DiskQueue;
 use crate::stats::SourceStats;
-
-type AckFuture = Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> + Send>>;
 
 /// How often acknowledged records are made durable (fsync, segment cleanup).
 const SYNC_EVERY: Duration = Duration::from_millis(200);
 
 pub struct Publisher {
-    pub js: async_nats::jetstream::Context,
+    pub client: async_nats::Client,
+    /// How long a publish waits for its ack before everything unacked is resent.
+    pub ack_timeout: Duration,
     pub queue: DiskQueue,
     pub stats: Arc<SourceStats>,
     pub host: String,
@@ -35,8 +32,15 @@ pub struct Publisher {
 impl Publisher {
     /// Run until `shutdown`; then settle what is in flight and sync.
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut acks = match Acks::new(self.client.clone(), self.ack_timeout).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(source = %self.stats.name, error = %e, "cannot subscribe to the ack inbox");
+                return;
+            }
+        };
         let mut failures = 0u32;
-        let mut inflight: VecDeque<(u64, AckFuture)> = VecDeque::new();
+        let mut inflight: VecDeque<(u64, Sent)> = VecDeque::new();
         let mut sync = tokio::time::interval(SYNC_EVERY);
         sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut dirty = false;
@@ -45,12 +49,12 @@ impl Publisher {
             let ok = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                r = settle(&mut inflight), if !inflight.is_empty() => {
+                r = settle(&mut acks, &mut inflight), if !inflight.is_empty() => {
                     dirty = true;
                     self.on_ack(r)
                 }
                 rec = self.queue.next(), if !window_full => match rec {
-                    Ok(rec) => self.publish(rec.seq, &rec.payload, &mut inflight).await,
+                    Ok(rec) => self.publish(&mut acks, rec.seq, &rec.payload, &mut inflight).await,
                     Err(e) => {
                         tracing::error!(source = %self.stats.name, error = %e, "queue read failed");
                         false
@@ -70,6 +74,7 @@ impl Publisher {
             failures += 1;
             self.stats.publish_errors.inc();
             inflight.clear();
+            acks.forget();
             self.queue.rewind();
             tokio::select! {
                 _ = tokio::time::sleep(crate::backoff::delay(failures)) => {}
@@ -78,7 +83,7 @@ impl Publisher {
         }
         // Drain: whatever is in flight gets its ack (or is resent next time).
         while !inflight.is_empty() {
-            let r = settle(&mut inflight).await;
+            let r = settle(&mut acks, &mut inflight).await;
             if !self.on_ack(r) {
                 break;
             }
@@ -87,7 +92,7 @@ impl Publisher {
         self.stats.in_flight.set(0);
     }
 
-    async fn publish(&self, seq: u64, payload: &[u8], inflight: &mut VecDeque<(u64, AckFuture)>) -> bool {
+    async fn publish(&self, acks: &mut Acks, seq: u64, payload: &[u8], inflight: &mut VecDeque<(u64, Sent)>) -> bool {
         let Some(ev) = QueuedEvent::decode(payload) else {
             // The checksum passed but the record is not ours: skip it, loudly.
             tracing::error!(source = %self.stats.name, seq, "undecodable queue record skipped");
@@ -103,25 +108,20 @@ impl Publisher {
         headers.insert(HDR_MSG_ID, msg_id.as_str());
         headers.insert(HDR_SEQ, seq.to_string().as_str());
         headers.insert(HDR_READ_TS, ev.read_ts.as_str());
-        let publish = self.js.publish_with_headers(ev.subject, headers, with_seq(&ev.body, seq).into());
-        match tokio::time::timeout(crate::ENQUEUE_TIMEOUT, publish).await {
-            Ok(Ok(ack)) => {
+        match acks.publish(ev.subject, headers, with_seq(&ev.body, seq).into()).await {
+            Ok(sent) => {
                 self.stats.published.inc();
-                inflight.push_back((seq, ack.into_future()));
+                inflight.push_back((seq, sent));
                 true
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::warn!(source = %self.stats.name, error = %e, "publish failed");
-                false
-            }
-            Err(_) => {
-                tracing::debug!(source = %self.stats.name, "NATS is not taking publishes");
                 false
             }
         }
     }
 
-    fn on_ack(&self, r: Option<(u64, Result<PublishAck, PublishError>)>) -> bool {
+    fn on_ack(&self, r: Option<(u64, Result<Stored, AckError>)>) -> bool {
         match r {
             None => true,
             Some((seq, Ok(ack))) => {
@@ -149,9 +149,9 @@ impl Publisher {
 }
 
 /// Await the oldest in-flight publish.
-async fn settle(inflight: &mut VecDeque<(u64, AckFuture)>) -> Option<(u64, Result<PublishAck, PublishError>)> {
-    let (_, fut) = inflight.front_mut()?;
-    let r = fut.await;
-    let (seq, _) = inflight.pop_front()?;
+async fn settle(acks: &mut Acks, inflight: &mut VecDeque<(u64, Sent)>) -> Option<(u64, Result<Stored, AckError>)> {
+    let (seq, sent) = *inflight.front()?;
+    let r = acks.wait(sent).await;
+    inflight.pop_front();
     Some((seq, r))
 }

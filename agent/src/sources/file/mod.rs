@@ -17,13 +17,9 @@ pub mod units;
 pub mod watch;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::future::{Future, IntoFuture};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::context::PublishError;
-use async_nats::jetstream::publish::PublishAck;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +28,7 @@ use flotilla_core::subject::{log_subject, OrgId};
 use flotilla_core::{origin, HDR_MSG_ID, HDR_READ_TS, HDR_SEQ};
 
 use crate::config::{FileSourceConfig, ReadFrom};
+use crate::pipeline::acks::{Acks, Sent};
 use crate::ratelimit::{Admit, RateGate};
 use crate::stats::{FileStatus, SourceStats};
 use checkpoint::Checkpoints;
@@ -42,11 +39,11 @@ use units::{Body, Tracked, Unit};
 /// Bytes read from one file before moving to the next (fairness).
 const READ_BUDGET: usize = 1024 * 1024;
 
-type AckFuture = Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> + Send>>;
-
 /// What a file source needs from the agent.
 pub struct FileContext {
-    pub js: async_nats::jetstream::Context,
+    pub client: async_nats::Client,
+    /// How long a publish waits for its ack before everything unacked is resent.
+    pub ack_timeout: Duration,
     pub stats: Arc<SourceStats>,
     pub checkpoints: Checkpoints,
     pub host: String,
@@ -56,7 +53,7 @@ pub struct FileContext {
 
 struct InFlight {
     /// `None` for an event dropped by the rate limit: settled at once, in order.
-    ack: Option<AckFuture>,
+    ack: Option<Sent>,
     key: Arc<str>,
     nonce: Arc<str>,
     end: u64,
@@ -101,6 +98,13 @@ impl FileSource {
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut acks = match Acks::new(self.ctx.client.clone(), self.ctx.ack_timeout).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(source = %self.ctx.stats.name, error = %e, "cannot subscribe to the ack inbox");
+                return;
+            }
+        };
         let mut watcher = watch::Watcher::new();
         let mut first_pass = true;
         let mut failures = 0u32;
@@ -111,7 +115,7 @@ impl FileSource {
             }
             self.discover(first_pass);
             first_pass = false;
-            let delivered = self.pump(&shutdown).await;
+            let delivered = self.pump(&mut acks, &shutdown).await;
             self.save();
             let pause = if delivered {
                 failures = 0;
@@ -121,6 +125,7 @@ impl FileSource {
                 failures += 1;
                 self.ctx.stats.publish_errors.inc();
                 self.inflight.clear();
+                acks.forget();
                 self.files.values_mut().for_each(Tracked::rewind);
                 crate::backoff::delay(failures)
             };
@@ -236,12 +241,12 @@ impl FileSource {
 
     /// Read and publish everything new (and multi-line events whose time is
     /// up), then wait for every ack. False if a publish or an ack failed.
-    async fn pump(&mut self, shutdown: &CancellationToken) -> bool {
+    async fn pump(&mut self, acks: &mut Acks, shutdown: &CancellationToken) -> bool {
         let keys: Vec<String> = self.files.keys().cloned().collect();
         for key in keys {
             loop {
                 if shutdown.is_cancelled() {
-                    return self.settle_all().await;
+                    return self.settle_all(acks).await;
                 }
                 let Some(t) = self.files.get_mut(&key) else {
                     break;
@@ -256,7 +261,7 @@ impl FileSource {
                 };
                 let read_ts = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
                 for unit in units {
-                    if !self.send(&key, unit, &read_ts).await {
+                    if !self.send(acks, &key, unit, &read_ts).await {
                         return false;
                     }
                 }
@@ -267,17 +272,17 @@ impl FileSource {
             };
             let read_ts = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
             for unit in due {
-                if !self.send(&key, unit, &read_ts).await {
+                if !self.send(acks, &key, unit, &read_ts).await {
                     return false;
                 }
             }
         }
-        self.settle_all().await
+        self.settle_all(acks).await
     }
 
     /// Publish one event (or drop it under the rate limit), keeping at most
     /// `max_in_flight` publishes awaiting their ack.
-    async fn send(&mut self, key: &str, unit: Unit, read_ts: &str) -> bool {
+    async fn send(&mut self, acks: &mut Acks, key: &str, unit: Unit, read_ts: &str) -> bool {
         let Some(t) = self.files.get_mut(key) else {
             return true;
         };
@@ -291,13 +296,13 @@ impl FileSource {
             Admit::Drop => {
                 self.ctx.stats.dropped_rate_limit.inc();
                 self.inflight.push_back(InFlight { ack: None, key: file, nonce, end: unit.end, seq, published: false });
-                return self.trim_window().await;
+                return self.trim_window(acks).await;
             }
             Admit::Pass { dropped_before } if dropped_before > 0 => {
                 let notice = crate::ratelimit::notice(dropped_before, &self.ctx.stats.name);
                 let body = encode(&self.ctx, t, &Body::Full(notice), 0);
                 let msg_id = origin::notice_msg_id(&base);
-                let Some(ack) = publish(&self.ctx, subject.clone(), &msg_id, 0, 0, read_ts, body).await else {
+                let Some(ack) = publish(&self.ctx, acks, subject.clone(), &msg_id, 0, 0, read_ts, body).await else {
                     return false;
                 };
                 let end = unit.offset;
@@ -318,12 +323,12 @@ impl FileSource {
         let dropped = t.tailer.publishing(seq);
         let end = unit.end;
         let body = encode(&self.ctx, t, &unit.body(self.cfg.codec), seq);
-        let Some(ack) = publish(&self.ctx, subject, &base, seq, dropped, read_ts, body).await else {
+        let Some(ack) = publish(&self.ctx, acks, subject, &base, seq, dropped, read_ts, body).await else {
             return false;
         };
         self.inflight.push_back(InFlight { ack: Some(ack), key: file, nonce, end, seq, published: true });
         self.ctx.stats.in_flight.set(self.inflight.len() as i64);
-        self.trim_window().await
+        self.trim_window(acks).await
     }
 }
 
@@ -350,18 +355,19 @@ fn encode(ctx: &FileContext, t: &Tracked, body: &Body, seq: u64) -> Vec<u8> {
     .to_json()
 }
 
-/// Publish one event (a free function: the source holds non-`Sync` ack
-/// futures, so `&FileSource` cannot cross an await). `dropped`: seqs right
-/// before this one consumed by events dropped under the rate limit.
+/// Publish one event. `dropped`: seqs right before this one consumed by
+/// events dropped under the rate limit.
+#[allow(clippy::too_many_arguments)]
 async fn publish(
     ctx: &FileContext,
+    acks: &mut Acks,
     subject: String,
     msg_id: &str,
     seq: u64,
     dropped: u64,
     read_ts: &str,
     body: Vec<u8>,
-) -> Option<AckFuture> {
+) -> Option<Sent> {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(HDR_MSG_ID, msg_id);
     headers.insert(HDR_SEQ, seq.to_string().as_str());
@@ -369,36 +375,31 @@ async fn publish(
         headers.insert(origin::HDR_DROPPED, dropped.to_string().as_str());
     }
     headers.insert(HDR_READ_TS, read_ts);
-    let publish = ctx.js.publish_with_headers(subject, headers, body.into());
-    match tokio::time::timeout(crate::ENQUEUE_TIMEOUT, publish).await {
-        Ok(Ok(ack)) => {
+    match acks.publish(subject, headers, body.into()).await {
+        Ok(sent) => {
             ctx.stats.published.inc();
-            Some(ack.into_future())
+            Some(sent)
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             tracing::warn!(source = %ctx.stats.name, error = %e, "publish failed");
-            None
-        }
-        Err(_) => {
-            tracing::debug!(source = %ctx.stats.name, "NATS is not taking publishes");
             None
         }
     }
 }
 
 impl FileSource {
-    async fn trim_window(&mut self) -> bool {
+    async fn trim_window(&mut self, acks: &mut Acks) -> bool {
         while self.inflight.len() >= self.ctx.max_in_flight || self.inflight.front().is_some_and(|f| f.ack.is_none()) {
-            if !self.settle_one().await {
+            if !self.settle_one(acks).await {
                 return false;
             }
         }
         true
     }
 
-    async fn settle_all(&mut self) -> bool {
+    async fn settle_all(&mut self, acks: &mut Acks) -> bool {
         while !self.inflight.is_empty() {
-            if !self.settle_one().await {
+            if !self.settle_one(acks).await {
                 return false;
             }
         }
@@ -407,13 +408,13 @@ impl FileSource {
     }
 
     /// Await the oldest publish's ack and move its file's acked offset.
-    async fn settle_one(&mut self) -> bool {
+    async fn settle_one(&mut self, acks: &mut Acks) -> bool {
         let Some(mut f) = self.inflight.pop_front() else {
             return true;
         };
         let result = match f.ack.take() {
             None => None,
-            Some(ack) => Some(ack.await),
+            Some(sent) => Some(acks.wait(sent).await),
         };
         match result {
             Some(Err(e)) => {

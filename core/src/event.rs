@@ -48,6 +48,8 @@ pub struct LogEventRef<'a> {
     pub source: &'a str,
     pub level: &'a str,
     pub message: &'a str,
+    /// The message as JSON string text, written as it is instead of `message`.
+    pub raw_message: Option<&'a str>,
     pub fields: &'a Map<String, Value>,
     pub raw_fields: Option<&'a str>,
     pub seq: u64,
@@ -59,7 +61,7 @@ impl LogEventRef<'_> {
         let mut out = Vec::with_capacity(192 + self.message.len() + self.source.len() + raw_len);
         // Writing strings, a timestamp and JSON values into a Vec cannot fail.
         out.extend_from_slice(b"{\"ts\":");
-        let _ = serde_json::to_writer(&mut out, &self.ts);
+        write_ts(&mut out, &self.ts);
         let parts = [
             ("org", self.org),
             ("app", self.app),
@@ -67,13 +69,19 @@ impl LogEventRef<'_> {
             ("host", self.host),
             ("source", self.source),
             ("level", self.level),
-            ("message", self.message),
         ];
         for (key, value) in parts {
             out.extend_from_slice(b",\"");
             out.extend_from_slice(key.as_bytes());
             out.extend_from_slice(b"\":");
             let _ = serde_json::to_writer(&mut out, value);
+        }
+        out.extend_from_slice(b",\"message\":");
+        match self.raw_message {
+            Some(raw) => out.extend_from_slice(raw.as_bytes()),
+            None => {
+                let _ = serde_json::to_writer(&mut out, self.message);
+            }
         }
         match self.raw_fields {
             Some(raw) if !raw.is_empty() => {
@@ -87,10 +95,70 @@ impl LogEventRef<'_> {
             _ => {}
         }
         out.extend_from_slice(b",\"seq\":");
-        out.extend_from_slice(self.seq.to_string().as_bytes());
+        write_u64(&mut out, self.seq);
         out.push(b'}');
         out
     }
+}
+
+/// `ts` as chrono's serde writes it (RFC 3339, `Z`, 0/3/6/9 fraction
+/// digits), without going through `fmt`.
+fn write_ts(out: &mut Vec<u8>, ts: &DateTime<Utc>) {
+    use chrono::{Datelike, Timelike};
+    let nanos = ts.nanosecond();
+    let year = ts.year();
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        // Leap seconds and far-away years: the general path.
+        let _ = serde_json::to_writer(&mut *out, ts);
+        return;
+    }
+    out.push(b'"');
+    push_digits(out, year as u32, 4);
+    out.push(b'-');
+    push_digits(out, ts.month(), 2);
+    out.push(b'-');
+    push_digits(out, ts.day(), 2);
+    out.push(b'T');
+    push_digits(out, ts.hour(), 2);
+    out.push(b':');
+    push_digits(out, ts.minute(), 2);
+    out.push(b':');
+    push_digits(out, ts.second(), 2);
+    if nanos != 0 {
+        out.push(b'.');
+        if nanos.is_multiple_of(1_000_000) {
+            push_digits(out, nanos / 1_000_000, 3);
+        } else if nanos.is_multiple_of(1_000) {
+            push_digits(out, nanos / 1_000, 6);
+        } else {
+            push_digits(out, nanos, 9);
+        }
+    }
+    out.extend_from_slice(b"Z\"");
+}
+
+/// `n` as exactly `width` (at most 9) decimal digits, zero-padded.
+fn push_digits(out: &mut Vec<u8>, mut n: u32, width: usize) {
+    let mut buf = [b'0'; 9];
+    for i in (0..width).rev() {
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&buf[..width]);
+}
+
+fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 #[cfg(test)]
@@ -110,17 +178,43 @@ mod tests {
             source: &ev.source,
             level: &ev.level,
             message: &ev.message,
+            raw_message: None,
             fields: &ev.fields,
             raw_fields: None,
             seq: ev.seq,
         };
         assert_eq!(r.to_json(), ev.to_json());
+        let quoted = serde_json::to_string(&ev.message).unwrap();
+        let raw_msg = LogEventRef { message: "ignored", raw_message: Some(&quoted), ..r };
+        assert_eq!(raw_msg.to_json(), ev.to_json());
         let empty = Map::new();
         let raw = LogEventRef { fields: &empty, raw_fields: Some(r#"{"n":1}"#), ..r };
         assert_eq!(raw.to_json(), ev.to_json());
         let none = LogEventRef { fields: &empty, raw_fields: Some(""), ..raw };
         let back = LogEvent::from_json(&none.to_json()).unwrap();
         assert!(back.fields.is_empty());
+    }
+
+    #[test]
+    fn timestamps_and_numbers_are_written_as_serde_writes_them() {
+        use chrono::TimeZone;
+        let base = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        let nanos = [0, 1, 999, 1_000, 120_000, 123_456_000, 5_000_000, 100_000_000, 123_456_789, 999_999_999];
+        let mut stamps: Vec<DateTime<Utc>> = nanos.iter().map(|n| base + chrono::Duration::nanoseconds(*n)).collect();
+        stamps.push(Utc.with_ymd_and_hms(1, 12, 31, 23, 59, 59).unwrap());
+        stamps.push(Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap());
+        stamps.push(Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap());
+        stamps.push(Utc.with_ymd_and_hms(-1, 1, 1, 0, 0, 0).unwrap());
+        for ts in stamps {
+            let mut out = Vec::new();
+            write_ts(&mut out, &ts);
+            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&ts).unwrap());
+        }
+        for n in [0, 7, 10, 99, 1_000_000, u64::MAX] {
+            let mut out = Vec::new();
+            write_u64(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
     }
 
     #[test]

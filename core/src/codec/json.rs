@@ -66,9 +66,18 @@ mod tests {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lean {
     pub ts: Option<DateTime<Utc>>,
-    pub level: String,
-    pub message: String,
+    pub level: std::borrow::Cow<'static, str>,
+    /// The message as a JSON string, ready to be written as it is (the
+    /// line's own string token, escapes and all, when it was a string).
+    pub message_json: String,
     pub fields_json: String,
+}
+
+impl Lean {
+    /// The message as text (what [`super::decode`] gives).
+    pub fn message(&self) -> String {
+        serde_json::from_str(&self.message_json).unwrap_or_default()
+    }
 }
 
 pub fn decode_lean(line: &str) -> Option<Lean> {
@@ -90,8 +99,22 @@ pub fn decode_lean(line: &str) -> Option<Lean> {
             message = Some(raw);
             continue;
         }
-        fields.push(if fields.is_empty() { '{' } else { ',' });
-        fields.push_str(&serde_json::to_string(k).ok()?);
+        if fields.is_empty() {
+            fields.reserve(line.len());
+            fields.push('{');
+        } else {
+            fields.push(',');
+        }
+        match key {
+            // Unescaped in the line: no quote, backslash or control
+            // character, so it is its own JSON string.
+            std::borrow::Cow::Borrowed(k) => {
+                fields.push('"');
+                fields.push_str(k);
+                fields.push('"');
+            }
+            std::borrow::Cow::Owned(k) => fields.push_str(&serde_json::to_string(k).ok()?),
+        }
         fields.push(':');
         fields.push_str(raw.get());
     }
@@ -101,13 +124,18 @@ pub fn decode_lean(line: &str) -> Option<Lean> {
     fn as_str<'a>(raw: &&'a RawValue) -> Option<std::borrow::Cow<'a, str>> {
         serde_json::from_str::<Text<'a>>(raw.get()).ok().map(|t| t.0)
     }
+    let message_json = match message {
+        Some(raw) if raw.get().starts_with('"') => raw.get().to_string(),
+        Some(raw) => serde_json::to_string(raw.get()).ok()?,
+        None => "\"\"".to_string(),
+    };
     Some(Lean {
         ts: ts.and_then(as_str).and_then(|s| DateTime::parse_from_rfc3339(&s).ok()).map(|t| t.with_timezone(&Utc)),
-        level: level.and_then(as_str).map(|s| normalize_level(&s)).unwrap_or_else(|| "info".to_string()),
-        message: match message {
-            Some(raw) => as_str(raw).map(|s| s.into_owned()).unwrap_or_else(|| raw.get().to_string()),
-            None => String::new(),
+        level: match level.and_then(as_str) {
+            Some(s) => super::normalize_level_cow(&s),
+            None => std::borrow::Cow::Borrowed("info"),
         },
+        message_json,
         fields_json: fields,
     })
 }
@@ -168,11 +196,16 @@ mod lean_tests {
             r#"{"@timestamp":"2026-01-02T03:04:05+01:00","message":"x","severity":"CRITICAL","n":{"deep":[1,2,{"a":null}]}}"#,
             r#"{"a":1}"#,
             r#"{"msg":"only"}"#,
+            r#"{"msg":42,"level":"Warning","k\u00e9y":"v","plain":"x"}"#,
             r#"{"we\"ird":"k\u00e9y","msg":"caf\u00e9"}"#,
         ] {
             let lean = decode_lean(line).unwrap();
             let full = decode(line);
-            assert_eq!((lean.ts, &lean.level, &lean.message), (full.ts, &full.level, &full.message), "{line}");
+            assert_eq!(
+                (lean.ts, lean.level.as_ref(), lean.message()),
+                (full.ts, full.level.as_str(), full.message),
+                "{line}"
+            );
             let fields: serde_json::Map<String, Value> = if lean.fields_json.is_empty() {
                 Default::default()
             } else {

@@ -76,6 +76,15 @@ const LEVEL_KEYS: &[&str] = &["level", "lvl", "severity"];
 /// Keys holding the message.
 const MSG_KEYS: &[&str] = &["msg", "message"];
 
+/// [`normalize_level`] without allocating for the usual spellings.
+pub(crate) fn normalize_level_cow(s: &str) -> std::borrow::Cow<'static, str> {
+    const KNOWN: [&str; 6] = ["trace", "debug", "info", "warn", "error", "fatal"];
+    match KNOWN.iter().find(|k| k.eq_ignore_ascii_case(s)) {
+        Some(k) => std::borrow::Cow::Borrowed(k),
+        None => std::borrow::Cow::Owned(normalize_level(s)),
+    }
+}
+
 fn normalize_level(s: &str) -> String {
     match s.to_ascii_lowercase().as_str() {
         "warning" => "warn".into(),

@@ -37,7 +37,7 @@ use tailer::{identity, Tailer};
 use units::{Body, Tracked, Unit};
 
 /// Bytes read from one file before moving to the next (fairness).
-const READ_BUDGET: usize = 1024 * 1024;
+const READ_BUDGET: usize = 256 * 1024;
 
 /// What a file source needs from the agent.
 pub struct FileContext {
@@ -335,9 +335,11 @@ impl FileSource {
 /// The event's JSON, written from borrowed parts.
 fn encode(ctx: &FileContext, t: &Tracked, body: &Body, seq: u64) -> Vec<u8> {
     let no_fields = serde_json::Map::new();
-    let (ts, level, message, fields, raw_fields) = match body {
-        Body::Full(d) => (d.ts, &d.level, &d.message, &d.fields, None),
-        Body::Lean(l) => (l.ts, &l.level, &l.message, &no_fields, Some(l.fields_json.as_str())),
+    let (ts, level, message, raw_message, fields, raw_fields) = match body {
+        Body::Full(d) => (d.ts, d.level.as_str(), d.message.as_str(), None, &d.fields, None),
+        Body::Lean(l) => {
+            (l.ts, l.level.as_ref(), "", Some(l.message_json.as_str()), &no_fields, Some(l.fields_json.as_str()))
+        }
     };
     LogEventRef {
         ts: ts.unwrap_or_else(Utc::now),
@@ -348,6 +350,7 @@ fn encode(ctx: &FileContext, t: &Tracked, body: &Body, seq: u64) -> Vec<u8> {
         source: &t.source,
         level,
         message,
+        raw_message,
         fields,
         raw_fields,
         seq,

@@ -125,22 +125,37 @@ impl Tailer {
         if self.fp_len < FP_BYTES && len > self.fp_len {
             (self.fp_len, self.fp) = fingerprint(&self.file, len.min(FP_BYTES))?;
         }
-        let mut chunk = vec![0u8; 64 * 1024];
+        // Read straight into `pending` (no chunk buffer to allocate).
+        const CHUNK: usize = 64 * 1024;
         let mut read = 0;
         while read < budget {
-            let n = self.file.read_at(&mut chunk, self.file_pos)?;
+            let at = self.pending.len();
+            self.pending.resize(at + CHUNK, 0);
+            let n = match self.file.read_at(&mut self.pending[at..], self.file_pos) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.pending.truncate(at);
+                    return Err(e);
+                }
+            };
+            self.pending.truncate(at + n);
             if n == 0 {
                 break;
             }
-            self.pending.extend_from_slice(&chunk[..n]);
             self.file_pos += n as u64;
             read += n;
         }
-        Ok(self.split_lines(max_line))
+        let lines = self.split_lines(max_line);
+        if self.pending.is_empty() && self.pending.capacity() > 2 * CHUNK {
+            // An idle file keeps no read buffer.
+            self.pending = Vec::new();
+        }
+        Ok(lines)
     }
 
     fn split_lines(&mut self, max_line: usize) -> Vec<Line> {
-        let mut lines = Vec::new();
+        // ~200-byte lines are typical: one allocation for the list.
+        let mut lines = Vec::with_capacity(self.pending.len() / 160 + 1);
         let mut at = 0;
         loop {
             let rest = &self.pending[at..];

@@ -114,7 +114,7 @@ impl Tracked {
             return Ok(None);
         }
         let now = Instant::now();
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(lines.len());
         for line in lines {
             stats.read.inc();
             stats.bytes_read.add(line.bytes.len() as u64);

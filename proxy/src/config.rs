@@ -30,6 +30,10 @@ pub struct Config {
     pub limits: Limits,
     /// TLS for clients (rustls). With it, every client must use TLS.
     pub tls: Option<Tls>,
+    /// Runtime threads: 0 (the default) = one per core; 1 = everything on
+    /// one thread.
+    #[serde(default)]
+    pub worker_threads: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,7 +111,12 @@ fn default_ping_interval() -> String {
 }
 
 impl Validate for Config {
+    fn worker_threads(&self) -> usize {
+        self.worker_threads
+    }
+
     fn validate(&self, v: &mut Validator) {
+        v.check(self.worker_threads <= 1024, "worker_threads", "must be between 0 (one per core) and 1024");
         v.socket_addr("listen", &self.listen);
         v.socket_addr("http_addr", &self.http_addr);
         v.nats_url("upstream.url", &self.upstream.url);

@@ -412,10 +412,9 @@ impl Conn {
     async fn unsubscribe(&mut self, sid: &str, max: Option<u64>) {
         match (self.subs.get(sid), max) {
             (None, _) => return,
-            (Some(SubEntry::Upstream(key)), Some(max))
-                if self.shared.fanout.limit(key, self.id, sid, max).await => {
-                    return;
-                }
+            (Some(SubEntry::Upstream(key)), Some(max)) if self.shared.fanout.limit(key, self.id, sid, max).await => {
+                return;
+            }
             (Some(SubEntry::Inbox), Some(max)) => {
                 let inbox = lock(&self.inbox);
                 if let Some(s) = inbox.iter().find(|s| s.sid == sid) {

@@ -80,7 +80,14 @@ pub struct Running {
 /// Connect upstream, bind the listeners and start accepting clients.
 pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyError> {
     let tokens = auth::TokenStore::open(&config.tokens)?;
-    let mut opts = async_nats::ConnectOptions::new().name("flotilla-proxy").retry_on_initial_connect();
+    let registry = Registry::default();
+    let upstream_drops = metrics::upstream_drops(&registry);
+    let mut opts = async_nats::ConnectOptions::new().name("flotilla-proxy").retry_on_initial_connect().event_callback(
+        move |event| {
+            let drops = upstream_drops.clone();
+            async move { metrics::on_upstream_event(&drops, event) }
+        },
+    );
     if let (Some(u), Some(p)) = (&config.upstream.user, &config.upstream.password) {
         opts = opts.user_and_password(u.clone(), p.clone());
     }
@@ -93,7 +100,6 @@ pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyErr
         .map_err(|source| ProxyError::Bind { addr: config.listen.clone(), source })?;
     let addr = listener.local_addr().map_err(|source| ProxyError::Bind { addr: config.listen.clone(), source })?;
 
-    let registry = Registry::default();
     let http_bind: SocketAddr = config.http_addr.parse().map_err(|_| ProxyError::Bind {
         addr: config.http_addr.clone(),
         source: std::io::ErrorKind::InvalidInput.into(),

@@ -7,6 +7,10 @@ use flotilla_core::daemon;
 use flotilla_proxy::auth::Role;
 use flotilla_proxy::{cli, Config};
 
+/// mimalloc: every delivery allocates its frame; glibc's malloc costs more.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "flotilla-proxy", version, about = "Authenticating, org-scoped NATS front door")]
 struct Args {

@@ -62,3 +62,49 @@ impl ProxyMetrics {
         }
     }
 }
+
+/// Messages the upstream client dropped because the proxy's fan-out read
+/// its subscriptions too slowly (async-nats reports each as a slow-consumer
+/// event; events can themselves be dropped under load, so this is a floor).
+pub fn upstream_drops(registry: &Registry) -> Counter {
+    registry.counter(
+        "flotilla_proxy_upstream_drops_total",
+        "Upstream messages dropped because the proxy read them too slowly (at least this many).",
+        &[],
+    )
+}
+
+/// Count and report what the upstream connection says about itself.
+pub fn on_upstream_event(drops: &Counter, event: async_nats::Event) {
+    match event {
+        async_nats::Event::SlowConsumer(_) => {
+            drops.inc();
+            let n = drops.get();
+            if n == 1 || n.is_multiple_of(10_000) {
+                tracing::warn!(
+                    dropped = n,
+                    "the proxy reads upstream too slowly: messages were dropped (flotilla_proxy_upstream_drops_total)"
+                );
+            }
+        }
+        async_nats::Event::Connected => tracing::info!("upstream connected"),
+        async_nats::Event::Disconnected => tracing::warn!("upstream disconnected; reconnecting"),
+        other => tracing::warn!(event = %other, "upstream"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_slow_consumer_events_are_counted_and_exported() {
+        let registry = Registry::default();
+        let drops = upstream_drops(&registry);
+        on_upstream_event(&drops, async_nats::Event::SlowConsumer(3));
+        on_upstream_event(&drops, async_nats::Event::SlowConsumer(3));
+        on_upstream_event(&drops, async_nats::Event::Connected);
+        assert_eq!(drops.get(), 2);
+        assert!(registry.render().contains("flotilla_proxy_upstream_drops_total 2"), "{}", registry.render());
+    }
+}

@@ -95,7 +95,9 @@ pub struct Flow {
     /// Aggregate deliveries per second, first received to last received.
     pub msgs_per_sec: f64,
     pub secs: f64,
-    /// The proxy's `flotilla_proxy_slow_consumer_drops_total` increase.
+    /// The increase of the proxy's drop counters: client queues full
+    /// (`flotilla_proxy_slow_consumer_drops_total`) and upstream read too
+    /// slowly (`flotilla_proxy_upstream_drops_total`).
     pub proxy_drops: u64,
     pub proxy_cpu_secs: f64,
     pub nats_server_cpu_secs: f64,
@@ -183,6 +185,11 @@ impl Stack {
             .sum::<f64>() as u64)
     }
 
+    /// Deliveries the proxy dropped, for any reason.
+    async fn drops(&self) -> Result<u64, BenchError> {
+        Ok(self.metric(DROPS).await? + self.metric(UPSTREAM_DROPS).await?)
+    }
+
     fn cpu(&self) -> (f64, f64) {
         let c = |pid| procstat::cpu(pid).map(|c| c.secs).unwrap_or(f64::NAN);
         (c(self.proxy.id()), c(self.nats.proc.id()))
@@ -190,6 +197,7 @@ impl Stack {
 }
 
 const DROPS: &str = "flotilla_proxy_slow_consumer_drops_total";
+const UPSTREAM_DROPS: &str = "flotilla_proxy_upstream_drops_total";
 
 pub async fn run(opts: &ProxyBenchOptions) -> Result<Report, BenchError> {
     let proxy_bin = sibling_binary("flotilla-proxy")?;
@@ -375,7 +383,7 @@ async fn flow(
     subs: Vec<Subscriber>,
 ) -> Result<Flow, BenchError> {
     tokio::time::sleep(SETTLE).await;
-    let drops0 = stack.metric(DROPS).await?;
+    let drops0 = stack.drops().await?;
     let (pcpu0, ncpu0) = stack.cpu();
     let n_subs = subs.len() as u64;
     let tasks: Vec<_> = subs.into_iter().map(|s| tokio::spawn(receive(s, per_subject))).collect();
@@ -399,7 +407,7 @@ async fn flow(
         last = last.max(r.last);
     }
     let (pcpu1, ncpu1) = stack.cpu();
-    let drops1 = stack.metric(DROPS).await?;
+    let drops1 = stack.drops().await?;
     let secs = match (first, last) {
         (Some(a), Some(b)) => (b - a).as_secs_f64(),
         _ => 0.0,
@@ -446,7 +454,7 @@ async fn latency(stack: &Stack, publisher: &Client, rate: u64, secs: u64) -> Res
     let pc = stack.tenant("acme").await?;
     let ps = subscribe(&pc, "logs.>").await?;
     tokio::time::sleep(SETTLE).await;
-    let drops0 = stack.metric(DROPS).await?;
+    let drops0 = stack.drops().await?;
     let start = Instant::now();
     let direct = tokio::spawn(record(ds, start, total));
     let proxied = tokio::spawn(record(ps, start, total));
@@ -472,7 +480,7 @@ async fn latency(stack: &Stack, publisher: &Client, rate: u64, secs: u64) -> Res
         r.map_err(|e| BenchError::Failed(format!("receiver: {e}")))?
     };
     let (d, p) = (join(direct.await)?, join(proxied.await)?);
-    let drops1 = stack.metric(DROPS).await?;
+    let drops1 = stack.drops().await?;
     let pct = |h: &Histogram<u64>| Percentiles {
         received: h.len(),
         p50_us: h.value_at_quantile(0.5),

@@ -50,9 +50,10 @@ enum Command {
     /// the Parquet archive back and count loss and duplicates. Writes
     /// report.json, report.md, throughput.svg and latency.svg to --out.
     /// Uses the flotilla-agent and flotilla-shipper next to this binary.
-    #[command(after_help = "Scenarios: steady, agent-crash, shipper-crash, nats-restart, idle (implemented); burst, \
-                            slow-subscriber, object-store-outage, cluster-node-loss, reconnect-storm, noisy-tenant \
-                            (not yet). Exit status: 0 all verified, 1 loss, duplicates or an error, 2 usage.")]
+    #[command(after_help = "Scenarios: steady, burst, agent-crash, shipper-crash, nats-restart, idle, \
+                            object-store-outage, cluster-node-loss, slow-subscriber, noisy-tenant (implemented); \
+                            reconnect-storm (not yet). Exit status: 0 all verified, 1 loss, duplicates or an error, \
+                            2 usage.")]
     Run {
         /// The scenario to run.
         #[arg(long, required_unless_present = "all", conflicts_with = "all")]

@@ -56,6 +56,23 @@ pub fn nats_server_binary() -> Result<PathBuf, ProcError> {
     })
 }
 
+/// `moto_server` (an S3-compatible server, from `moto[server]`): next to
+/// `$FLOTILLA_PYTHON`, in the repository's `.venv`, or on PATH.
+pub fn moto_server_binary() -> Result<PathBuf, ProcError> {
+    let mut candidates = Vec::new();
+    if let Some(py) = std::env::var_os("FLOTILLA_PYTHON") {
+        candidates.extend(Path::new(&py).parent().map(|d| d.join("moto_server")));
+    }
+    candidates.push(PathBuf::from(".venv/bin/moto_server"));
+    if let Some(paths) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&paths).map(|d| d.join("moto_server")));
+    }
+    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| ProcError::Missing {
+        name: "moto_server".into(),
+        hint: "run ./scripts/test, which installs moto[server] in .venv, or pip install 'moto[server]'".into(),
+    })
+}
+
 pub fn ensure_free(port: u16) -> Result<(), ProcError> {
     std::net::TcpListener::bind(("127.0.0.1", port)).map(drop).map_err(|_| ProcError::PortInUse(port))
 }

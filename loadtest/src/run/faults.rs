@@ -2,9 +2,10 @@
 
 use std::time::{Duration, Instant};
 
+use super::cluster;
 use super::load::Writers;
-use super::orchestrate::Stack;
 use super::scenarios::{Fault, Load};
+use super::stack::Stack;
 use crate::bench::BenchError;
 
 /// How long a killed daemon stays down (the load keeps being written).
@@ -35,14 +36,21 @@ impl Schedule {
     }
 }
 
-/// A killed daemon waiting to be started again.
+/// What undoes a fault, and when.
 pub struct Restart {
     pub at: Instant,
-    pub role: &'static str,
+    pub undo: Undo,
 }
 
-/// Inject fault number `k`; returns what was done and what to restart.
-pub fn inject(
+pub enum Undo {
+    /// Start the daemon with this role again.
+    Start(&'static str),
+    /// Let the shipper reach the object store again.
+    OpenStore,
+}
+
+/// Inject fault number `k`; returns what was done and what undoes it.
+pub async fn inject(
     fault: Fault,
     k: usize,
     elapsed: Duration,
@@ -50,13 +58,12 @@ pub fn inject(
     st: &mut Stack,
 ) -> Result<Option<(String, Restart)>, BenchError> {
     let t = elapsed.as_secs_f64();
-    let restart = |role| Restart { at: Instant::now() + DOWN_FOR, role };
+    let restart = |role| Restart { at: Instant::now() + DOWN_FOR, undo: Undo::Start(role) };
     match fault {
-        Fault::None | Fault::Idle => Ok(None),
+        Fault::None | Fault::Idle | Fault::Burst | Fault::SlowSubscriber | Fault::NoisyTenant => Ok(None),
         Fault::AgentCrashDuringRotation => {
             let rotated = writers.rotate(k).map_err(|e| BenchError::Failed(format!("rotate: {e}")))?;
-            let pid = st.agent.proc.as_ref().map(|p| p.id()).unwrap_or_default();
-            st.agent.kill9(&mut st.meter);
+            let pid = st.kill9("agent")?;
             let name = rotated.strip_prefix(rotated.ancestors().nth(3).unwrap_or(&rotated)).unwrap_or(&rotated);
             Ok(Some((
                 format!(
@@ -68,16 +75,14 @@ pub fn inject(
             )))
         }
         Fault::ShipperCrash => {
-            let pid = st.shipper.proc.as_ref().map(|p| p.id()).unwrap_or_default();
-            st.shipper.kill9(&mut st.meter);
+            let pid = st.kill9("shipper")?;
             Ok(Some((
                 format!("{t:.1} s: kill -9 the shipper (pid {pid}); restarted {} s later", DOWN_FOR.as_secs_f64()),
                 restart("shipper"),
             )))
         }
         Fault::NatsRestart => {
-            let pid = st.nats.proc.as_ref().map(|p| p.id()).unwrap_or_default();
-            st.nats.kill9(&mut st.meter);
+            let pid = st.kill9("nats-server")?;
             Ok(Some((
                 format!(
                     "{t:.1} s: kill -9 nats-server (pid {pid}); restarted {} s later on the same port and store",
@@ -85,6 +90,39 @@ pub fn inject(
                 ),
                 restart("nats-server"),
             )))
+        }
+        Fault::ClusterNodeLoss { down_s } => {
+            let (role, why) = cluster::agent_node(st).await;
+            let pid = st.kill9(role)?;
+            Ok(Some((
+                format!(
+                    "{t:.1} s: kill -9 {role} (pid {pid}; {why}); restarted {down_s} s later (same ports, same store)"
+                ),
+                Restart { at: Instant::now() + Duration::from_secs(down_s), undo: Undo::Start(role) },
+            )))
+        }
+        Fault::ObjectStoreOutage { down_s } => {
+            let gate = st.gate.as_ref().ok_or_else(|| BenchError::Failed("no object-store forwarder".into()))?;
+            gate.close();
+            Ok(Some((
+                format!(
+                    "{t:.1} s: the object store refuses connections (reset at once, open ones reset too) for {down_s} s"
+                ),
+                Restart { at: Instant::now() + Duration::from_secs(down_s), undo: Undo::OpenStore },
+            )))
+        }
+    }
+}
+
+/// Undo a fault: start the daemon again, or open the object store.
+pub fn undo(r: &Restart, st: &mut Stack) -> Result<(), BenchError> {
+    match r.undo {
+        Undo::Start(role) => st.start(role),
+        Undo::OpenStore => {
+            if let Some(g) = &st.gate {
+                g.open();
+            }
+            Ok(())
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The load: ~200-byte JSON lines written to `<logs>/loadtest/app<i>/app.log`,
-//! each carrying a unique id and its write time.
+//! The load: ~200-byte JSON lines written to `<logs>/<org>/app<i>/app.log`
+//! (org `loadtest`, or the scenario's orgs in turn), each carrying a unique
+//! id and its write time.
 //!
 //! A line's `msg` starts with `lt:<file>:<n>` (file index, line number in
 //! that file's sequence, rotations included): the key the archive is read
@@ -66,23 +67,33 @@ impl Sent {
 /// The writer of every file, with rotation.
 pub struct Writers {
     files: Vec<(PathBuf, File)>,
+    /// The org of each file.
+    orgs: Vec<String>,
     rotations: Vec<u32>,
     pub sent: Sent,
     bytes: u64,
 }
 
 impl Writers {
-    pub fn create(logs: &Path, files: usize) -> std::io::Result<Writers> {
+    /// `files` files, file `i` in org `orgs[i % orgs.len()]` ([`ORG`] if none).
+    pub fn create(logs: &Path, files: usize, orgs: &[&str]) -> std::io::Result<Writers> {
+        let orgs: Vec<String> =
+            (0..files).map(|i| orgs.get(i % orgs.len().max(1)).copied().unwrap_or(ORG).to_string()).collect();
         let mut out = Vec::with_capacity(files);
-        for i in 0..files {
-            let path = logs.join(ORG).join(app(i)).join("app.log");
+        for (i, org) in orgs.iter().enumerate() {
+            let path = logs.join(org).join(app(i)).join("app.log");
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
             let f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
             out.push((path, f));
         }
-        Ok(Writers { files: out, rotations: vec![0; files], sent: Sent { per_file: vec![0; files] }, bytes: 0 })
+        Ok(Writers { files: out, orgs, rotations: vec![0; files], sent: Sent { per_file: vec![0; files] }, bytes: 0 })
+    }
+
+    /// The org of file `i`.
+    pub fn org(&self, i: usize) -> &str {
+        self.orgs.get(i).map(String::as_str).unwrap_or(ORG)
     }
 
     pub fn bytes(&self) -> u64 {

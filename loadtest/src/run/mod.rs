@@ -10,17 +10,30 @@
 //! - [`tail`]: a live-tail subscriber timing arrivals.
 //! - [`verify`]: the archive read back with the `parquet` crate; loss and
 //!   duplicates counted by line id.
+//! - [`burst`], [`outage`] (with [`forward`]), [`cluster`], [`tenants`]:
+//!   what the `burst`, `object-store-outage`, `cluster-node-loss`,
+//!   `slow-subscriber` and `noisy-tenant` scenarios add to the stack.
+//! - [`latency`], [`phases`]: latency percentiles, overall and by phase.
 //! - [`report`], [`charts`], [`progress`]: what a run leaves behind and shows.
+//! - [`http`]: a minimal HTTP client for loopback requests.
 
+pub mod burst;
 pub mod charts;
+pub mod cluster;
 pub mod faults;
+pub mod forward;
+pub mod http;
+pub mod latency;
 pub mod load;
 pub mod orchestrate;
+pub mod outage;
+pub mod phases;
 pub mod progress;
 pub mod report;
 pub mod scenarios;
 pub mod stack;
 pub mod tail;
+pub mod tenants;
 pub mod verify;
 
 use std::path::Path;

@@ -1,11 +1,15 @@
 //! One scenario from start to report:
 //!
-//! 1. nats-server (JetStream) on a free loopback port, its store in `<out>/var`.
+//! 1. nats-server (JetStream) on a free loopback port, its store in `<out>/var`
+//!    (`cluster-node-loss`: three nodes, see [`super::cluster`]).
 //! 2. Baseline: a bare async-nats publisher sends `baseline_lines` lines of
 //!    the load's shape (512 acks outstanding, no headers) into a stream of
 //!    its own (`BASELINE`, deleted after), before anything else runs.
 //! 3. The shipper (Parquet to `<out>/archive`, `batch_max_age` 500 ms,
-//!    `roll_max_age` 2 s), a live-tail subscriber on `logs.>`, the agent.
+//!    `roll_max_age` 2 s; `object-store-outage`: to S3 on moto, see
+//!    [`super::outage`]), a live-tail subscriber on `logs.>`, the proxy and
+//!    tenants' tails through it (`slow-subscriber`, `noisy-tenant`: see
+//!    [`super::tenants`]), the agent.
 //! 4. The load: `rate` lines/s over `files` files for `duration`, faults
 //!    spread evenly; then, for `steady`, a backlog written at once.
 //! 5. Wait until the stream holds every line and the archive's consumer has
@@ -22,12 +26,16 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::faults::{self, Restart, Schedule};
+use super::latency::{self, bump};
 use super::load::{self, Writers};
+use super::outage::{self, Outage};
+use super::phases::{self, Phase};
 use super::progress::Progress;
-use super::report::{Faults, IdleUsage, Latency, Machine, Percentiles, Report, Series};
-use super::scenarios::{Fault, Scenario};
-use super::stack::{self, Daemon, Dirs, Meter, Watch};
-use super::{charts, tail, verify};
+use super::report::{Faults, IdleUsage, Machine, Report};
+use super::scenarios::{Fault, Load, Scenario};
+use super::stack::{self, Dirs, Meter, ShipperOptions, Stack, Watch, LOADTEST_ROLE};
+use super::tenants::{self, Tenants};
+use super::{burst, charts, cluster, tail, verify};
 use crate::bench::baseline::{self, Origin, Shape};
 use crate::bench::BenchError;
 use crate::procs::{nats_server_binary, output};
@@ -35,7 +43,8 @@ use crate::procs::{nats_server_binary, output};
 /// Nothing moved in the stream or the consumer for this long: stop waiting.
 const STALL: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_millis(20);
-const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// The tail that `latency_ms.live_tail` and the series report.
+const DIRECT_TAIL: &str = "direct (core NATS logs.>)";
 /// Lines written before the `idle` scenario's quiet window.
 const IDLE_LINES: u64 = 100;
 
@@ -52,54 +61,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BenchError + '_ {
     move |e| BenchError::io(path, e)
 }
 
-pub struct Stack {
-    pub agent: Daemon,
-    pub shipper: Daemon,
-    pub nats: Daemon,
-    pub meter: Meter,
-    last_sample: Instant,
-}
-
-impl Stack {
-    fn sample(&mut self, force: bool) {
-        if !force && self.last_sample.elapsed() < SAMPLE_EVERY {
-            return;
-        }
-        self.last_sample = Instant::now();
-        self.agent.sample(&mut self.meter);
-        self.shipper.sample(&mut self.meter);
-        self.nats.sample(&mut self.meter);
-        self.meter.sample("flotilla-loadtest (load, tail, baseline)", std::process::id());
-    }
-
-    /// CPU seconds and current RSS (MiB) of each running daemon, now.
-    fn cpu_now(&self) -> BTreeMap<String, (f64, f64)> {
-        [&self.agent, &self.shipper, &self.nats]
-            .into_iter()
-            .filter_map(|d| {
-                let pid = d.proc.as_ref()?.id();
-                let cpu = crate::bench::procstat::cpu(pid).ok()?.secs;
-                let rss = crate::bench::procstat::status_kib(pid, "VmRSS").map(|k| k as f64 / 1024.0).unwrap_or(0.0);
-                Some((d.role.to_string(), (cpu, rss)))
-            })
-            .collect()
-    }
-
-    fn check(&mut self) -> Result<(), BenchError> {
-        self.agent.check()?;
-        self.shipper.check()?;
-        self.nats.check()
-    }
-
-    fn restart(&mut self, r: &Restart) -> Result<(), BenchError> {
-        match r.role {
-            "agent" => self.agent.start(&mut self.meter),
-            "nats-server" => self.nats.start(&mut self.meter),
-            _ => self.shipper.start(&mut self.meter),
-        }
-    }
-}
-
 pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
     let sc = opts.scenario;
     let fault = sc.fault.ok_or_else(|| BenchError::Failed(format!("scenario {} is not implemented yet", sc.name)))?;
@@ -110,38 +71,55 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
     let wall = Instant::now();
     let nats_bin = nats_server_binary()?;
     let mut meter = Meter::default();
-    meter.started("flotilla-loadtest (load, tail, baseline)");
-    progress.phase("starting nats-server");
-    let (mut nats, url) = stack::nats(&nats_bin, &dirs)?;
-    nats.start(&mut meter)?;
+    meter.started(LOADTEST_ROLE);
+    let clustered = matches!(fault, Fault::ClusterNodeLoss { .. });
+    let (nodes, url) = if clustered {
+        progress.phase("starting a 3-node nats-server cluster");
+        cluster::nodes(&nats_bin, &dirs)?
+    } else {
+        progress.phase("starting nats-server");
+        let (d, url) = stack::nats(&nats_bin, &dirs)?;
+        (vec![d], url)
+    };
+    let mut st = Stack::new(nodes, meter);
+    for role in st.daemons.iter().map(|d| d.role).collect::<Vec<_>>() {
+        st.start(role)?;
+    }
+    let replicas = if clustered {
+        let leader = cluster::wait_ready(&st, Duration::from_secs(60)).await?;
+        progress.note(&format!("cluster up, JetStream meta leader {leader}"));
+        3
+    } else {
+        1
+    };
     let watch = Watch::connect(&url).await?;
-
-    // Baseline.
-    progress.phase(&format!("baseline: bare JetStream publisher, {} lines", load.baseline_lines));
-    watch.create_baseline_stream().await?;
-    let bfile = dirs.var.join("baseline").join("app.log");
-    load::write_baseline_file(&bfile, load.baseline_lines).map_err(io(&bfile))?;
-    let origin = Origin { org: load::ORG, app: "baseline", region: stack::REGION, host: stack::HOST };
-    let published = baseline::publish_file(&url, &bfile, "baseline.loadtest", 512, Shape::Lines, &origin).await?;
-    let baseline_eps = published.lines as f64 / published.wall.as_secs_f64().max(1e-9);
-    watch.delete_baseline_stream().await?;
-    let _ = std::fs::remove_file(&bfile);
+    let baseline_eps = baseline(&watch, &url, &dirs, &load, replicas, &progress).await?;
 
     // The stack.
-    progress.phase("starting the shipper, the live tail and the agent");
-    let mut st = Stack {
-        agent: stack::agent(&dirs, &url)?,
-        shipper: stack::shipper(&dirs, &url)?,
-        nats,
-        meter,
-        last_sample: Instant::now(),
+    let mut outage = match fault {
+        Fault::ObjectStoreOutage { .. } => {
+            progress.phase("starting the object store (moto) and the forwarder in front of it");
+            Some(Outage::start(&dirs, &mut st).await?)
+        }
+        _ => None,
     };
-    st.shipper.start(&mut st.meter)?;
+    progress.phase("starting the shipper, the live tails and the agent");
+    let store = outage.as_ref().map(Outage::shipper_store);
+    st.daemons.push(stack::shipper(&dirs, &url, &ShipperOptions { replicas, store })?);
+    st.start("shipper")?;
     watch.wait_stream(Duration::from_secs(30)).await?;
     let tail_stop = CancellationToken::new();
-    let tail = tail::start(&url, tail_stop.clone()).await?;
-    let mut writers = Writers::create(&dirs.logs, load.files).map_err(io(&dirs.logs))?;
-    st.agent.start(&mut st.meter)?;
+    let direct_tail = tail::start(&url, tail_stop.clone()).await?;
+    let mut tenants = match fault {
+        Fault::SlowSubscriber | Fault::NoisyTenant => {
+            Some(Tenants::start(fault, opts.quick, &dirs, &url, &mut st, load, tail_stop.clone()).await?)
+        }
+        _ => None,
+    };
+    let orgs = if tenants.is_some() { tenants::ORGS.to_vec() } else { Vec::new() };
+    let mut writers = Writers::create(&dirs.logs, load.files, &orgs).map_err(io(&dirs.logs))?;
+    st.daemons.push(stack::agent(&dirs, &url)?);
+    st.start("agent")?;
 
     // The load, with faults.
     progress.phase(&format!("load: {} lines/s to {} files", load.rate, load.files));
@@ -160,13 +138,18 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
     let mut written: Vec<u64> = Vec::new();
     let mut schedule = Schedule::new(&load);
     let mut fault_log = Vec::new();
+    // When each fault was in effect: [injected, undone) in seconds of the load.
+    let mut fault_windows: Vec<(f64, f64)> = Vec::new();
     let mut restart: Option<Restart> = None;
     loop {
         let el = t0.elapsed();
         if el >= load.duration {
             break;
         }
-        let due = (load.rate as f64 * el.as_secs_f64()) as u64;
+        let due = match fault {
+            Fault::Burst => burst::due(load.rate, el),
+            _ => (load.rate as f64 * el.as_secs_f64()) as u64,
+        };
         let n = due.saturating_sub(writers.sent.total());
         if n > 0 {
             writers.write(n).map_err(io(&dirs.logs))?;
@@ -174,15 +157,22 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
         }
         if restart.is_none() {
             if let Some(k) = schedule.due(el) {
-                if let Some((what, r)) = faults::inject(fault, k, el, &mut writers, &mut st)? {
+                if let Some((what, r)) = faults::inject(fault, k, el, &mut writers, &mut st).await? {
                     progress.note(&what);
                     fault_log.push(what);
+                    fault_windows.push((el.as_secs_f64(), f64::INFINITY));
                     restart = Some(r);
                 }
             }
         }
         if let Some(r) = restart.take_if(|r| Instant::now() >= r.at) {
-            st.restart(&r)?;
+            faults::undo(&r, &mut st)?;
+            if let Some(w) = fault_windows.last_mut() {
+                w.1 = t0.elapsed().as_secs_f64();
+            }
+        }
+        if let Some(t) = tenants.as_mut() {
+            t.tick(el, &progress).await?;
         }
         st.sample(false);
         st.check()?;
@@ -191,7 +181,13 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
     }
     if let Some(r) = restart.take() {
         tokio::time::sleep(r.at.saturating_duration_since(Instant::now())).await;
-        st.restart(&r)?;
+        faults::undo(&r, &mut st)?;
+        if let Some(w) = fault_windows.last_mut() {
+            w.1 = t0.elapsed().as_secs_f64();
+        }
+    }
+    if let Some(t) = tenants.as_mut() {
+        t.end_load().await;
     }
     let load_end_us = Utc::now().timestamp_micros();
     let idle = idle_start.map(|(since, before)| {
@@ -232,11 +228,23 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
         progress.note(&format!("nothing moved for {} s: reading back what the archive holds", STALL.as_secs()));
     }
     progress.phase("stopping the agent and the shipper (SIGTERM)");
-    st.agent.stop(&mut st.meter, Duration::from_secs(20));
-    st.shipper.stop(&mut st.meter, Duration::from_secs(30));
+    st.stop("agent", Duration::from_secs(20));
+    let mut extra = BTreeMap::new();
+    let mut tails = BTreeMap::new();
+    if let Some(t) = tenants.take() {
+        let (more_tails, more_extra) = t.finish(&mut st).await?;
+        tails.extend(more_tails);
+        extra.extend(more_extra);
+    }
+    st.stop("shipper", Duration::from_secs(30));
     st.sample(true);
     tail_stop.cancel();
-    let tail = tail.await.map_err(|e| BenchError::Failed(format!("live tail: {e}")))?;
+    tails
+        .insert(DIRECT_TAIL.to_string(), direct_tail.await.map_err(|e| BenchError::Failed(format!("live tail: {e}")))?);
+    if let Some(o) = outage.as_mut() {
+        progress.phase("copying the bucket's objects to the archive directory");
+        extra.extend(o.collect(&dirs.archive).await?);
+    }
 
     // Read back and report.
     progress.phase("reading the archive back");
@@ -260,52 +268,34 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
             verdict.archived as f64 / t_done.as_secs_f64().max(1e-9),
             format!(
                 "distinct lines archived divided by the time from the first write until the archive's consumer had \
-                 nothing pending or unacknowledged ({:.1} s): bounded by the offered {} lines/s",
+                 nothing pending or unacknowledged ({:.1} s): bounded by the offered {} lines/s{}",
                 t_done.as_secs_f64(),
-                load.rate
+                load.rate,
+                if fault == Fault::Burst { " plus the bursts" } else { "" },
             ),
         ),
     };
 
-    let mut series = Series { written, ..Series::default() };
-    let sec_of = |us: i64| ((us - t0_us).max(0) / 1_000_000) as usize;
-    let (mut arch_lat, mut tail_lat) = (Vec::new(), Vec::new());
-    let mut arch_by_sec: BTreeMap<usize, Vec<i64>> = BTreeMap::new();
-    let mut tail_by_sec: BTreeMap<usize, Vec<i64>> = BTreeMap::new();
-    for r in &archive.rows {
-        bump(&mut series.archived, sec_of(r.archived_us), 1);
-        if r.written_us <= load_end_us {
-            let lat = r.archived_us - r.written_us;
-            arch_lat.push(lat);
-            arch_by_sec.entry(sec_of(r.written_us)).or_default().push(lat);
-        }
-    }
-    for &(arrival, lat) in &tail.arrivals {
-        bump(&mut series.live_tail, sec_of(arrival), 1);
-        if arrival - lat <= load_end_us {
-            tail_lat.push(lat);
-            tail_by_sec.entry(sec_of(arrival - lat)).or_default().push(lat);
-        }
-    }
-    let secs = series.written.len().max(series.archived.len()).max(series.live_tail.len());
-    for v in [&mut series.written, &mut series.archived, &mut series.live_tail] {
-        v.resize(secs, 0);
-    }
-    let per_sec = |m: &mut BTreeMap<usize, Vec<i64>>, n: usize| -> (Vec<Option<f64>>, Vec<Option<f64>>) {
-        (0..n)
-            .map(|s| match m.get_mut(&s) {
-                Some(v) => {
-                    let p = Percentiles::of(v);
-                    (Some(p.p50), Some(p.p99))
-                }
-                None => (None, None),
-            })
-            .unzip()
-    };
     let steady_secs = load.duration.as_secs_f64().ceil() as usize;
-    (series.archive_p50_ms, series.archive_p99_ms) = per_sec(&mut arch_by_sec, steady_secs);
-    (series.tail_p50_ms, series.tail_p99_ms) = per_sec(&mut tail_by_sec, steady_secs);
-    let latency = Latency { archive: Percentiles::of(&mut arch_lat), live_tail: Percentiles::of(&mut tail_lat) };
+    let (series, latency, samples) =
+        latency::analyse(&archive.rows, &tails, DIRECT_TAIL, t0_us, load_end_us, steady_secs, written);
+    let phase_list = match fault {
+        Fault::Burst => {
+            extra.extend(burst::extra(&load, &series));
+            vec![
+                Phase::new("burst", burst::windows(load.duration)),
+                Phase::new("between bursts", burst::between(load.duration)),
+            ]
+        }
+        Fault::SlowSubscriber | Fault::NoisyTenant => tenants::phases(fault, load.duration),
+        Fault::ObjectStoreOutage { .. } => {
+            extra.extend(outage::drains(&fault_windows, &archive.rows, t0_us));
+            fault_phases("object store down", "object store up", &fault_windows, load.duration)
+        }
+        Fault::ClusterNodeLoss { .. } => fault_phases("a node down", "all nodes up", &fault_windows, load.duration),
+        _ => Vec::new(),
+    };
+    let phase_stats = phases::split(&phase_list, t0_us, &samples.archive, &samples.tails);
 
     let title = format!("{}{}", sc.name, if opts.quick { " --quick" } else { "" });
     charts::throughput(&series, &dirs.out.join("throughput.svg"), &format!("{title}: lines per second"))?;
@@ -313,8 +303,11 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
 
     let mut versions = BTreeMap::new();
     versions.insert("flotilla-loadtest".to_string(), env!("CARGO_PKG_VERSION").to_string());
-    versions.insert("flotilla-agent".to_string(), st.agent.version());
-    versions.insert("flotilla-shipper".to_string(), st.shipper.version());
+    for role in ["agent", "shipper", "proxy"] {
+        if let Ok(d) = st.get(role) {
+            versions.insert(format!("flotilla-{role}"), d.version());
+        }
+    }
     versions.insert("nats-server".to_string(), output(&nats_bin, &["--version"]).unwrap_or_else(|e| e.to_string()));
     if let Ok(commit) = output(Path::new("git"), &["rev-parse", "--short", "HEAD"]) {
         versions.insert("git commit (of the working directory)".to_string(), commit);
@@ -326,7 +319,10 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
         && verdict.expected > 0
         && verdict.archived == verdict.expected;
     progress.finish();
-    st.nats.stop(&mut st.meter, Duration::from_secs(10));
+    let rest: Vec<&'static str> = st.daemons.iter().rev().map(|d| d.role).collect();
+    for role in rest {
+        st.stop(role, Duration::from_secs(10));
+    }
     Ok(Report {
         scenario: sc.name.to_string(),
         quick: opts.quick,
@@ -354,14 +350,47 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
         series,
         ok,
         idle,
+        phases: phase_stats,
+        extra,
     })
 }
 
-fn bump(v: &mut Vec<u64>, i: usize, n: u64) {
-    if v.len() <= i {
-        v.resize(i + 1, 0);
+/// The bare async-nats JetStream publisher of the load's lines into a stream
+/// of its own (`replicas` copies), before anything else runs: lines/s.
+async fn baseline(
+    watch: &Watch,
+    url: &str,
+    dirs: &Dirs,
+    load: &Load,
+    replicas: usize,
+    progress: &Progress,
+) -> Result<f64, BenchError> {
+    progress.phase(&format!("baseline: bare JetStream publisher, {} lines", load.baseline_lines));
+    watch.create_baseline_stream(replicas).await?;
+    let bfile = dirs.var.join("baseline").join("app.log");
+    load::write_baseline_file(&bfile, load.baseline_lines).map_err(io(&bfile))?;
+    let origin = Origin { org: load::ORG, app: "baseline", region: stack::REGION, host: stack::HOST };
+    let published = baseline::publish_file(url, &bfile, "baseline.loadtest", 512, Shape::Lines, &origin).await?;
+    watch.delete_baseline_stream().await?;
+    let _ = std::fs::remove_file(&bfile);
+    Ok(published.lines as f64 / published.wall.as_secs_f64().max(1e-9))
+}
+
+/// Two phases: while a fault was in effect, and the rest of the load.
+fn fault_phases(down: &str, up: &str, windows: &[(f64, f64)], duration: Duration) -> Vec<Phase> {
+    let end = duration.as_secs_f64();
+    let mut rest = Vec::new();
+    let mut at = 0.0;
+    for &(from, to) in windows {
+        if from > at {
+            rest.push((at, from));
+        }
+        at = to;
     }
-    v[i] += n;
+    if at < end {
+        rest.push((at, end));
+    }
+    vec![Phase::new(down, windows.to_vec()), Phase::new(up, rest)]
 }
 
 /// Wait until the stream holds `expected` messages and the archive's

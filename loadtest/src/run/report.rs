@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::phases::{self, PhaseStats};
 use super::scenarios::Load;
 use super::stack::ProcStats;
 use super::verify::Verdict;
@@ -126,6 +127,12 @@ pub struct Report {
     /// `idle` only: each daemon over the quiet window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle: Option<BTreeMap<String, IdleUsage>>,
+    /// Latency by phase of the load (bursts, a stalled client, a flood).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<PhaseStats>,
+    /// Figures only one scenario has (drops, drain times, ...).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -176,6 +183,16 @@ impl Report {
             ("write → live tail (core NATS `logs.>`)", &self.latency.live_tail),
         ] {
             s += &format!("| {what} | {:.1} | {:.1} | {:.1} | {:.1} | {} |\n", p.p50, p.p99, p.p999, p.max, p.samples);
+        }
+        if !self.phases.is_empty() {
+            s += "\nLatency by phase of the load (each line counted in the phase it was written in):\n\n";
+            s += &phases::markdown(&self.phases);
+        }
+        if !self.extra.is_empty() {
+            s += "\n";
+            for (k, v) in &self.extra {
+                s += &format!("- {k}: {}\n", serde_json::to_string(v).unwrap_or_default());
+            }
         }
         s += "\n| process | CPU s | max RSS MiB | starts |\n|---|---:|---:|---:|\n";
         for (name, p) in &self.processes {

@@ -18,6 +18,20 @@ pub enum Fault {
     NatsRestart,
     /// No load: a few lines, then every daemon's CPU and memory at rest.
     Idle,
+    /// The base rate with bursts far above it (see [`super::burst`]).
+    Burst,
+    /// The shipper's object store (S3 on moto, behind a forwarder) resets
+    /// every connection for `down_s` seconds.
+    ObjectStoreOutage { down_s: u64 },
+    /// A 3-node cluster, `LOGS` with 3 replicas: `kill -9` the node the
+    /// agent is connected to, restart it `down_s` seconds later.
+    ClusterNodeLoss { down_s: u64 },
+    /// Tenants tail through flotilla-proxy; halfway, one more stops
+    /// reading its socket (see [`super::tenants`]).
+    SlowSubscriber,
+    /// Tenants tail through flotilla-proxy; halfway, one org starts
+    /// publishing far more than the others through the proxy.
+    NoisyTenant,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -55,11 +69,15 @@ pub const SCENARIOS: &[Scenario] = &[
         what: "constant rate of lines to several files, then a backlog written at once (capacity)",
         fault: Some(Fault::None),
     },
-    Scenario { name: "burst", what: "short bursts far above the steady rate", fault: None },
+    Scenario {
+        name: "burst",
+        what: "bursts of 10x the base rate for 2 s every 10 s, on top of it",
+        fault: Some(Fault::Burst),
+    },
     Scenario {
         name: "slow-subscriber",
-        what: "one tenant's live tail stalls; the others and the archive keep their pace",
-        fault: None,
+        what: "one tenant's live tail (through the proxy) stalls; the others and the archive keep their pace",
+        fault: Some(Fault::SlowSubscriber),
     },
     Scenario {
         name: "agent-crash",
@@ -78,13 +96,13 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "object-store-outage",
-        what: "the archive's object store refuses writes for a while",
-        fault: None,
+        what: "the archive's object store (S3 on moto) resets every connection for 15 s, then comes back",
+        fault: Some(Fault::ObjectStoreOutage { down_s: 15 }),
     },
     Scenario {
         name: "cluster-node-loss",
-        what: "3-node cluster, R3 streams, one node killed and restarted",
-        fault: None,
+        what: "3-node cluster, R3 streams, kill -9 the agent's node, restart it 5 s later",
+        fault: Some(Fault::ClusterNodeLoss { down_s: 5 }),
     },
     Scenario {
         name: "reconnect-storm",
@@ -96,7 +114,11 @@ pub const SCENARIOS: &[Scenario] = &[
         what: "CPU and RSS of every daemon over 60 s with no traffic (after 100 lines)",
         fault: Some(Fault::Idle),
     },
-    Scenario { name: "noisy-tenant", what: "one org floods; the others keep their latency", fault: None },
+    Scenario {
+        name: "noisy-tenant",
+        what: "one org floods through the proxy; the others keep their live-tail latency",
+        fault: Some(Fault::NoisyTenant),
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
@@ -111,6 +133,11 @@ impl Scenario {
     /// The load for this scenario; `duration` overrides the default length.
     pub fn load(&self, quick: bool, duration: Option<Duration>) -> Load {
         let fault = self.fault.unwrap_or(Fault::None);
+        let secs = Duration::from_secs;
+        let faulty_quick =
+            Load { files: 4, rate: 1_000, duration: secs(20), capacity_lines: 0, baseline_lines: 20_000, faults: 3 };
+        let faulty_full =
+            Load { files: 8, rate: 5_000, duration: secs(60), capacity_lines: 0, baseline_lines: 300_000, faults: 6 };
         // Quick runs use debug binaries in CI on 2 shared cores: modest rates.
         let mut load = match (fault, quick) {
             (Fault::Idle, _) => Load {
@@ -137,22 +164,21 @@ impl Scenario {
                 baseline_lines: 300_000,
                 faults: 0,
             },
-            (_, true) => Load {
-                files: 4,
-                rate: 1_000,
-                duration: Duration::from_secs(20),
-                capacity_lines: 0,
-                baseline_lines: 20_000,
-                faults: 3,
-            },
-            (_, false) => Load {
-                files: 8,
-                rate: 5_000,
-                duration: Duration::from_secs(60),
-                capacity_lines: 0,
-                baseline_lines: 300_000,
-                faults: 6,
-            },
+            (Fault::Burst, true) => Load { rate: 500, duration: secs(30), faults: 0, ..faulty_quick },
+            (Fault::Burst, false) => Load { faults: 0, ..faulty_full },
+            (Fault::ObjectStoreOutage { .. }, true) => Load { duration: secs(40), faults: 1, ..faulty_quick },
+            (Fault::ObjectStoreOutage { .. }, false) => Load { duration: secs(90), faults: 2, ..faulty_full },
+            (Fault::ClusterNodeLoss { .. }, true) => Load { duration: secs(40), faults: 2, ..faulty_quick },
+            (Fault::ClusterNodeLoss { .. }, false) => Load { duration: secs(90), faults: 4, ..faulty_full },
+            // Three orgs, two files each; the fault is a phase, not an event.
+            (Fault::SlowSubscriber | Fault::NoisyTenant, true) => {
+                Load { files: 6, duration: secs(40), faults: 0, ..faulty_quick }
+            }
+            (Fault::SlowSubscriber | Fault::NoisyTenant, false) => {
+                Load { files: 9, duration: secs(90), faults: 0, ..faulty_full }
+            }
+            (_, true) => faulty_quick,
+            (_, false) => faulty_full,
         };
         if let Some(d) = duration {
             load.duration = d;

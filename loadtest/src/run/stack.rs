@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 
+use super::forward::Gate;
 use crate::bench::procstat;
 use crate::bench::{free_port, BenchError};
 use crate::procs::{output, sibling_binary, Proc};
@@ -71,6 +72,8 @@ pub struct Daemon {
     args: Vec<String>,
     /// The port that accepts connections once it is up.
     port: u16,
+    /// Its HTTP port (`/metrics`, or nats-server's monitoring), if known.
+    pub http: Option<u16>,
     log_dir: PathBuf,
     pub proc: Option<Proc>,
     incarnation: u32,
@@ -78,9 +81,18 @@ pub struct Daemon {
 
 impl Daemon {
     /// A Flotilla daemon: `run -c <config>`, up once `http_port` listens.
-    fn new(role: &'static str, bin: PathBuf, config: &Path, http_port: u16, dirs: &Dirs) -> Daemon {
+    pub fn new(role: &'static str, bin: PathBuf, config: &Path, http_port: u16, dirs: &Dirs) -> Daemon {
         let args = vec!["run".into(), "-c".into(), config.to_string_lossy().to_string()];
-        Daemon { role, bin, args, port: http_port, log_dir: dirs.daemons.clone(), proc: None, incarnation: 0 }
+        Daemon { http: Some(http_port), ..Daemon::command(role, bin, args, http_port, dirs) }
+    }
+
+    /// Any program with `args`, up once `port` accepts connections.
+    pub fn command(role: &'static str, bin: PathBuf, args: Vec<String>, port: u16, dirs: &Dirs) -> Daemon {
+        Daemon { role, bin, args, port, http: None, log_dir: dirs.daemons.clone(), proc: None, incarnation: 0 }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Proc::id)
     }
 
     pub fn start(&mut self, meter: &mut Meter) -> Result<(), BenchError> {
@@ -143,6 +155,92 @@ impl Daemon {
     }
 }
 
+/// Every process of a run, in start order (nats-server first, agent last).
+pub struct Stack {
+    pub daemons: Vec<Daemon>,
+    pub meter: Meter,
+    last_sample: Instant,
+    /// `object-store-outage`: the gate of the shipper's way to its store.
+    pub gate: Option<Gate>,
+}
+
+/// How often [`Stack::sample`] reads `/proc` unless forced.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
+impl Stack {
+    pub fn new(daemons: Vec<Daemon>, meter: Meter) -> Stack {
+        Stack { daemons, meter, last_sample: Instant::now(), gate: None }
+    }
+
+    pub fn get(&mut self, role: &str) -> Result<&mut Daemon, BenchError> {
+        self.daemons
+            .iter_mut()
+            .find(|d| d.role == role)
+            .ok_or_else(|| BenchError::Failed(format!("no {role} in this stack")))
+    }
+
+    /// Start the daemon called `role` (again).
+    pub fn start(&mut self, role: &str) -> Result<(), BenchError> {
+        let i = self.index(role)?;
+        self.daemons[i].start(&mut self.meter)
+    }
+
+    /// `kill -9` the daemon called `role`; its pid.
+    pub fn kill9(&mut self, role: &str) -> Result<u32, BenchError> {
+        let i = self.index(role)?;
+        let pid = self.daemons[i].pid().unwrap_or_default();
+        self.daemons[i].kill9(&mut self.meter);
+        Ok(pid)
+    }
+
+    /// SIGTERM the daemon called `role` and wait up to `grace` (a role this
+    /// stack does not have is ignored).
+    pub fn stop(&mut self, role: &str, grace: Duration) {
+        if let Ok(i) = self.index(role) {
+            self.daemons[i].stop(&mut self.meter, grace);
+        }
+    }
+
+    fn index(&self, role: &str) -> Result<usize, BenchError> {
+        self.daemons
+            .iter()
+            .position(|d| d.role == role)
+            .ok_or_else(|| BenchError::Failed(format!("no {role} in this stack")))
+    }
+
+    pub fn sample(&mut self, force: bool) {
+        if !force && self.last_sample.elapsed() < SAMPLE_EVERY {
+            return;
+        }
+        self.last_sample = Instant::now();
+        for d in &mut self.daemons {
+            d.sample(&mut self.meter);
+        }
+        self.meter.sample(LOADTEST_ROLE, std::process::id());
+    }
+
+    /// CPU seconds and current RSS (MiB) of each running daemon, now.
+    pub fn cpu_now(&self) -> BTreeMap<String, (f64, f64)> {
+        self.daemons
+            .iter()
+            .filter_map(|d| {
+                let pid = d.pid()?;
+                let cpu = procstat::cpu(pid).ok()?.secs;
+                let rss = procstat::status_kib(pid, "VmRSS").map(|k| k as f64 / 1024.0).unwrap_or(0.0);
+                Some((d.role.to_string(), (cpu, rss)))
+            })
+            .collect()
+    }
+
+    /// An error if a daemon that should run has exited.
+    pub fn check(&mut self) -> Result<(), BenchError> {
+        self.daemons.iter_mut().try_for_each(Daemon::check)
+    }
+}
+
+/// This process's role in [`Meter`].
+pub const LOADTEST_ROLE: &str = "flotilla-loadtest (load, tail, baseline)";
+
 /// Where a run keeps its files.
 pub struct Dirs {
     pub out: PathBuf,
@@ -179,18 +277,41 @@ fn q(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_default()
 }
 
+/// Where the shipper's archive goes and how its stream is kept.
+#[derive(Debug, Clone, Default)]
+pub struct ShipperOptions {
+    /// Copies of the stream `LOGS` (0 or 1: one).
+    pub replicas: usize,
+    /// An object store URL and its `[sinks.storage]` options instead of
+    /// `file://<out>/archive`.
+    pub store: Option<(String, Vec<(String, String)>)>,
+}
+
 /// The shipper: one Parquet sink on `logs.>`, objects closed within 2 s so
 /// data lands quickly, and an `ack_wait` of 10 s (the default would be
 /// 62.5 s here) so what a killed shipper held unacked is redelivered soon.
-pub fn shipper(dirs: &Dirs, nats_url: &str) -> Result<Daemon, BenchError> {
+pub fn shipper(dirs: &Dirs, nats_url: &str, opts: &ShipperOptions) -> Result<Daemon, BenchError> {
     let bin = sibling_binary("flotilla-shipper")?;
     let http_port = free_port()?;
-    let text = format!(
-        "http_addr = \"127.0.0.1:{http_port}\"\n\n[nats]\nurl = {}\n\n[[sinks]]\nname = \"{SINK}\"\ntype = \"parquet\"\n\
+    let url = match &opts.store {
+        Some((url, _)) => url.clone(),
+        None => format!("file://{}", dirs.archive.display()),
+    };
+    let mut text = format!("http_addr = \"127.0.0.1:{http_port}\"\n\n[nats]\nurl = {}\n\n", q(nats_url),);
+    if opts.replicas > 1 {
+        text += &format!("[[streams]]\nname = \"LOGS\"\nsubjects = [\"logs.>\"]\nreplicas = {}\n\n", opts.replicas);
+    }
+    text += &format!(
+        "[[sinks]]\nname = \"{SINK}\"\ntype = \"parquet\"\n\
          url = {}\nsubjects = [\"logs.>\"]\nbatch_max_age = \"500ms\"\nroll_max_age = \"2s\"\nack_wait = \"10s\"\n",
-        q(nats_url),
-        q(&format!("file://{}", dirs.archive.display())),
+        q(&url),
     );
+    if let Some((_, storage)) = &opts.store {
+        text += "\n[sinks.storage]\n";
+        for (k, v) in storage {
+            text += &format!("{k} = {}\n", q(v));
+        }
+    }
     let config = dirs.var.join("shipper.toml");
     std::fs::write(&config, text).map_err(|e| BenchError::io(&config, e))?;
     Ok(Daemon::new("shipper", bin, &config, http_port, dirs))
@@ -221,15 +342,7 @@ pub fn nats(bin: &Path, dirs: &Dirs) -> Result<(Daemon, String), BenchError> {
     let port = free_port()?;
     let args =
         ["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd", &store.to_string_lossy()].map(String::from).to_vec();
-    let d = Daemon {
-        role: "nats-server",
-        bin: bin.to_path_buf(),
-        args,
-        port,
-        log_dir: dirs.daemons.clone(),
-        proc: None,
-        incarnation: 0,
-    };
+    let d = Daemon::command("nats-server", bin.to_path_buf(), args, port, dirs);
     Ok((d, format!("nats://127.0.0.1:{port}")))
 }
 
@@ -276,13 +389,13 @@ impl Watch {
     }
 
     /// A separate stream for the baseline publisher, on `baseline.>`.
-    pub async fn create_baseline_stream(&self) -> Result<(), BenchError> {
+    pub async fn create_baseline_stream(&self, replicas: usize) -> Result<(), BenchError> {
         self.js
             .create_or_update_stream(jetstream::stream::Config {
                 name: "BASELINE".into(),
                 subjects: vec!["baseline.>".into()],
                 storage: jetstream::stream::StorageType::File,
-                num_replicas: 1,
+                num_replicas: replicas.max(1),
                 duplicate_window: Duration::from_secs(120),
                 ..Default::default()
             })

@@ -1,6 +1,6 @@
 //! A live tail: a core-NATS subscriber on `logs.>` (what a tenant's
-//! `nats sub` gets, minus the proxy), timestamping each arrival against the
-//! write time the line carries in `ts`.
+//! `nats sub` gets: directly on nats-server, or through the proxy),
+//! timestamping each arrival against the write time the line carries in `ts`.
 
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +23,15 @@ struct Ts<'a> {
 /// Subscribe now; the task collects until `stop`.
 pub async fn start(url: &str, stop: CancellationToken) -> Result<tokio::task::JoinHandle<Tail>, BenchError> {
     let client = async_nats::connect(url).await.map_err(|e| BenchError::nats("tail: connect", e))?;
+    start_client(client, stop).await
+}
+
+/// Subscribe `client` (e.g. a tenant connected through the proxy) to
+/// `logs.>` now; the task collects until `stop`.
+pub async fn start_client(
+    client: async_nats::Client,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<Tail>, BenchError> {
     let mut sub = client.subscribe("logs.>").await.map_err(|e| BenchError::nats("tail: subscribe", e))?;
     client.flush().await.map_err(|e| BenchError::nats("tail: flush", e))?;
     Ok(tokio::spawn(async move {

@@ -20,14 +20,23 @@ impl Response {
     }
 }
 
-/// `method path` on `127.0.0.1:port` with `body`; fails after `within`.
-pub async fn request(port: u16, method: &str, path: &str, body: &[u8], within: Duration) -> Result<Response, String> {
+/// `method path` on `127.0.0.1:port` with `headers` and `body`; fails
+/// after `within`.
+pub async fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    within: Duration,
+) -> Result<Response, String> {
     tokio::time::timeout(within, async {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n");
+        for (k, v) in headers {
+            head += &format!("{k}: {v}\r\n");
+        }
+        head += &format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len());
         s.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
         s.write_all(body).await.map_err(|e| e.to_string())?;
         let mut raw = Vec::new();
@@ -39,7 +48,7 @@ pub async fn request(port: u16, method: &str, path: &str, body: &[u8], within: D
 }
 
 pub async fn get(port: u16, path: &str) -> Result<Response, String> {
-    request(port, "GET", path, b"", Duration::from_secs(10)).await
+    request(port, "GET", path, &[], b"", Duration::from_secs(10)).await
 }
 
 /// A whole response (the connection closed after it).

@@ -26,6 +26,12 @@ pub const ROLE: &str = "object store (moto)";
 const BUCKET: &str = "flotilla";
 const PREFIX: &str = "archive/";
 const POLL: Duration = Duration::from_millis(500);
+/// moto answers anonymous requests for objects with 403 but does not check
+/// signatures: any AWS4 credential of the right form will do.
+const AUTH: (&str, &str) = (
+    "Authorization",
+    "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+);
 
 type Seen = Arc<Mutex<BTreeMap<String, i64>>>;
 
@@ -47,7 +53,7 @@ impl Outage {
         let args = ["-H", "127.0.0.1", "-p", &moto.to_string()].map(String::from).to_vec();
         st.daemons.push(Daemon::command(ROLE, bin, args, moto, dirs));
         st.start(ROLE)?;
-        let r = http::request(moto, "PUT", &format!("/{BUCKET}"), b"", Duration::from_secs(30))
+        let r = http::request(moto, "PUT", &format!("/{BUCKET}"), &[AUTH], b"", Duration::from_secs(30))
             .await
             .map_err(|e| BenchError::Failed(format!("create bucket: {e}")))?;
         if r.status != 200 {
@@ -97,6 +103,7 @@ impl Outage {
                 self.moto,
                 "GET",
                 &format!("/{BUCKET}/{}", encode(key, false)),
+                &[AUTH],
                 b"",
                 Duration::from_secs(60),
             )
@@ -162,7 +169,7 @@ async fn list(moto: u16) -> Result<Vec<String>, String> {
         if let Some(t) = &token {
             path += &format!("&continuation-token={}", encode(t, true));
         }
-        let r = http::get(moto, &path).await?;
+        let r = http::request(moto, "GET", &path, &[AUTH], b"", Duration::from_secs(10)).await?;
         if r.status != 200 {
             return Err(format!("HTTP {}: {}", r.status, r.text()));
         }

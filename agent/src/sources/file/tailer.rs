@@ -129,8 +129,13 @@ impl Tailer {
         const CHUNK: usize = 64 * 1024;
         let mut read = 0;
         while read < budget {
+            // What the file holds now, so a small file gets a small buffer.
+            let want = (len.saturating_sub(self.file_pos) as usize).min(CHUNK).min(budget - read);
+            if want == 0 {
+                break;
+            }
             let at = self.pending.len();
-            self.pending.resize(at + CHUNK, 0);
+            self.pending.resize(at + want, 0);
             let n = match self.file.read_at(&mut self.pending[at..], self.file_pos) {
                 Ok(n) => n,
                 Err(e) => {
@@ -146,7 +151,7 @@ impl Tailer {
             read += n;
         }
         let lines = self.split_lines(max_line);
-        if self.pending.is_empty() && self.pending.capacity() > 2 * CHUNK {
+        if self.pending.is_empty() && self.pending.capacity() > CHUNK {
             // An idle file keeps no read buffer.
             self.pending = Vec::new();
         }

@@ -12,8 +12,8 @@ use crate::bench::{free_port, BenchError};
 pub const NODES: [&str; 3] = ["nats-server-0", "nats-server-1", "nats-server-2"];
 const CLUSTER: &str = "flotilla-loadtest";
 
-/// The three nodes (not started) and the URL listing all of them.
-pub fn nodes(bin: &Path, dirs: &Dirs) -> Result<(Vec<Daemon>, String), BenchError> {
+/// The three nodes (not started) and their client URLs.
+pub fn nodes(bin: &Path, dirs: &Dirs) -> Result<(Vec<Daemon>, Vec<String>), BenchError> {
     let ports: Vec<(u16, u16, u16)> =
         (0..NODES.len()).map(|_| Ok((free_port()?, free_port()?, free_port()?))).collect::<Result<_, BenchError>>()?;
     let mut daemons = Vec::new();
@@ -35,8 +35,7 @@ pub fn nodes(bin: &Path, dirs: &Dirs) -> Result<(Vec<Daemon>, String), BenchErro
         d.http = Some(monitor);
         daemons.push(d);
     }
-    let url = ports.iter().map(|p| format!("nats://127.0.0.1:{}", p.0)).collect::<Vec<_>>().join(",");
-    Ok((daemons, url))
+    Ok((daemons, ports.iter().map(|p| format!("nats://127.0.0.1:{}", p.0)).collect()))
 }
 
 fn config(i: usize, client: u16, route: u16, monitor: u16, store: &Path, routes: &[String]) -> String {
@@ -49,17 +48,16 @@ fn config(i: usize, client: u16, route: u16, monitor: u16, store: &Path, routes:
     )
 }
 
-/// Wait until the cluster has a JetStream meta leader (streams can be
-/// created), asking each node's `/jsz`.
+/// Wait until the cluster has a JetStream meta leader and both other nodes
+/// are current peers (an R3 stream can be placed), asking each node's `/jsz`.
 pub async fn wait_ready(st: &Stack, within: Duration) -> Result<String, BenchError> {
     let deadline = Instant::now() + within;
     loop {
         for d in st.daemons.iter().filter(|d| NODES.contains(&d.role)) {
             let Some(port) = d.http else { continue };
             if let Ok(r) = http::get(port, "/jsz").await {
-                let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-                if let Some(leader) = v["meta_cluster"]["leader"].as_str().filter(|l| !l.is_empty()) {
-                    return Ok(leader.to_string());
+                if let Some(leader) = ready(&r.body) {
+                    return Ok(leader);
                 }
             }
         }
@@ -71,6 +69,16 @@ pub async fn wait_ready(st: &Stack, within: Duration) -> Result<String, BenchErr
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The meta leader of a `/jsz` answer, if every other node is a current peer.
+fn ready(jsz: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(jsz).ok()?;
+    let meta = &v["meta_cluster"];
+    let leader = meta["leader"].as_str().filter(|l| !l.is_empty())?;
+    let peers = meta["replicas"].as_array()?;
+    let current = peers.iter().filter(|p| p["current"].as_bool() == Some(true) && p["offline"].as_bool() != Some(true));
+    (current.count() >= NODES.len() - 1).then(|| leader.to_string())
 }
 
 /// The node the agent is connected to (from each node's `/connz`), or node
@@ -106,6 +114,17 @@ mod tests {
         assert!(c.contains("store_dir: \"/tmp/s \\\"x\\\"\""), "{c}");
         assert!(c.contains("routes: [\"nats-route://127.0.0.1:2\", \"nats-route://127.0.0.1:3\"]"), "{c}");
         assert!(c.contains("listen: \"127.0.0.1:1\""), "{c}");
+    }
+
+    #[test]
+    fn ready_once_both_peers_are_current() {
+        let j = |peers: &str| format!(r#"{{"meta_cluster":{{"leader":"n0","replicas":[{peers}]}}}}"#);
+        let cur = r#"{"name":"n1","current":true}"#;
+        let behind = r#"{"name":"n2","current":false}"#;
+        assert_eq!(ready(j(&format!("{cur},{cur}")).as_bytes()), Some("n0".into()));
+        assert_eq!(ready(j(&format!("{cur},{behind}")).as_bytes()), None);
+        assert_eq!(ready(br#"{"meta_cluster":{"leader":""}}"#), None);
+        assert_eq!(ready(b"{}"), None);
     }
 
     #[test]

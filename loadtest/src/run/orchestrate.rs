@@ -73,13 +73,15 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
     let mut meter = Meter::default();
     meter.started(LOADTEST_ROLE);
     let clustered = matches!(fault, Fault::ClusterNodeLoss { .. });
-    let (nodes, url) = if clustered {
+    // One URL per node: the daemons get one each (async-nats takes no list
+    // in one string) and learn the others from the cluster.
+    let (nodes, urls) = if clustered {
         progress.phase("starting a 3-node nats-server cluster");
         cluster::nodes(&nats_bin, &dirs)?
     } else {
         progress.phase("starting nats-server");
         let (d, url) = stack::nats(&nats_bin, &dirs)?;
-        (vec![d], url)
+        (vec![d], vec![url])
     };
     let mut st = Stack::new(nodes, meter);
     for role in st.daemons.iter().map(|d| d.role).collect::<Vec<_>>() {
@@ -92,7 +94,8 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
     } else {
         1
     };
-    let watch = Watch::connect(&url).await?;
+    let url = urls[0].clone();
+    let watch = Watch::connect(&urls).await?;
     let baseline_eps = baseline(&watch, &url, &dirs, &load, replicas, &progress).await?;
 
     // The stack.
@@ -105,7 +108,9 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
     };
     progress.phase("starting the shipper, the live tails and the agent");
     let store = outage.as_ref().map(Outage::shipper_store);
-    st.daemons.push(stack::shipper(&dirs, &url, &ShipperOptions { replicas, store })?);
+    // In a cluster, the shipper starts on another node than the agent.
+    let shipper_url = &urls[1 % urls.len()];
+    st.daemons.push(stack::shipper(&dirs, shipper_url, &ShipperOptions { replicas, store })?);
     st.start("shipper")?;
     watch.wait_stream(Duration::from_secs(30)).await?;
     let tail_stop = CancellationToken::new();

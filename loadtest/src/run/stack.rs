@@ -359,8 +359,9 @@ pub struct Progress {
 }
 
 impl Watch {
-    pub async fn connect(url: &str) -> Result<Watch, BenchError> {
-        let client = async_nats::connect(url).await.map_err(|e| BenchError::nats("connect", e))?;
+    /// Connected to any of `urls` (the nodes of a cluster).
+    pub async fn connect(urls: &[String]) -> Result<Watch, BenchError> {
+        let client = async_nats::connect(urls).await.map_err(|e| BenchError::nats("connect", e))?;
         Ok(Watch { js: jetstream::new(client) })
     }
 

@@ -202,7 +202,7 @@ fn run_command(
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let scenario = match scenario {
         Some(name) if !all => match scenarios::find(&name) {
-            Some(sc) if sc.fault.is_some() => Some(sc),
+            Some(sc) if sc.fault.is_some() || run::storm::handles(sc.name) => Some(sc),
             Some(_) => {
                 eprintln!("flotilla-loadtest run: scenario {name} is not yet implemented\n\n{}", scenarios::table());
                 return ExitCode::from(2);
@@ -225,8 +225,9 @@ fn run_command(
                         r = run::run_one(&opts) => r?,
                         _ = signals.shutdown.cancelled() => return Err(BenchError::Failed("interrupted".into())),
                     };
-                    println!("{}", report.markdown());
-                    println!("report: {}", out.join("report.md").display());
+                    let md = out.join("report.md");
+                    println!("{}", std::fs::read_to_string(&md).unwrap_or_else(|_| report.markdown()));
+                    println!("report: {}", md.display());
                     *ok = report.ok;
                 }
                 None => {

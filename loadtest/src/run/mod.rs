@@ -14,6 +14,8 @@
 //!   what the `burst`, `object-store-outage`, `cluster-node-loss`,
 //!   `slow-subscriber` and `noisy-tenant` scenarios add to the stack.
 //! - [`latency`], [`phases`]: latency percentiles, overall and by phase.
+//! - [`storm`]: `reconnect-storm`, simulated agents only (no pipeline):
+//!   control messages over fleet size after a nats-server restart.
 //! - [`report`], [`charts`], [`progress`]: what a run leaves behind and shows.
 //! - [`http`]: a minimal HTTP client for loopback requests.
 
@@ -32,6 +34,7 @@ pub mod progress;
 pub mod report;
 pub mod scenarios;
 pub mod stack;
+pub mod storm;
 pub mod tail;
 pub mod tenants;
 pub mod verify;
@@ -46,6 +49,10 @@ use report::Report;
 /// Run one scenario and write `report.json`, `report.md` and the charts to
 /// `opts.out`.
 pub async fn run_one(opts: &RunOptions) -> Result<Report, BenchError> {
+    if storm::handles(opts.scenario.name) {
+        // Simulated agents and nothing else: its own report and charts.
+        return storm::run(opts).await;
+    }
     let report = orchestrate::run(opts).await?;
     report.save(&opts.out)?;
     Ok(report)

@@ -121,7 +121,7 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
         }
         _ => None,
     };
-    let orgs = if tenants.is_some() { tenants::ORGS.to_vec() } else { Vec::new() };
+    let orgs = if tenants.is_some() { tenants::file_orgs(fault) } else { Vec::new() };
     let mut writers = Writers::create(&dirs.logs, load.files, &orgs).map_err(io(&dirs.logs))?;
     st.daemons.push(stack::agent(&dirs, &url)?);
     st.start("agent")?;

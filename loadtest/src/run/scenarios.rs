@@ -170,12 +170,13 @@ impl Scenario {
             (Fault::ObjectStoreOutage { .. }, false) => Load { duration: secs(90), faults: 2, ..faulty_full },
             (Fault::ClusterNodeLoss { .. }, true) => Load { duration: secs(40), faults: 2, ..faulty_quick },
             (Fault::ClusterNodeLoss { .. }, false) => Load { duration: secs(90), faults: 4, ..faulty_full },
-            // Three orgs, two files each; the fault is a phase, not an event.
-            (Fault::SlowSubscriber | Fault::NoisyTenant, true) => {
-                Load { files: 6, duration: secs(40), faults: 0, ..faulty_quick }
+            // Three orgs; the fault is a phase, not an event (see `tenants`).
+            (Fault::SlowSubscriber, true) => {
+                Load { files: 6, rate: 2_000, duration: secs(60), faults: 0, ..faulty_quick }
             }
+            (Fault::NoisyTenant, true) => Load { files: 6, duration: secs(40), faults: 0, ..faulty_quick },
             (Fault::SlowSubscriber | Fault::NoisyTenant, false) => {
-                Load { files: 9, duration: secs(90), faults: 0, ..faulty_full }
+                Load { files: 6, duration: secs(90), faults: 0, ..faulty_full }
             }
             (_, true) => faulty_quick,
             (_, false) => faulty_full,

@@ -1,12 +1,15 @@
 //! `slow-subscriber` and `noisy-tenant`: flotilla-proxy in the stack, the
 //! load's files spread over three orgs, and one live tail per org through
-//! the proxy (as that org's tenant). The load's first half is the
-//! reference; in its second half:
+//! the proxy (as that org's tenant). The load's first part is the
+//! reference ([`switch_at`]); after it:
 //!
 //! - `slow-subscriber`: one more client of [`SPECIAL`] connects with a
 //!   4 KiB receive buffer, sends `CONNECT` and `SUB logs.> 1`, and never
 //!   reads its socket again. The proxy must isolate it (bounded queue,
 //!   counted drops); the other tails and the archive keep their pace.
+//!   [`SPECIAL`] writes two thirds of the lines here, so that the stalled
+//!   client's buffers (the proxy's socket buffer, ~4 MiB, and its
+//!   8,192-message client queue: ~30,000 lines) overflow even in `--quick`.
 //! - `noisy-tenant`: [`SPECIAL`] publishes through the proxy (a tenant
 //!   token with `--publish`) many times the rate of every file together; the
 //!   other orgs' tails keep their latency. Its messages go into the stream
@@ -43,7 +46,7 @@ const SUB_CAPACITY: usize = 1 << 20;
 pub struct Tenants {
     fault: Fault,
     flood_rate: u64,
-    half: Duration,
+    switch_at: Duration,
     proxy_port: u16,
     http_port: u16,
     secrets: BTreeMap<String, String>,
@@ -97,7 +100,7 @@ impl Tenants {
         let mut t = Tenants {
             fault,
             flood_rate: load.rate * if quick { FLOOD_FACTOR_QUICK } else { FLOOD_FACTOR },
-            half: load.duration / 2,
+            switch_at: switch_at(fault, load.duration),
             proxy_port,
             http_port,
             secrets,
@@ -126,9 +129,9 @@ impl Tenants {
             .map_err(|e| BenchError::nats(&format!("connect to the proxy as {org}"), e))
     }
 
-    /// Halfway through the load: stall a client, or start the flood.
+    /// After the reference part of the load: stall a client, or start the flood.
     pub async fn tick(&mut self, elapsed: Duration, progress: &Progress) -> Result<(), BenchError> {
-        if self.started || elapsed < self.half {
+        if self.started || elapsed < self.switch_at {
             return Ok(());
         }
         self.started = true;
@@ -155,8 +158,10 @@ impl Tenants {
         let sock = tokio::net::TcpSocket::new_v4().map_err(err)?;
         sock.set_recv_buffer_size(4096).map_err(err)?;
         let mut s = sock.connect(([127, 0, 0, 1], self.proxy_port).into()).await.map_err(err)?;
+        // `headers: true`: the agent's events carry headers, and the proxy
+        // delivers nothing with headers to a client without them.
         let connect = serde_json::json!({"user": SPECIAL, "pass": self.secrets.get(SPECIAL), "verbose": false,
-            "pedantic": false, "name": "stalled tenant", "lang": "raw", "version": "0", "protocol": 1});
+            "pedantic": false, "headers": true, "name": "stalled tenant", "lang": "raw", "version": "0", "protocol": 1});
         s.write_all(format!("CONNECT {connect}\r\nSUB logs.> 1\r\nPING\r\n").as_bytes()).await.map_err(err)?;
         Ok(s)
     }
@@ -203,15 +208,36 @@ impl Tenants {
     }
 }
 
-/// The load's two halves.
+/// When the reference part of the load ends: after a third for
+/// `slow-subscriber` (the stalled client's buffers take a while to fill),
+/// halfway for `noisy-tenant`.
+pub fn switch_at(fault: Fault, duration: Duration) -> Duration {
+    if fault == Fault::SlowSubscriber {
+        duration / 3
+    } else {
+        duration / 2
+    }
+}
+
+/// The org of each file, in turn.
+pub fn file_orgs(fault: Fault) -> Vec<&'static str> {
+    let [special, b, c] = ORGS;
+    if fault == Fault::SlowSubscriber {
+        vec![special, b, special, special, c, special]
+    } else {
+        ORGS.to_vec()
+    }
+}
+
+/// The reference part of the load and the rest.
 pub fn phases(fault: Fault, duration: Duration) -> Vec<Phase> {
-    let (end, half) = (duration.as_secs_f64(), duration.as_secs_f64() / 2.0);
+    let (end, half) = (duration.as_secs_f64(), switch_at(fault, duration).as_secs_f64());
     let second = if fault == Fault::SlowSubscriber {
         format!("a client of {SPECIAL} stalled")
     } else {
         format!("{SPECIAL} floods")
     };
-    vec![Phase::new("reference (first half)", vec![(0.0, half)]), Phase::new(&second, vec![(half, end)])]
+    vec![Phase::new("reference", vec![(0.0, half)]), Phase::new(&second, vec![(half, end)])]
 }
 
 /// Publish `rate` messages/s as the tenant `client` is, until `stop`.
@@ -262,10 +288,14 @@ mod tests {
     }
 
     #[test]
-    fn two_halves() {
-        let p = phases(Fault::SlowSubscriber, Duration::from_secs(40));
+    fn phases_and_orgs() {
+        let p = phases(Fault::SlowSubscriber, Duration::from_secs(60));
         assert_eq!(p[0].windows, vec![(0.0, 20.0)]);
-        assert_eq!(p[1].windows, vec![(20.0, 40.0)]);
+        assert_eq!(p[1].windows, vec![(20.0, 60.0)]);
         assert!(p[1].name.contains("stalled"));
+        let p = phases(Fault::NoisyTenant, Duration::from_secs(40));
+        assert_eq!(p[1].windows, vec![(20.0, 40.0)]);
+        let orgs = file_orgs(Fault::SlowSubscriber);
+        assert_eq!(orgs.iter().filter(|o| **o == SPECIAL).count() * 3, orgs.len() * 2);
     }
 }

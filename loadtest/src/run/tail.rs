@@ -1,6 +1,7 @@
 //! A live tail: a core-NATS subscriber on `logs.>` (what a tenant's
 //! `nats sub` gets: directly on nats-server, or through the proxy),
-//! timestamping each arrival against the write time the line carries in `ts`.
+//! timestamping each arrival of a line of the load (a `message` with a load
+//! id) against the write time the line carries in `ts`.
 
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
@@ -12,12 +13,16 @@ use crate::bench::BenchError;
 pub struct Tail {
     pub arrivals: Vec<(i64, i64)>,
     pub undecodable: u64,
+    /// Messages that are not lines of the load (a flood), not timed.
+    pub foreign: u64,
 }
 
 #[derive(serde::Deserialize)]
 struct Ts<'a> {
     #[serde(borrow)]
     ts: &'a str,
+    #[serde(borrow, default)]
+    message: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Subscribe now; the task collects until `stop`.
@@ -43,13 +48,17 @@ pub async fn start_client(
                 _ = stop.cancelled() => break,
             };
             let now = chrono::Utc::now().timestamp_micros();
-            let written = serde_json::from_slice::<Ts>(&msg.payload)
-                .ok()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t.ts).ok())
-                .map(|t| t.timestamp_micros());
-            match written {
-                Some(w) => tail.arrivals.push((now, now - w)),
-                None => tail.undecodable += 1,
+            let Ok(event) = serde_json::from_slice::<Ts>(&msg.payload) else {
+                tail.undecodable += 1;
+                continue;
+            };
+            if !event.message.as_deref().is_some_and(|m| m.starts_with("lt:")) {
+                tail.foreign += 1;
+                continue;
+            }
+            match chrono::DateTime::parse_from_rfc3339(event.ts) {
+                Ok(w) => tail.arrivals.push((now, now - w.timestamp_micros())),
+                Err(_) => tail.undecodable += 1,
             }
         }
         tail

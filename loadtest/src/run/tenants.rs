@@ -192,9 +192,13 @@ impl Tenants {
         self.extra.insert("proxy_messages_delivered_by_org".into(), self.metric(DELIVERED).await);
         self.stop.cancel();
         let mut tails = BTreeMap::new();
+        let mut received = serde_json::Map::new();
         for (name, h) in self.tails.drain(..) {
-            tails.insert(name, h.await.map_err(|e| BenchError::Failed(format!("tail: {e}")))?);
+            let t = h.await.map_err(|e| BenchError::Failed(format!("tail: {e}")))?;
+            received.insert(name.clone(), serde_json::json!({"load_lines": t.arrivals.len(), "other": t.foreign}));
+            tails.insert(name, t);
         }
+        self.extra.insert("tails_received".into(), received.into());
         st.stop("proxy", Duration::from_secs(10));
         Ok((tails, self.extra))
     }

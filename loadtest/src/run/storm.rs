@@ -267,7 +267,8 @@ async fn round(n: usize, ctx: &mut Ctx<'_>) -> Result<(Row, Vec<f64>), BenchErro
     let text = std::fs::read_to_string(&log).map_err(|e| BenchError::io(&log, e))?;
     // Counted in the window; reconnect times until the end of the wait.
     let tally = trace::tally(&text, agents::NAME_PREFIX, plan.window.as_secs_f64() * 1000.0);
-    let all = trace::tally(&text, agents::NAME_PREFIX, late_s * 1000.0);
+    // `late_s` is on the client's clock from a little after "ready": margin.
+    let all = trace::tally(&text, agents::NAME_PREFIX, late_s * 1000.0 + 2000.0);
     if !tally.ready {
         return Err(BenchError::Failed(format!("{}: no \"Server is ready\" line", log.display())));
     }

@@ -59,6 +59,7 @@ pub struct Row {
     /// Seconds from "Server is ready" to an agent's `CONNECT`.
     pub back_p50_s: f64,
     pub back_p90_s: f64,
+    pub back_p99_s: f64,
     pub back_max_s: f64,
     /// Connection attempts from the kill to the end of the window, refused
     /// ones (server down) included.
@@ -130,6 +131,7 @@ impl Row {
             acked_after,
             back_p50_s: quantile(sorted_ms, 0.5) / 1000.0,
             back_p90_s: quantile(sorted_ms, 0.9) / 1000.0,
+            back_p99_s: quantile(sorted_ms, 0.99) / 1000.0,
             back_max_s: quantile(sorted_ms, 1.0) / 1000.0,
             attempts,
             received: t.received.clone(),
@@ -301,13 +303,13 @@ impl StormReport {
         if !self.failures.is_empty() {
             s += "\n";
         }
-        s += "| agents | reconnected (client / server; in the window) | acked after | back p50 / p90 / max s | attempts | per agent \
+        s += "| agents | reconnected (client / server; in the window) | acked after | back p50 / p90 / p99 / max s | attempts | per agent \
               | from agents | per agent | handshake | per agent | heartbeats (seen) | per agent | to agents | per agent \
               | max per 100 ms |\n|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|\n";
         for r in &self.rows {
             let a = &r.per_agent;
             s += &format!(
-                "| {} | {} / {}; {} | {} | {:.2} / {:.2} / {:.2} | {} | {:.2} | {} | {:.2} | {} | {:.2} | {} ({}) | {:.2} | {} | {:.2} | {} ({:.1} %) |\n",
+                "| {} | {} / {}; {} | {} | {:.2} / {:.2} / {:.2} / {:.2} | {} | {:.2} | {} | {:.2} | {} | {:.2} | {} ({}) | {:.2} | {} | {:.2} | {} ({:.1} %) |\n",
                 r.agents,
                 r.reconnected,
                 r.reconnected_server,
@@ -315,6 +317,7 @@ impl StormReport {
                 r.acked_after,
                 r.back_p50_s,
                 r.back_p90_s,
+                r.back_p99_s,
                 r.back_max_s,
                 r.attempts,
                 a.attempts,

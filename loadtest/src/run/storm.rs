@@ -136,8 +136,8 @@ fn raise_nofile(n: usize) -> Result<(), BenchError> {
     }
     lim.rlim_cur = want.min(lim.rlim_max);
     // SAFETY: as above.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
-    if lim.rlim_cur < want {
+    let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    if set != 0 || lim.rlim_cur < want {
         return Err(BenchError::Failed(format!(
             "{n} agents need {want} open files; the hard limit is {} (ulimit -Hn)",
             lim.rlim_max

@@ -54,7 +54,7 @@ pub async fn run(
         if let Err(e) = client.publish(subject.clone(), body.into()).await {
             tracing::debug!(error = %e, "status heartbeat not sent");
         }
-        // Next beat: one interval, give or take a quarter, never sooner.
+        // Next beat: one interval plus up to a quarter more (jitter), never sooner.
         wait = every.mul_f64(1.0 + rand::random::<f64>() * 0.25);
     }
 }

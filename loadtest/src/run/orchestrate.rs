@@ -117,7 +117,7 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
     let direct_tail = tail::start(&url, tail_stop.clone()).await?;
     let mut tenants = match fault {
         Fault::SlowSubscriber | Fault::NoisyTenant => {
-            Some(Tenants::start(fault, opts.quick, &dirs, &url, &mut st, load, tail_stop.clone()).await?)
+            Some(Tenants::start(fault, &dirs, &url, &mut st, load, tail_stop.clone()).await?)
         }
         _ => None,
     };

@@ -108,10 +108,14 @@ impl Outlet {
 
     /// Queue one message for the client; false if the client is gone.
     pub fn deliver(&self, subject: &str, sid: &str, m: &async_nats::Message) -> bool {
-        let headers = encode_headers(m);
-        if headers.is_some() && !self.headers {
-            return true; // A status-only or headers message the client cannot read.
-        }
+        let headers = match self.headers {
+            true => encode_headers(m),
+            // A client that did not declare `headers` gets the payload alone,
+            // as nats-server does; status messages (no responders) are for
+            // header-aware requesters only.
+            false if m.status.is_some() => return true,
+            false => None,
+        };
         let reply = m.reply.as_deref().map(|r| match self.scope {
             Scope::Admin => r.to_string(),
             _ => lock(&self.aliases).alias(r),

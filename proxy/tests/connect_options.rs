@@ -1,7 +1,9 @@
 //! CONNECT options beyond authentication: `echo: false` (a client does not
 //! receive its own publishes, though everyone else's identical messages
 //! still arrive) and `pedantic` (nats-server's wording for an invalid
-//! publish subject), against a real nats-server behind the proxy.
+//! publish subject), and clients that do not declare `headers` (they get
+//! header messages as plain MSG, as from nats-server), against a real
+//! nats-server behind the proxy.
 
 mod common;
 
@@ -97,4 +99,29 @@ async fn pedantic_clients_hear_invalid_publish_subject() {
     strict.send("PUB $SYS.x 2\r\nhi\r\n").await;
     let e = errors(&strict.sync().await);
     assert!(e.len() == 1 && e[0].starts_with("'Permissions Violation for Publish"), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_headers_gets_header_messages_as_plain_msg() {
+    let s = stack().await;
+    let direct = s.direct().await;
+    let mut old = raw_with(&s, "acme", &s.acme_pub, serde_json::json!({"headers": false})).await;
+    old.send("SUB logs.> 1\r\n").await;
+    prime_raw(&direct, "logs.acme.web.iad.h1", &mut old, Some("1")).await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "h1:abc:0");
+    direct.publish_with_headers("logs.acme.web.iad.h1", headers, "an agent's event".into()).await.unwrap();
+    direct.publish("logs.acme.web.iad.h1", "plain".into()).await.unwrap();
+    direct.flush().await.unwrap();
+    let frames = old.drain(Duration::from_millis(800)).await;
+    let msgs: Vec<(&str, Option<&str>, &str)> = frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Msg { subject, headers, payload, .. } if payload != "prime" => {
+                Some((subject.as_str(), headers.as_deref(), payload.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(msgs, [("logs.web.iad.h1", None, "an agent's event"), ("logs.web.iad.h1", None, "plain")]);
 }

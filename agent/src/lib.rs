@@ -281,7 +281,7 @@ async fn connect(config: &Config, host: &str, metrics: &AgentMetrics) -> Result<
     if let (Some(u), Some(p)) = (&config.nats.user, &config.nats.password) {
         opts = opts.user_and_password(u.clone(), p.clone());
     }
-    opts.connect(config.nats.url.as_str())
-        .await
-        .map_err(|e| AgentError::Nats { url: config.nats.url.clone(), message: e.to_string() })
+    let nats_err = |message: String| AgentError::Nats { url: config.nats.url.clone(), message };
+    let servers = flotilla_core::nats::servers(&config.nats.url).map_err(nats_err)?;
+    opts.connect(servers).await.map_err(|e| nats_err(e.to_string()))
 }

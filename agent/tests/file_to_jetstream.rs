@@ -197,3 +197,28 @@ async fn a_file_renamed_out_of_the_pattern_while_the_agent_was_down_is_finished(
     got.sort_by_key(|m| m.trim_start_matches("line-").parse::<u32>().unwrap_or(u32::MAX));
     assert_eq!(got, (0..180).map(|i| format!("line-{i}")).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comma_separated_url_list_reaches_the_live_server() {
+    let nats = NatsServer::start();
+    let js = connect_js(&nats.url()).await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "LOGS".into(),
+        subjects: vec!["logs.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, data) = (dir.path().join("logs"), dir.path().join("data"));
+    append(&logs.join("acme/web/x.log"), 0, 10);
+    // A cluster's list with one node down.
+    let dead = format!("nats://127.0.0.1:{}", flotilla_testsupport::free_port());
+    let urls = format!("{dead}, {}", nats.url());
+    let signals = Signals::default();
+    let agent = tokio::spawn(flotilla_agent::run(config(&logs, &data, &urls), signals.clone()));
+    wait_for(&js, 10).await;
+    signals.shutdown.cancel();
+    agent.await.unwrap().unwrap();
+    assert_eq!(events(&js).await.len(), 10);
+}

@@ -65,9 +65,11 @@ impl Validator {
         }
     }
 
+    /// One NATS URL, or several separated by commas (see [`crate::nats`]).
     pub fn nats_url(&mut self, path: &str, value: &str) {
-        let ok = ["nats://", "tls://"].iter().any(|p| value.starts_with(p) && value.len() > p.len());
-        self.check(ok, path, format!("{value:?} is not a NATS URL like nats://127.0.0.1:4222"));
+        if let Err(e) = crate::nats::servers(value) {
+            self.problem(path, e);
+        }
     }
 
     pub fn into_problems(self) -> Vec<Problem> {

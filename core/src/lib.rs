@@ -14,6 +14,7 @@ pub mod event;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod nats;
 pub mod origin;
 pub mod shutdown;
 pub mod subject;

@@ -42,7 +42,7 @@ impl NatsSink {
         let client = async_nats::ConnectOptions::new()
             .name(format!("flotilla-shipper sink {}", self.name))
             .connection_timeout(self.timeout)
-            .connect(self.url.as_str())
+            .connect(flotilla_core::nats::servers(&self.url).map_err(SendError::retry)?)
             .await
             .map_err(|e| SendError::retry(format!("{}: {e}", self.url)))?;
         let mut js = jetstream::new(client);

@@ -108,9 +108,11 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
     };
     progress.phase("starting the shipper, the live tails and the agent");
     let store = outage.as_ref().map(Outage::shipper_store);
-    // In a cluster, the shipper starts on another node than the agent.
-    let shipper_url = &urls[1 % urls.len()];
-    st.daemons.push(stack::shipper(&dirs, shipper_url, &ShipperOptions { replicas, store })?);
+    // Every node, as an operator would list them; in a cluster the shipper's
+    // list starts at another node than the agent's.
+    let node_list =
+        |first: usize| (0..urls.len()).map(|i| urls[(first + i) % urls.len()].as_str()).collect::<Vec<_>>().join(",");
+    st.daemons.push(stack::shipper(&dirs, &node_list(1), &ShipperOptions { replicas, store })?);
     st.start("shipper")?;
     watch.wait_stream(Duration::from_secs(30)).await?;
     let tail_stop = CancellationToken::new();
@@ -123,7 +125,7 @@ pub async fn run(opts: &RunOptions) -> Result<Report, BenchError> {
     };
     let orgs = if tenants.is_some() { tenants::file_orgs(fault) } else { Vec::new() };
     let mut writers = Writers::create(&dirs.logs, load.files, &orgs).map_err(io(&dirs.logs))?;
-    st.daemons.push(stack::agent(&dirs, &url)?);
+    st.daemons.push(stack::agent(&dirs, &node_list(0))?);
     st.start("agent")?;
 
     // The load, with faults.

@@ -107,7 +107,7 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "reconnect-storm",
         what: "1,000 simulated agents reconnect after a server restart; control messages grow linearly",
-        fault: None,
+        fault: Some(Fault::None),
     },
     Scenario {
         name: "idle",

@@ -191,6 +191,18 @@ pub struct StormReport {
     pub started: String,
     pub command: String,
     pub ok: bool,
+    /// The fields every scenario's report has. Here the events are the
+    /// agents' JetStream publishes after the storm (one per agent and
+    /// round): sent, acked (`events_archived`) and not acked (`lost`).
+    /// There is no archive, line throughput or line latency: `null`.
+    pub events_sent: u64,
+    pub events_archived: u64,
+    pub lost: u64,
+    pub duplicated: Option<u64>,
+    pub throughput_eps: Option<f64>,
+    pub baseline_eps: Option<f64>,
+    pub ratio: Option<f64>,
+    pub latency_ms: Option<f64>,
     /// Why not, when not ok.
     pub failures: Vec<String>,
     pub plan: Plan,
@@ -253,12 +265,22 @@ impl StormReport {
                 None => failures.push(format!("no slope of {what}: fewer than two sizes or a zero count")),
             }
         }
+        let events_sent: u64 = rows.iter().map(|r| r.agents as u64).sum();
+        let events_archived: u64 = rows.iter().map(|r| r.acked_after.min(r.agents) as u64).sum();
         StormReport {
             scenario: NAME.into(),
             quick: opts.quick,
             started,
             command: opts.command.clone(),
             ok: failures.is_empty() && !rows.is_empty(),
+            events_sent,
+            events_archived,
+            lost: events_sent - events_archived,
+            duplicated: None,
+            throughput_eps: None,
+            baseline_eps: None,
+            ratio: None,
+            latency_ms: None,
             failures,
             plan,
             faults: Faults { injected: rows.len() as u32, log },
@@ -426,9 +448,9 @@ impl StormReport {
                 baseline_lines: 0,
                 faults: self.faults.injected,
             },
-            events_sent: 0,
-            events_archived: 0,
-            lost: 0,
+            events_sent: self.events_sent,
+            events_archived: self.events_archived,
+            lost: self.lost,
             duplicated: 0,
             verdict: Verdict::default(),
             archive_objects: 0,

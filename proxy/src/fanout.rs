@@ -53,7 +53,7 @@ impl Fanout {
             lock(&entry.receivers).push(receiver);
             return Ok(());
         }
-        let mut sub = match &key.queue {
+        let sub = match &key.queue {
             None => self.client.subscribe(key.subject.clone()).await?,
             Some(q) => self.client.queue_subscribe(key.subject.clone(), q.clone()).await?,
         };
@@ -64,8 +64,10 @@ impl Fanout {
         });
         let (e, queue) = (entry.clone(), key.queue.is_some());
         let task = tokio::spawn(async move {
-            while let Some(m) = sub.next().await {
-                deliver(&e, &m, queue);
+            // Whatever is already waiting is delivered under one lock.
+            let mut batches = sub.ready_chunks(64);
+            while let Some(batch) = batches.next().await {
+                deliver(&e, &batch, queue);
             }
         });
         *lock(&entry.task) = Some(task);
@@ -108,22 +110,24 @@ impl Fanout {
     }
 }
 
-fn deliver(entry: &Entry, m: &async_nats::Message, queue: bool) {
+fn deliver(entry: &Entry, batch: &[async_nats::Message], queue: bool) {
     let mut receivers = lock(&entry.receivers);
-    if receivers.is_empty() {
-        return;
-    }
-    let mut gone = false;
-    if queue {
-        let i = entry.next.fetch_add(1, Ordering::Relaxed) % receivers.len();
-        gone |= !send(&receivers[i], m);
-    } else {
-        for r in receivers.iter() {
-            gone |= !send(r, m);
+    for m in batch {
+        if receivers.is_empty() {
+            return;
         }
-    }
-    if gone {
-        receivers.retain(|r| !r.limit.exhausted() && !r.outlet.tx.is_closed());
+        let mut gone = false;
+        if queue {
+            let i = entry.next.fetch_add(1, Ordering::Relaxed) % receivers.len();
+            gone |= !send(&receivers[i], m);
+        } else {
+            for r in receivers.iter() {
+                gone |= !send(r, m);
+            }
+        }
+        if gone {
+            receivers.retain(|r| !r.limit.exhausted() && !r.outlet.tx.is_closed());
+        }
     }
 }
 

@@ -122,7 +122,11 @@ impl Scope {
         let mut t = upstream.splitn(3, '.');
         match (t.next(), t.next(), t.next()) {
             (Some(family), Some(o), Some(rest)) if o == org.as_str() && ORG_SCOPED.contains(&family) => {
-                Cow::Owned(format!("{family}.{rest}"))
+                let mut s = String::with_capacity(family.len() + 1 + rest.len());
+                s.push_str(family);
+                s.push('.');
+                s.push_str(rest);
+                Cow::Owned(s)
             }
             _ => Cow::Borrowed(upstream),
         }

@@ -29,16 +29,33 @@ pub fn msg(subject: &str, sid: &str, reply: Option<&str>, headers: Option<&[u8]>
     }
     let hlen = headers.map_or(0, <[u8]>::len);
     if headers.is_some() {
-        b.put_slice(format!(" {} {}\r\n", hlen, hlen + payload.len()).as_bytes());
-    } else {
-        b.put_slice(format!(" {}\r\n", payload.len()).as_bytes());
+        b.put_u8(b' ');
+        put_usize(&mut b, hlen);
     }
+    b.put_u8(b' ');
+    put_usize(&mut b, hlen + payload.len());
+    b.put_slice(b"\r\n");
     if let Some(h) = headers {
         b.put_slice(h);
     }
     b.put_slice(payload);
     b.put_slice(b"\r\n");
     b.freeze()
+}
+
+/// `n` in decimal, without `fmt`.
+fn put_usize(b: &mut BytesMut, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    b.put_slice(&digits[i..]);
 }
 
 #[cfg(test)]

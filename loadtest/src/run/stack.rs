@@ -285,11 +285,15 @@ pub struct ShipperOptions {
     /// An object store URL and its `[sinks.storage]` options instead of
     /// `file://<out>/archive`.
     pub store: Option<(String, Vec<(String, String)>)>,
+    /// The sink's `ack_wait`: how soon what a killed shipper held is
+    /// redelivered.
+    pub ack_wait: &'static str,
 }
 
 /// The shipper: one Parquet sink on `logs.>`, objects closed within 2 s so
-/// data lands quickly, and an `ack_wait` of 10 s (the default would be
-/// 62.5 s here) so what a killed shipper held unacked is redelivered soon.
+/// data lands quickly, and a short `ack_wait` (10 s, or what `opts` says;
+/// the default would be 62.5 s here) so what a killed shipper held unacked
+/// is redelivered soon.
 pub fn shipper(dirs: &Dirs, nats_url: &str, opts: &ShipperOptions) -> Result<Daemon, BenchError> {
     let bin = sibling_binary("flotilla-shipper")?;
     let http_port = free_port()?;
@@ -303,8 +307,9 @@ pub fn shipper(dirs: &Dirs, nats_url: &str, opts: &ShipperOptions) -> Result<Dae
     }
     text += &format!(
         "[[sinks]]\nname = \"{SINK}\"\ntype = \"parquet\"\n\
-         url = {}\nsubjects = [\"logs.>\"]\nbatch_max_age = \"500ms\"\nroll_max_age = \"2s\"\nack_wait = \"10s\"\n",
+         url = {}\nsubjects = [\"logs.>\"]\nbatch_max_age = \"500ms\"\nroll_max_age = \"2s\"\nack_wait = {}\n",
         q(&url),
+        q(opts.ack_wait),
     );
     if let Some((_, storage)) = &opts.store {
         text += "\n[sinks.storage]\n";

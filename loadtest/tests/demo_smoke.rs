@@ -34,7 +34,7 @@ fn start(dir: &Path) -> (Child, String, String) {
     while Instant::now() < deadline {
         line.clear();
         if out.read_line(&mut line).unwrap() == 0 {
-            panic!("demo exited before printing its banner");
+            give_up(child, "demo exited before printing its banner");
         }
         if line.contains("nats sub") && line.contains("--user acme") {
             let words: Vec<&str> = line.split_whitespace().collect();
@@ -44,7 +44,14 @@ fn start(dir: &Path) -> (Child, String, String) {
             return (child, url, password);
         }
     }
-    panic!("no nats sub line printed");
+    give_up(child, "no nats sub line printed");
+}
+
+/// Stop the demo (a failed test must not leave a stack running) and fail.
+fn give_up(mut child: Child, why: &str) -> ! {
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("{why}");
 }
 
 fn interrupt_and_wait(mut child: Child) {

@@ -1,12 +1,15 @@
 //! The agent tailing real files into a real JetStream: every line arrives
 //! exactly once across agent restarts and a nats-server restart.
 
+mod common;
+
+use common::{js as connect_js, wait_for};
+
 use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
 use flotilla_agent::Config;
-use flotilla_core::event::LogEvent;
 use flotilla_core::shutdown::Signals;
 use flotilla_testsupport::NatsServer;
 
@@ -40,53 +43,16 @@ fn append(path: &Path, from: usize, to: usize) {
     }
 }
 
-async fn stream_len(js: &async_nats::jetstream::Context) -> u64 {
-    match js.get_stream("LOGS").await {
-        Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
-        Err(_) => 0,
-    }
-}
-
-async fn wait_for(js: &async_nats::jetstream::Context, n: u64) {
-    for _ in 0..300 {
-        if stream_len(js).await >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("stream has {} messages, expected {n}", stream_len(js).await);
-}
-
 /// Every stored event, in stream order: (subject, message, seq).
 async fn events(js: &async_nats::jetstream::Context) -> Vec<(String, String, u64)> {
-    let stream = js.get_stream("LOGS").await.unwrap();
-    let n = stream_len(js).await;
-    let mut out = vec![];
-    for seq in 1..=n {
-        let m = stream.get_raw_message(seq).await.unwrap();
-        let e = LogEvent::from_json(&m.payload).unwrap();
-        out.push((m.subject.to_string(), e.message, e.seq));
-    }
-    out
-}
-
-async fn connect_js(url: &str) -> async_nats::jetstream::Context {
-    let client = async_nats::ConnectOptions::new().retry_on_initial_connect().connect(url).await.unwrap();
-    async_nats::jetstream::new(client)
+    common::events(js).await.into_iter().map(|(subject, e)| (subject, e.message, e.seq)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lines_arrive_exactly_once_across_restarts() {
     let mut nats = NatsServer::start();
     let js = connect_js(&nats.url()).await;
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "LOGS".into(),
-        subjects: vec!["logs.>".into()],
-        storage: async_nats::jetstream::stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    common::create_stream(&js).await;
     let dir = tempfile::tempdir().unwrap();
     let (logs, data) = (dir.path().join("logs"), dir.path().join("data"));
     let web = logs.join("acme/web/app.log");
@@ -134,13 +100,7 @@ async fn waits_for_the_stream_and_loses_nothing() {
     // No stream yet: publishes get no ack, the agent keeps the lines.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let js = connect_js(&nats.url()).await;
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "LOGS".into(),
-        subjects: vec!["logs.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    common::create_stream(&js).await;
     wait_for(&js, 20).await;
     signals.shutdown.cancel();
     agent.await.unwrap().unwrap();
@@ -153,14 +113,7 @@ async fn waits_for_the_stream_and_loses_nothing() {
 async fn a_file_renamed_out_of_the_pattern_while_the_agent_was_down_is_finished() {
     let nats = NatsServer::start();
     let js = connect_js(&nats.url()).await;
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "LOGS".into(),
-        subjects: vec!["logs.>".into()],
-        storage: async_nats::jetstream::stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    common::create_stream(&js).await;
     let dir = tempfile::tempdir().unwrap();
     let (logs, data) = (dir.path().join("logs"), dir.path().join("data"));
     let web = logs.join("acme/web/app.log");
@@ -202,13 +155,7 @@ async fn a_file_renamed_out_of_the_pattern_while_the_agent_was_down_is_finished(
 async fn a_comma_separated_url_list_reaches_the_live_server() {
     let nats = NatsServer::start();
     let js = connect_js(&nats.url()).await;
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "LOGS".into(),
-        subjects: vec!["logs.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    common::create_stream(&js).await;
     let dir = tempfile::tempdir().unwrap();
     let (logs, data) = (dir.path().join("logs"), dir.path().join("data"));
     append(&logs.join("acme/web/x.log"), 0, 10);

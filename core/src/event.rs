@@ -147,18 +147,8 @@ fn push_digits(out: &mut Vec<u8>, mut n: u32, width: usize) {
     out.extend_from_slice(&buf[..width]);
 }
 
-fn write_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
+fn write_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(crate::decimal(n, &mut [0; 20]));
 }
 
 #[cfg(test)]

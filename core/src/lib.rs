@@ -19,6 +19,20 @@ pub mod origin;
 pub mod shutdown;
 pub mod subject;
 
+/// `n` in decimal, without `fmt` (hot paths): the digits at the end of `buf`.
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
 /// Header carrying the JetStream de-duplication key (stable origin of an event).
 pub const HDR_MSG_ID: &str = "Nats-Msg-Id";
 /// Header carrying the per-source sequence of an event.

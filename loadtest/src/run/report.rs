@@ -204,21 +204,7 @@ impl Report {
                 s += &format!("| {name} | {:.3} | {:.1} | {:.0} |\n", u.cpu_ms_per_s, u.rss_mib, u.secs);
             }
         }
-        if !self.faults.log.is_empty() {
-            s += "\nFaults:\n\n";
-            for f in &self.faults.log {
-                s += &format!("- {f}\n");
-            }
-        }
-        let m = &self.machine;
-        s += &format!(
-            "\nMachine: {} cores ({}), {:.1} GiB, Linux {}.\n\nVersions:\n\n",
-            m.cores, m.cpu, m.memory_gib, m.kernel
-        );
-        for (k, v) in &self.versions {
-            s += &format!("- {k}: {v}\n");
-        }
-        s += "\nCharts: [throughput.svg](throughput.svg), [latency.svg](latency.svg).\n";
+        s += &footer(&self.faults.log, &self.machine, &self.versions, &["throughput.svg", "latency.svg"]);
         s
     }
 
@@ -259,6 +245,28 @@ pub fn summary(reports: &[Result<Report, String>], names: &[&str]) -> String {
             Err(e) => s += &format!("| `{name}` | **error**: {} | | | | | | | | | |\n", e.replace('|', "/")),
         }
     }
+    s
+}
+
+/// The end of a scenario's report.md: faults (if any), machine, versions,
+/// links to the charts.
+pub fn footer(faults: &[String], m: &Machine, versions: &BTreeMap<String, String>, charts: &[&str]) -> String {
+    let mut s = String::new();
+    if !faults.is_empty() {
+        s += "\nFaults:\n\n";
+        for f in faults {
+            s += &format!("- {f}\n");
+        }
+    }
+    s += &format!(
+        "\nMachine: {} cores ({}), {:.1} GiB, Linux {}.\n\nVersions:\n\n",
+        m.cores, m.cpu, m.memory_gib, m.kernel
+    );
+    for (k, v) in versions {
+        s += &format!("- {k}: {v}\n");
+    }
+    let links: Vec<String> = charts.iter().map(|c| format!("[{c}]({c})")).collect();
+    s += &format!("\nCharts: {}.\n", links.join(", "));
     s
 }
 

@@ -43,19 +43,8 @@ pub fn msg(subject: &str, sid: &str, reply: Option<&str>, headers: Option<&[u8]>
     b.freeze()
 }
 
-/// `n` in decimal, without `fmt`.
-fn put_usize(b: &mut BytesMut, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    b.put_slice(&digits[i..]);
+fn put_usize(b: &mut BytesMut, n: usize) {
+    b.put_slice(flotilla_core::decimal(n as u64, &mut [0; 20]));
 }
 
 #[cfg(test)]

@@ -385,19 +385,12 @@ impl StormReport {
         for (name, p) in &self.processes {
             s += &format!("| {name} | {:.2} | {:.1} | {} |\n", p.cpu_s, p.max_rss_mib, p.starts);
         }
-        s += "\nFaults:\n\n";
-        for f in &self.faults.log {
-            s += &format!("- {f}\n");
-        }
-        let m = &self.machine;
-        s += &format!(
-            "\nMachine: {} cores ({}), {:.1} GiB, Linux {}.\n\nVersions:\n\n",
-            m.cores, m.cpu, m.memory_gib, m.kernel
+        s += &crate::run::report::footer(
+            &self.faults.log,
+            &self.machine,
+            &self.versions,
+            &["reconnects.svg", "messages.svg"],
         );
-        for (k, v) in &self.versions {
-            s += &format!("- {k}: {v}\n");
-        }
-        s += "\nCharts: [reconnects.svg](reconnects.svg), [messages.svg](messages.svg).\n";
         s
     }
 

@@ -43,10 +43,6 @@ use sources::file::checkpoint::{self, CheckpointError, Checkpoints};
 use sources::syslog::source::SyslogError;
 use stats::SourceStats;
 
-/// How long a publish may wait to be handed to the NATS client (which
-/// stops taking them while it is disconnected and its buffer is full).
-pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(5);
-
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(transparent)]
@@ -281,7 +277,7 @@ async fn connect(config: &Config, host: &str, metrics: &AgentMetrics) -> Result<
     if let (Some(u), Some(p)) = (&config.nats.user, &config.nats.password) {
         opts = opts.user_and_password(u.clone(), p.clone());
     }
-    let nats_err = |message: String| AgentError::Nats { url: config.nats.url.clone(), message };
-    let servers = flotilla_core::nats::servers(&config.nats.url).map_err(nats_err)?;
-    opts.connect(servers).await.map_err(|e| nats_err(e.to_string()))
+    flotilla_core::nats::connect(opts, &config.nats.url)
+        .await
+        .map_err(|message| AgentError::Nats { url: config.nats.url.clone(), message })
 }

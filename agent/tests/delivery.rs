@@ -11,7 +11,6 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use common::*;
-use flotilla_core::shutdown::Signals;
 use flotilla_testsupport::free_port;
 
 fn syslog_source(tcp: u16) -> String {
@@ -37,9 +36,7 @@ async fn nats_down_under_load_then_back_loses_nothing() {
     let (mut nats, js) = nats_with_stream().await;
     let dir = tempfile::tempdir().unwrap();
     let tcp = free_port();
-    let signals = Signals::default();
-    let agent =
-        tokio::spawn(flotilla_agent::run(config(dir.path(), &nats.url(), &syslog_source(tcp)), signals.clone()));
+    let agent = Agent::start(config(dir.path(), &nats.url(), &syslog_source(tcp)));
     tokio::time::sleep(Duration::from_millis(500)).await;
     send_syslog(tcp, 0, 500).await;
     wait_for(&js, 500).await;
@@ -54,8 +51,7 @@ async fn nats_down_under_load_then_back_loses_nothing() {
     let js = js_at(&nats.url()).await;
     wait_for(&js, 3500).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    signals.shutdown.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
     let got = events(&js).await;
     assert_eq!(got.len(), 3500, "exactly once");
     let want: BTreeSet<String> = (0..3500).map(|i| format!("message {i}")).collect();
@@ -74,13 +70,11 @@ async fn a_corrupted_queue_is_skipped_counted_and_the_rest_delivered() {
     let tcp = free_port();
     // No NATS at all: everything stays in the queue.
     let nowhere = format!("nats://127.0.0.1:{}", free_port());
-    let signals = Signals::default();
-    let agent = tokio::spawn(flotilla_agent::run(config(dir.path(), &nowhere, &syslog_source(tcp)), signals.clone()));
+    let agent = Agent::start(config(dir.path(), &nowhere, &syslog_source(tcp)));
     tokio::time::sleep(Duration::from_millis(500)).await;
     send_syslog(tcp, 0, 100).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    signals.shutdown.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
 
     // Flip bytes in the middle of the queue's segment.
     let qdir = dir.path().join("queue/syslog-0");
@@ -104,16 +98,14 @@ async fn a_corrupted_queue_is_skipped_counted_and_the_rest_delivered() {
         |_| None,
     )
     .unwrap();
-    let signals = Signals::default();
-    let agent = tokio::spawn(flotilla_agent::run(cfg, signals.clone()));
+    let agent = Agent::start(cfg);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let metrics = http_get(http, "/metrics").await;
     let corrupted = metric(&metrics, "flotilla_agent_queue_corrupted_records_total{source=\"syslog-0\"}");
     assert!(corrupted >= 1, "{metrics}");
     wait_for(&js, 100 - corrupted).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    signals.shutdown.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
     let got = events(&js).await;
     assert_eq!(got.len() as u64, 100 - corrupted, "every intact record, once");
 }
@@ -151,16 +143,14 @@ async fn over_the_rate_limit_events_are_dropped_counted_and_noticed() {
         |_| None,
     )
     .unwrap();
-    let signals = Signals::default();
-    let agent = tokio::spawn(flotilla_agent::run(cfg, signals.clone()));
+    let agent = Agent::start(cfg);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // A later line passes and carries the notice of what was dropped.
     let mut f = std::fs::OpenOptions::new().append(true).open(logs.join("a.log")).unwrap();
     std::io::Write::write_all(&mut f, b"line 1000\n").unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let metrics = http_get(http, "/metrics").await;
-    signals.shutdown.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
     let got = events(&js).await;
     let dropped = metric(&metrics, "flotilla_agent_events_dropped_total{source=\"file-0\",reason=\"rate_limit\"}");
     let notices: u64 = got.iter().filter_map(|(_, e)| e.fields.get("dropped").and_then(|d| d.as_u64())).sum();
@@ -188,9 +178,7 @@ async fn the_heartbeat_reports_high_water_sequences() {
         "[[sources]]\ntype = \"file\"\ninclude = [\"{}/*.log\"]\norg = \"acme\"\napp = \"web\"\n",
         logs.display()
     );
-    let signals = Signals::default();
-    let agent =
-        tokio::spawn(flotilla_agent::run(config(&dir.path().join("data"), &nats.url(), &sources), signals.clone()));
+    let agent = Agent::start(config(&dir.path().join("data"), &nats.url(), &sources));
     wait_for(&js, 3).await;
     let mut last = serde_json::Value::Null;
     for _ in 0..20 {
@@ -201,8 +189,7 @@ async fn the_heartbeat_reports_high_water_sequences() {
             break;
         }
     }
-    signals.shutdown.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
     assert_eq!(last["host"], "h1");
     assert_eq!(last["sources"][0]["name"], "file-0");
     assert_eq!(last["sources"][0]["acked"], 3);

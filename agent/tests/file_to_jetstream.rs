@@ -3,14 +3,13 @@
 
 mod common;
 
-use common::{js as connect_js, wait_for};
+use common::{js as connect_js, wait_for, Agent};
 
 use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
 use flotilla_agent::Config;
-use flotilla_core::shutdown::Signals;
 use flotilla_testsupport::NatsServer;
 
 fn config(logs: &Path, data: &Path, url: &str) -> Config {
@@ -58,18 +57,15 @@ async fn lines_arrive_exactly_once_across_restarts() {
     let web = logs.join("acme/web/app.log");
     append(&web, 0, 100); // written before the agent starts
 
-    let signals = Signals::default();
-    let agent = tokio::spawn(flotilla_agent::run(config(&logs, &data, &nats.url()), signals.clone()));
+    let agent = Agent::start(config(&logs, &data, &nats.url()));
     wait_for(&js, 100).await;
     append(&web, 100, 200); // written while it runs
     wait_for(&js, 200).await;
-    signals.shutdown.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
 
     // Restart: only new lines are sent.
     append(&web, 200, 250);
-    let signals = Signals::default();
-    let agent = tokio::spawn(flotilla_agent::run(config(&logs, &data, &nats.url()), signals.clone()));
+    let agent = Agent::start(config(&logs, &data, &nats.url()));
     wait_for(&js, 250).await;
 
     // nats-server restarts under the agent while lines keep coming.
@@ -77,8 +73,7 @@ async fn lines_arrive_exactly_once_across_restarts() {
     append(&web, 250, 300);
     wait_for(&js, 300).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    signals.shutdown.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
 
     let got = events(&js).await;
     assert_eq!(got.len(), 300, "no duplicates");
@@ -95,15 +90,13 @@ async fn waits_for_the_stream_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (logs, data) = (dir.path().join("logs"), dir.path().join("data"));
     append(&logs.join("globex/api/x.log"), 0, 20);
-    let signals = Signals::default();
-    let agent = tokio::spawn(flotilla_agent::run(config(&logs, &data, &nats.url()), signals.clone()));
+    let agent = Agent::start(config(&logs, &data, &nats.url()));
     // No stream yet: publishes get no ack, the agent keeps the lines.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let js = connect_js(&nats.url()).await;
     common::create_stream(&js).await;
     wait_for(&js, 20).await;
-    signals.shutdown.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
     let got = events(&js).await;
     assert_eq!(got.len(), 20);
     assert!(got.iter().all(|(s, _, _)| s == "logs.globex.api.iad.h1"));
@@ -118,32 +111,26 @@ async fn a_file_renamed_out_of_the_pattern_while_the_agent_was_down_is_finished(
     let (logs, data) = (dir.path().join("logs"), dir.path().join("data"));
     let web = logs.join("acme/web/app.log");
     append(&web, 0, 100);
-    let signals = Signals::default();
-    let agent = tokio::spawn(flotilla_agent::run(config(&logs, &data, &nats.url()), signals.clone()));
+    let agent = Agent::start(config(&logs, &data, &nats.url()));
     wait_for(&js, 100).await;
-    signals.shutdown.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
 
     // While the agent is down: more lines, then a rotation by rename to a
     // name `*.log` does not match, then a new file.
     append(&web, 100, 150);
     std::fs::rename(&web, logs.join("acme/web/app.log.1")).unwrap();
     append(&web, 150, 170);
-    let signals = Signals::default();
-    let agent = tokio::spawn(flotilla_agent::run(config(&logs, &data, &nats.url()), signals.clone()));
+    let agent = Agent::start(config(&logs, &data, &nats.url()));
     wait_for(&js, 170).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    signals.shutdown.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
 
     // Once more: the finished orphan is not read again.
     append(&web, 170, 180);
-    let signals = Signals::default();
-    let agent = tokio::spawn(flotilla_agent::run(config(&logs, &data, &nats.url()), signals.clone()));
+    let agent = Agent::start(config(&logs, &data, &nats.url()));
     wait_for(&js, 180).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    signals.shutdown.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
 
     let mut got: Vec<String> = events(&js).await.into_iter().map(|(_, m, _)| m).collect();
     assert_eq!(got.len(), 180, "no duplicates");
@@ -162,10 +149,8 @@ async fn a_comma_separated_url_list_reaches_the_live_server() {
     // A cluster's list with one node down.
     let dead = format!("nats://127.0.0.1:{}", flotilla_testsupport::free_port());
     let urls = format!("{dead}, {}", nats.url());
-    let signals = Signals::default();
-    let agent = tokio::spawn(flotilla_agent::run(config(&logs, &data, &urls), signals.clone()));
+    let agent = Agent::start(config(&logs, &data, &urls));
     wait_for(&js, 10).await;
-    signals.shutdown.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
     assert_eq!(events(&js).await.len(), 10);
 }

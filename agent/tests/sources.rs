@@ -11,7 +11,6 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 use common::*;
-use flotilla_core::shutdown::Signals;
 use flotilla_testsupport::free_port;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,8 +25,7 @@ async fn syslog_over_udp_and_tcp_in_both_formats() {
             "[[sources]]\ntype = \"syslog\"\nudp = \"127.0.0.1:{udp}\"\ntcp = \"127.0.0.1:{tcp}\"\norg = \"acme\"\n"
         ),
     );
-    let signals = Signals::default();
-    let agent = tokio::spawn(flotilla_agent::run(cfg, signals.clone()));
+    let agent = Agent::start(cfg);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -45,8 +43,7 @@ async fn syslog_over_udp_and_tcp_in_both_formats() {
     conn.flush().await.unwrap();
 
     wait_for(&js, 4).await;
-    signals.shutdown.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
     let mut got: Vec<(String, String, String)> =
         events(&js).await.into_iter().map(|(s, e)| (s, e.level, e.message)).collect();
     got.sort();
@@ -76,11 +73,9 @@ async fn journald_entries_from_recorded_output_with_their_cursor() {
     let data = dir.path().join("data");
     let cfg =
         config(&data, &nats.url(), &format!("[[sources]]\ntype = \"journald\"\norg = \"acme\"\ncommand = {cmd}\n"));
-    let signals = Signals::default();
-    let agent = tokio::spawn(flotilla_agent::run(cfg, signals.clone()));
+    let agent = Agent::start(cfg);
     wait_for(&js, 3).await;
-    signals.shutdown.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
     let got = events(&js).await;
     let summary: Vec<(String, String, String)> =
         got.iter().map(|(s, e)| (s.clone(), e.level.clone(), e.message.clone())).collect();
@@ -122,13 +117,11 @@ async fn docker_multiline_long_lines_and_invalid_utf8() {
         dir.path().display()
     );
     let cfg = config(&dir.path().join("data"), &nats.url(), &sources);
-    let signals = Signals::default();
-    let agent = tokio::spawn(flotilla_agent::run(cfg, signals.clone()));
+    let agent = Agent::start(cfg);
     // docker: 2 events; file: trace, 2 pieces + 1 remainder of the long line, latin-1, last.
     wait_for(&js, 8).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    signals.shutdown.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
     let got = events(&js).await;
     assert_eq!(got.len(), 8, "{got:#?}");
     let docker: Vec<_> = got.iter().filter(|(s, _)| s.starts_with("logs.acme.containers.")).map(|(_, e)| e).collect();

@@ -22,6 +22,12 @@ pub fn servers(value: &str) -> Result<Vec<ServerAddr>, String> {
         .collect()
 }
 
+/// Connect with `opts` to the servers of a `url` value; the error says what
+/// was wrong with the list or the connection.
+pub async fn connect(opts: async_nats::ConnectOptions, url: &str) -> Result<async_nats::Client, String> {
+    opts.connect(servers(url)?).await.map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

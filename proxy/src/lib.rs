@@ -91,9 +91,9 @@ pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyErr
     if let (Some(u), Some(p)) = (&config.upstream.user, &config.upstream.password) {
         opts = opts.user_and_password(u.clone(), p.clone());
     }
-    let upstream_err = |message: String| ProxyError::Upstream { url: config.upstream.url.clone(), message };
-    let servers = flotilla_core::nats::servers(&config.upstream.url).map_err(upstream_err)?;
-    let upstream = opts.connect(servers).await.map_err(|e| upstream_err(e.to_string()))?;
+    let upstream = flotilla_core::nats::connect(opts, &config.upstream.url)
+        .await
+        .map_err(|message| ProxyError::Upstream { url: config.upstream.url.clone(), message })?;
     let listener = TcpListener::bind(&config.listen)
         .await
         .map_err(|source| ProxyError::Bind { addr: config.listen.clone(), source })?;

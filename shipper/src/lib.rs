@@ -216,12 +216,6 @@ fn start_ledger(
     (ledger, stop, Some(task))
 }
 
-async fn connect_to(opts: async_nats::ConnectOptions, url: &str) -> Result<async_nats::Client, String> {
-    // The config was validated; a bad list is reported like a refused connection.
-    let servers = flotilla_core::nats::servers(url)?;
-    opts.connect(servers).await.map_err(|e| e.to_string())
-}
-
 /// Connect, retrying with backoff; `None` if shutdown came first.
 async fn connect(cfg: &NatsConfig, shutdown: &CancellationToken) -> Option<async_nats::Client> {
     let mut backoff = backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -232,7 +226,7 @@ async fn connect(cfg: &NatsConfig, shutdown: &CancellationToken) -> Option<async
         }
         tokio::select! {
             _ = shutdown.cancelled() => return None,
-            r = connect_to(opts, &cfg.url) => match r {
+            r = flotilla_core::nats::connect(opts, &cfg.url) => match r {
                 Ok(c) => {
                     tracing::info!(url = %cfg.url, "connected to NATS");
                     return Some(c);

@@ -14,12 +14,14 @@ use chrono::Utc;
 use tokio::time::Instant;
 
 use flotilla_core::event::LogEvent;
-use flotilla_core::metrics::Registry;
 use flotilla_core::origin;
-use flotilla_core::shutdown::Signals;
 use flotilla_core::{HDR_MSG_ID, HDR_SEQ};
-use flotilla_shipper::{run_with_registry, Config};
+use flotilla_shipper::Config;
 use flotilla_testsupport::NatsServer;
+
+mod common;
+
+use common::{wait_for, Shipper};
 
 fn config_text(nats_url: &str, out: &Path) -> String {
     format!(
@@ -47,49 +49,17 @@ batch_max_age = "100ms"
     )
 }
 
-struct Shipper {
-    signals: Signals,
-    registry: Registry,
-    task: tokio::task::JoinHandle<Result<(), flotilla_shipper::ShipperError>>,
-}
-
-impl Shipper {
-    fn start(text: &str) -> Shipper {
-        let config = match flotilla_core::config::parse::<Config>(text, |_| None) {
-            Ok(c) => c,
-            Err(p) => panic!("test config invalid: {p:?}"),
-        };
-        let signals = Signals::default();
-        let registry = Registry::default();
-        let task = tokio::spawn(run_with_registry(config, signals.clone(), registry.clone()));
-        Shipper { signals, registry, task }
-    }
-
-    /// `flotilla_sink_missing_events{sink,host,source}` as `/metrics` renders it.
-    fn missing(&self, sink: &str, host: &str, source: &str) -> Option<i64> {
-        let series = format!("flotilla_sink_missing_events{{sink=\"{sink}\",host=\"{host}\",source=\"{source}\"}} ");
-        self.registry.render().lines().find_map(|l| l.strip_prefix(&series).and_then(|v| v.parse().ok()))
-    }
-
-    async fn stop(self) {
-        self.signals.shutdown.cancel();
-        match tokio::time::timeout(Duration::from_secs(30), self.task).await {
-            Ok(Ok(Ok(()))) => {}
-            other => panic!("shipper did not stop cleanly: {other:?}"),
-        }
+fn parse(text: &str) -> Config {
+    match flotilla_core::config::parse::<Config>(text, |_| None) {
+        Ok(c) => c,
+        Err(p) => panic!("test config invalid: {p:?}"),
     }
 }
 
-async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// `flotilla_sink_missing_events{sink,host,source}` as `/metrics` renders it.
+fn missing(shipper: &Shipper, sink: &str, host: &str, source: &str) -> Option<i64> {
+    let series = format!("flotilla_sink_missing_events{{sink=\"{sink}\",host=\"{host}\",source=\"{source}\"}} ");
+    shipper.registry.render().lines().find_map(|l| l.strip_prefix(&series).and_then(|v| v.parse().ok()))
 }
 
 /// One event as the agent publishes it.
@@ -208,7 +178,7 @@ async fn gaps_are_counted_closed_by_late_events_and_kept_across_restarts() {
     let config_path = dir.path().join("shipper.toml");
     std::fs::write(&config_path, &text).unwrap();
 
-    let shipper = Shipper::start(&text);
+    let shipper = Shipper::start(parse(&text));
     let client = async_nats::connect(nats.url()).await.expect("connect");
     let js = jetstream::new(client.clone());
     wait_for("stream LOGS", Duration::from_secs(30), || async { js.get_stream("LOGS").await.is_ok() }).await;
@@ -229,12 +199,12 @@ async fn gaps_are_counted_closed_by_late_events_and_kept_across_restarts() {
     let beats = Beats::start(client.clone());
 
     wait_for("5 missing syslog events of h2", Duration::from_secs(30), || async {
-        shipper.missing("copy", "h2", "syslog") == Some(5)
+        missing(&shipper, "copy", "h2", "syslog") == Some(5)
     })
     .await;
-    assert_eq!(shipper.missing("copy", "h1", "app"), Some(0));
-    assert_eq!(shipper.missing("copy", "h2", "app"), Some(0), "events the agent dropped are not missing");
-    assert_eq!(shipper.missing("others", "h2", "syslog"), None, "a sink that cannot see a source tracks none of it");
+    assert_eq!(missing(&shipper, "copy", "h1", "app"), Some(0));
+    assert_eq!(missing(&shipper, "copy", "h2", "app"), Some(0), "events the agent dropped are not missing");
+    assert_eq!(missing(&shipper, "others", "h2", "syslog"), None, "a sink that cannot see a source tracks none of it");
     let render = shipper.registry.render();
     assert!(!render.contains("flotilla_sink_missing_events{sink=\"others\""), "{render}");
 
@@ -270,7 +240,7 @@ async fn gaps_are_counted_closed_by_late_events_and_kept_across_restarts() {
         publish(&js, "h2", "sys", &syslog, seq, 0).await;
     }
     wait_for("the gaps to close", Duration::from_secs(30), || async {
-        shipper.missing("copy", "h2", "syslog") == Some(0)
+        missing(&shipper, "copy", "h2", "syslog") == Some(0)
     })
     .await;
     wait_for("audit to report nothing missing", Duration::from_secs(20), || {
@@ -281,22 +251,22 @@ async fn gaps_are_counted_closed_by_late_events_and_kept_across_restarts() {
     shipper.stop().await;
 
     // A new shipper starts from the stored books: nothing before is missing.
-    let shipper = Shipper::start(&text);
+    let shipper = Shipper::start(parse(&text));
     wait_for("the stored books to load", Duration::from_secs(30), || async {
-        shipper.missing("copy", "h2", "syslog").is_some()
+        missing(&shipper, "copy", "h2", "syslog").is_some()
     })
     .await;
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
         for (host, source) in [("h1", "app"), ("h2", "syslog"), ("h2", "app")] {
-            assert_eq!(shipper.missing("copy", host, source), Some(0), "{host}/{source} after the restart");
+            assert_eq!(missing(&shipper, "copy", host, source), Some(0), "{host}/{source} after the restart");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // ...and it keeps counting: 13 never comes.
     publish(&js, "h2", "sys", &syslog, 14, 0).await;
     beats.set_syslog(14);
-    wait_for("the new gap", Duration::from_secs(30), || async { shipper.missing("copy", "h2", "syslog") == Some(1) })
+    wait_for("the new gap", Duration::from_secs(30), || async { missing(&shipper, "copy", "h2", "syslog") == Some(1) })
         .await;
     shipper.stop().await;
 }

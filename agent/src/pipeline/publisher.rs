@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use flotilla_core::{HDR_MSG_ID, HDR_READ_TS, HDR_SEQ};
-
-use super::acks::{AckError, Acks, Sent, Stored};
+use super::acks::{event_headers, AckError, Acks, Sent, Stored};
 use super::record::{with_seq, QueuedEvent};
 use crate::queue::DiskQueue;
 use crate::stats::SourceStats;
@@ -104,10 +102,7 @@ impl Publisher {
         } else {
             ev.msg_id
         };
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(HDR_MSG_ID, msg_id.as_str());
-        headers.insert(HDR_SEQ, seq.to_string().as_str());
-        headers.insert(HDR_READ_TS, ev.read_ts.as_str());
+        let headers = event_headers(&msg_id, seq, 0, &ev.read_ts);
         match acks.publish(ev.subject, headers, with_seq(&ev.body, seq).into()).await {
             Ok(sent) => {
                 self.stats.published.inc();

@@ -1,5 +1,6 @@
 //! Shared by the agent's integration tests: a JetStream with the LOGS
-//! stream, agent configs, and reading the stream back.
+//! stream, agent configs, the agent run in-process, and reading the stream
+//! back.
 
 #![allow(dead_code)]
 
@@ -72,5 +73,25 @@ pub fn config(data: &std::path::Path, url: &str, sources: &str) -> flotilla_agen
     match flotilla_core::config::parse(&config_text(data, url, "127.0.0.1:0", sources), |_| None) {
         Ok(c) => c,
         Err(p) => panic!("{p:?}"),
+    }
+}
+
+/// The agent running in-process until [`Agent::stop`].
+pub struct Agent {
+    signals: flotilla_core::shutdown::Signals,
+    task: tokio::task::JoinHandle<Result<(), flotilla_agent::AgentError>>,
+}
+
+impl Agent {
+    pub fn start(config: flotilla_agent::Config) -> Agent {
+        let signals = flotilla_core::shutdown::Signals::default();
+        let task = tokio::spawn(flotilla_agent::run(config, signals.clone()));
+        Agent { signals, task }
+    }
+
+    /// SIGTERM's path: drain, checkpoint, return Ok.
+    pub async fn stop(self) {
+        self.signals.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
     }
 }

@@ -54,11 +54,11 @@ pub async fn audit(config: &Config, sink: Option<&str>) -> Result<Vec<Line>, Aud
         opts = opts.user_and_password(user.clone(), config.nats.password.clone().unwrap_or_default());
     }
     let connect = |message: String| AuditError::Connect { url: config.nats.url.clone(), message };
-    let servers = flotilla_core::nats::servers(&config.nats.url).map_err(connect)?;
-    let client = tokio::time::timeout(std::time::Duration::from_secs(10), opts.connect(servers))
-        .await
-        .map_err(|_| connect("timed out".into()))?
-        .map_err(|e| connect(e.to_string()))?;
+    let client =
+        tokio::time::timeout(std::time::Duration::from_secs(10), flotilla_core::nats::connect(opts, &config.nats.url))
+            .await
+            .map_err(|_| connect("timed out".into()))?
+            .map_err(connect)?;
     let js = async_nats::jetstream::new(client);
     // No bucket: the shipper never ran, nothing is known to be missing.
     let Ok(kv) = store::open(&js, false).await else {

@@ -39,10 +39,10 @@ impl NatsSink {
         if let Some(js) = guard.as_ref() {
             return Ok(js.clone());
         }
-        let client = async_nats::ConnectOptions::new()
+        let opts = async_nats::ConnectOptions::new()
             .name(format!("flotilla-shipper sink {}", self.name))
-            .connection_timeout(self.timeout)
-            .connect(flotilla_core::nats::servers(&self.url).map_err(SendError::retry)?)
+            .connection_timeout(self.timeout);
+        let client = flotilla_core::nats::connect(opts, &self.url)
             .await
             .map_err(|e| SendError::retry(format!("{}: {e}", self.url)))?;
         let mut js = jetstream::new(client);

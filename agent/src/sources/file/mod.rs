@@ -24,11 +24,11 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use flotilla_core::event::LogEventRef;
+use flotilla_core::origin;
 use flotilla_core::subject::{log_subject, OrgId};
-use flotilla_core::{origin, HDR_MSG_ID, HDR_READ_TS, HDR_SEQ};
 
 use crate::config::{FileSourceConfig, ReadFrom};
-use crate::pipeline::acks::{Acks, Sent};
+use crate::pipeline::acks::{event_headers, Acks, Sent};
 use crate::ratelimit::{Admit, RateGate};
 use crate::stats::{FileStatus, SourceStats};
 use checkpoint::Checkpoints;
@@ -371,14 +371,7 @@ async fn publish(
     read_ts: &str,
     body: Vec<u8>,
 ) -> Option<Sent> {
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(HDR_MSG_ID, msg_id);
-    headers.insert(HDR_SEQ, seq.to_string().as_str());
-    if dropped > 0 {
-        headers.insert(origin::HDR_DROPPED, dropped.to_string().as_str());
-    }
-    headers.insert(HDR_READ_TS, read_ts);
-    match acks.publish(subject, headers, body.into()).await {
+    match acks.publish(subject, event_headers(msg_id, seq, dropped, read_ts), body.into()).await {
         Ok(sent) => {
             ctx.stats.published.inc();
             Some(sent)

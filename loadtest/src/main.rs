@@ -106,7 +106,7 @@ enum Bench {
     /// to this binary.
     Proxy {
         /// 200-byte messages for the one-subscriber throughput run.
-        #[arg(long, default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
         messages: u64,
         /// Deliveries (messages × subscribers) per fan-out run.
         #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]

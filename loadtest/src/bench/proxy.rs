@@ -14,9 +14,11 @@
 //!    other. Rate = messages received ÷ (last received − first received).
 //! 4. Fan-out: `conns` subscriber connections over 10 orgs (100, and
 //!    `--many` if given), same publisher, directly and through the proxy.
-//! 5. Latency: a paced publisher (half the measured proxy peak unless
-//!    `--latency-rate`) stamps each payload with its send time; one direct
-//!    and one proxied subscriber record it in HDR histograms (µs).
+//! 5. Latency: a publisher paced every 100 µs (half the measured proxy
+//!    peak unless `--latency-rate`) stamps each payload with its number and
+//!    send time; a direct and a proxied subscriber receive every message,
+//!    and the proxy's added latency is, per message, the proxied arrival
+//!    minus the direct one (HDR histograms, µs).
 //!
 //! Core NATS may drop: counts received and the proxy's slow-consumer drops
 //! are reported. Results: a table on stdout, `<out>/report.json`, `<out>/report.md`.
@@ -44,6 +46,8 @@ const SUB_CAPACITY: usize = 1 << 20;
 const IDLE_END: Duration = Duration::from_secs(2);
 /// After subscribing, for the proxy's upstream subscriptions to be in place.
 const SETTLE: Duration = Duration::from_millis(500);
+/// The latency publisher's step: what is due is sent every 100 µs.
+const PACE: Duration = Duration::from_micros(100);
 
 pub struct ProxyBenchOptions {
     /// Messages for the one-subscriber throughput run.
@@ -110,10 +114,8 @@ pub struct Latency {
     pub sent: u64,
     pub direct: Percentiles,
     pub proxy: Percentiles,
-    /// Proxy minus direct, µs.
-    pub added_p50_us: f64,
-    pub added_p99_us: f64,
-    pub added_p999_us: f64,
+    /// Per message: arrival through the proxy minus arrival directly, µs.
+    pub added: Percentiles,
     pub proxy_drops: u64,
 }
 
@@ -226,8 +228,9 @@ pub async fn run(opts: &ProxyBenchOptions) -> Result<Report, BenchError> {
     let config = tmp.join("proxy.toml");
     let text = format!(
         "listen = \"127.0.0.1:{port}\"\nhttp_addr = \"127.0.0.1:{http_port}\"\ntokens = {tokens_s:?}\n\
-         client_queue = 65536\n\n[limits]\nmax_connections_per_ip = 100000\nmax_connections_per_org = 100000\n\
+         client_queue = 65536\n{}\n[limits]\nmax_connections_per_ip = 100000\nmax_connections_per_org = 100000\n\
          max_subscriptions = 100000\n\n[upstream]\nurl = {:?}\n",
+        std::env::var("FLOTILLA_BENCH_PROXY_EXTRA").unwrap_or_default(),
         nats.url
     );
     std::fs::write(&config, text).map_err(|e| BenchError::io(&config, e))?;
@@ -305,7 +308,7 @@ pub async fn run(opts: &ProxyBenchOptions) -> Result<Report, BenchError> {
     for p in &fanout {
         ratio_target(format!("msgs/s, {} subscribers / {} orgs, proxy ÷ direct", p.subscribers, p.orgs), p);
     }
-    let added_ms = latency.added_p99_us / 1000.0;
+    let added_ms = latency.added.p99_us as f64 / 1000.0;
     targets.push(Target {
         what: format!("added p99 latency at {rate} msgs/s, ms"),
         target: "≤ 0.5 ms",
@@ -426,27 +429,36 @@ async fn flow(
     })
 }
 
-/// Record (now − the payload's send stamp) in µs until `expected` or idle.
-async fn record(mut sub: Subscriber, start: Instant, expected: u64) -> Result<Histogram<u64>, BenchError> {
+/// Arrival times (ns since `start`) by message number, until `expected`
+/// arrived or [`IDLE_END`] passed without one; 0 = never arrived.
+async fn record(mut sub: Subscriber, start: Instant, expected: u64) -> Vec<u64> {
     use futures::StreamExt as _;
-    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| BenchError::Failed(e.to_string()))?;
+    let mut arrivals = vec![0u64; expected as usize];
     let mut wait = Duration::from_secs(30);
     let mut n = 0;
     while n < expected {
         match tokio::time::timeout(wait, sub.next()).await {
             Ok(Some(m)) => {
-                let now = start.elapsed().as_nanos() as u64;
-                let sent = m.payload.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(now);
-                h.saturating_record((now.saturating_sub(sent) / 1000).max(1));
+                let now = (start.elapsed().as_nanos() as u64).max(1);
+                let i = m.payload.get(8..16).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+                if let Some(slot) = i.and_then(|i| arrivals.get_mut(i as usize)) {
+                    *slot = now;
+                }
                 n += 1;
                 wait = IDLE_END;
             }
             _ => break,
         }
     }
-    Ok(h)
+    arrivals
 }
 
+/// Added latency, message by message: a publisher paced every 100 µs
+/// stamps each message with its number and send time; a direct and a
+/// proxied subscriber receive every message at once, and the proxy's
+/// added latency of a message is its arrival through the proxy minus its
+/// arrival directly (0 when the proxy was first). Whatever delays both
+/// paths (the publisher, nats-server) cancels out.
 async fn latency(stack: &Stack, publisher: &Client, rate: u64, secs: u64) -> Result<Latency, BenchError> {
     let total = rate * secs;
     let dc = stack.direct().await?;
@@ -458,29 +470,27 @@ async fn latency(stack: &Stack, publisher: &Client, rate: u64, secs: u64) -> Res
     let start = Instant::now();
     let direct = tokio::spawn(record(ds, start, total));
     let proxied = tokio::spawn(record(ps, start, total));
-    let subject = Subject::from("logs.acme.web.iad.h1");
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let t0 = Instant::now();
-    let mut sent = 0u64;
-    while sent < total {
-        tick.tick().await;
-        let due = ((t0.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
-        while sent < due {
-            let mut b = BytesMut::with_capacity(PAYLOAD);
-            b.put_u64_le(start.elapsed().as_nanos() as u64);
-            b.put_bytes(b'x', PAYLOAD - 8);
-            publisher.publish(subject.clone(), b.freeze()).await.map_err(|e| BenchError::nats("publish", e))?;
-            sent += 1;
-        }
-    }
-    publisher.flush().await.map_err(|e| BenchError::nats("flush", e))?;
-    let achieved_rate = sent as f64 / t0.elapsed().as_secs_f64();
-    let join = |r: Result<Result<Histogram<u64>, BenchError>, tokio::task::JoinError>| {
-        r.map_err(|e| BenchError::Failed(format!("receiver: {e}")))?
-    };
+    let (handle, client) = (tokio::runtime::Handle::current(), publisher.clone());
+    let (sent_at, achieved_rate) = tokio::task::spawn_blocking(move || pace(&handle, &client, start, rate, total))
+        .await
+        .map_err(|e| BenchError::Failed(format!("publisher: {e}")))??;
+    let join = |r: Result<Vec<u64>, tokio::task::JoinError>| r.map_err(|e| BenchError::Failed(format!("receiver: {e}")));
     let (d, p) = (join(direct.await)?, join(proxied.await)?);
     let drops1 = stack.drops().await?;
+    let histogram = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| BenchError::Failed(e.to_string()));
+    let (mut dh, mut ph, mut added) = (histogram()?, histogram()?, histogram()?);
+    let us = |ns: u64| (ns / 1000).max(1);
+    for ((&sent, &d), &p) in sent_at.iter().zip(&d).zip(&p) {
+        if d > 0 {
+            dh.saturating_record(us(d.saturating_sub(sent)));
+        }
+        if p > 0 {
+            ph.saturating_record(us(p.saturating_sub(sent)));
+        }
+        if d > 0 && p > 0 {
+            added.saturating_record(us(p.saturating_sub(d)));
+        }
+    }
     let pct = |h: &Histogram<u64>| Percentiles {
         received: h.len(),
         p50_us: h.value_at_quantile(0.5),
@@ -489,18 +499,53 @@ async fn latency(stack: &Stack, publisher: &Client, rate: u64, secs: u64) -> Res
         max_us: h.max(),
         mean_us: h.mean(),
     };
-    let (direct, proxy) = (pct(&d), pct(&p));
     Ok(Latency {
         target_rate: rate,
         achieved_rate,
-        sent,
-        added_p50_us: proxy.p50_us as f64 - direct.p50_us as f64,
-        added_p99_us: proxy.p99_us as f64 - direct.p99_us as f64,
-        added_p999_us: proxy.p999_us as f64 - direct.p999_us as f64,
-        direct,
-        proxy,
+        sent: total,
+        direct: pct(&dh),
+        proxy: pct(&ph),
+        added: pct(&added),
         proxy_drops: drops1.saturating_sub(drops0),
     })
+}
+
+/// The pacing loop, on a plain thread: tokio's timers tick in whole
+/// milliseconds, which would send `rate / 1000` messages at once; this
+/// sends what is due every [`PACE`] instead.
+fn pace(
+    handle: &tokio::runtime::Handle,
+    publisher: &Client,
+    start: Instant,
+    rate: u64,
+    total: u64,
+) -> Result<(Vec<u64>, f64), BenchError> {
+    let subject = Subject::from("logs.acme.web.iad.h1");
+    let mut sent_at = Vec::with_capacity(total as usize);
+    let t0 = Instant::now();
+    let mut next = t0;
+    while (sent_at.len() as u64) < total {
+        next += PACE;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let due = ((t0.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
+        handle.block_on(async {
+            while (sent_at.len() as u64) < due {
+                let now = start.elapsed().as_nanos() as u64;
+                let mut b = BytesMut::with_capacity(PAYLOAD);
+                b.put_u64_le(now);
+                b.put_u64_le(sent_at.len() as u64);
+                b.put_bytes(b'x', PAYLOAD - 16);
+                publisher.publish(subject.clone(), b.freeze()).await.map_err(|e| BenchError::nats("publish", e))?;
+                sent_at.push(now);
+            }
+            Ok::<_, BenchError>(())
+        })?;
+    }
+    handle.block_on(publisher.flush()).map_err(|e| BenchError::nats("flush", e))?;
+    let rate = sent_at.len() as f64 / t0.elapsed().as_secs_f64();
+    Ok((sent_at, rate))
 }
 
 async fn idle(stack: &Stack, n: usize) -> Result<Idle, BenchError> {
@@ -565,7 +610,7 @@ pub fn markdown(r: &Report) -> String {
          | path | received | p50 | p99 | p99.9 | max | mean |\n|---|---:|---:|---:|---:|---:|---:|\n\
          | direct | {} | {} | {} | {} | {} | {:.0} |\n\
          | proxy | {} | {} | {} | {} | {} | {:.0} |\n\
-         | added (proxy − direct) | | {:.0} | {:.0} | {:.0} | | |\n",
+         | added by the proxy (per message: proxied − direct arrival) | {} | {} | {} | {} | {} | {:.0} |\n",
         l.target_rate,
         l.achieved_rate,
         l.sent,
@@ -581,9 +626,12 @@ pub fn markdown(r: &Report) -> String {
         l.proxy.p999_us,
         l.proxy.max_us,
         l.proxy.mean_us,
-        l.added_p50_us,
-        l.added_p99_us,
-        l.added_p999_us,
+        l.added.received,
+        l.added.p50_us,
+        l.added.p99_us,
+        l.added.p999_us,
+        l.added.max_us,
+        l.added.mean_us,
     );
     if let Some(i) = &r.idle {
         s += &format!(

@@ -37,5 +37,3 @@ pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 pub const HDR_MSG_ID: &str = "Nats-Msg-Id";
 /// Header carrying the per-source sequence of an event.
 pub const HDR_SEQ: &str = "Flotilla-Seq";
-/// Header carrying the time (RFC 3339, UTC) the agent read the event.
-pub const HDR_READ_TS: &str = "Flotilla-Read-Ts";

@@ -16,22 +16,22 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use flotilla_core::origin::HDR_DROPPED;
-use flotilla_core::{HDR_MSG_ID, HDR_READ_TS, HDR_SEQ};
+use flotilla_core::{HDR_MSG_ID, HDR_SEQ};
 
 /// How long a publish may wait to be handed to the NATS client (which
 /// stops taking them while it is disconnected and its buffer is full).
 pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// An event's headers: its de-duplication id, its seq (and how many seqs
-/// right before it were dropped under a rate limit), when it was read.
-pub fn event_headers(msg_id: &str, seq: u64, dropped: u64, read_ts: &str) -> HeaderMap {
+/// An event's headers: its de-duplication id and its seq (and how many seqs
+/// right before it were dropped under a rate limit). Nothing more: every
+/// header byte is parsed and stored by JetStream for every event.
+pub fn event_headers(msg_id: &str, seq: u64, dropped: u64) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(HDR_MSG_ID, msg_id);
     headers.insert(HDR_SEQ, seq.to_string().as_str());
     if dropped > 0 {
         headers.insert(HDR_DROPPED, dropped.to_string().as_str());
     }
-    headers.insert(HDR_READ_TS, read_ts);
     headers
 }
 

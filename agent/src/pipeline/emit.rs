@@ -72,7 +72,6 @@ impl Emitter {
         let record = QueuedEvent {
             msg_id: msg_id.unwrap_or_default(),
             subject: log_subject(origin.org, origin.app, &self.region, &self.host),
-            read_ts: now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             body: event.to_json(),
         };
         match self.queue.push(&record.encode()).await? {

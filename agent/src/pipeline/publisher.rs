@@ -102,7 +102,7 @@ impl Publisher {
         } else {
             ev.msg_id
         };
-        let headers = event_headers(&msg_id, seq, 0, &ev.read_ts);
+        let headers = event_headers(&msg_id, seq, 0);
         match acks.publish(ev.subject, headers, with_seq(&ev.body, seq).into()).await {
             Ok(sent) => {
                 self.stats.published.inc();

@@ -1,22 +1,21 @@
 //! A queued event: what is needed to publish it, length-prefixed.
 //!
-//! `u16 len | msg id | u16 len | subject | u16 len | read ts | body`. An
+//! `u16 len | msg id | u16 len | subject | body`. An
 //! empty msg id means "derive it from the queue sequence".
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedEvent {
     pub msg_id: String,
     pub subject: String,
-    pub read_ts: String,
     pub body: Vec<u8>,
 }
 
 impl QueuedEvent {
     pub fn encode(&self) -> Vec<u8> {
         let mut out =
-            Vec::with_capacity(6 + self.msg_id.len() + self.subject.len() + self.read_ts.len() + self.body.len());
-        for part in [&self.msg_id, &self.subject, &self.read_ts] {
-            // Each part is far below 64 KiB (ids, subjects, timestamps);
+            Vec::with_capacity(4 + self.msg_id.len() + self.subject.len() + self.body.len());
+        for part in [&self.msg_id, &self.subject] {
+            // Each part is far below 64 KiB (ids, subjects);
             // clamp rather than corrupt if one is not.
             let bytes = &part.as_bytes()[..part.len().min(u16::MAX as usize)];
             out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
@@ -27,17 +26,16 @@ impl QueuedEvent {
     }
 
     pub fn decode(mut bytes: &[u8]) -> Option<QueuedEvent> {
-        let mut parts = Vec::with_capacity(3);
-        for _ in 0..3 {
+        let mut parts = Vec::with_capacity(2);
+        for _ in 0..2 {
             let len = u16::from_le_bytes([*bytes.first()?, *bytes.get(1)?]) as usize;
             let part = bytes.get(2..2 + len)?;
             parts.push(String::from_utf8(part.to_vec()).ok()?);
             bytes = &bytes[2 + len..];
         }
-        let read_ts = parts.pop()?;
         let subject = parts.pop()?;
         let msg_id = parts.pop()?;
-        Some(QueuedEvent { msg_id, subject, read_ts, body: bytes.to_vec() })
+        Some(QueuedEvent { msg_id, subject, body: bytes.to_vec() })
     }
 }
 
@@ -50,7 +48,6 @@ mod tests {
         let e = QueuedEvent {
             msg_id: "".into(),
             subject: "logs.a.b.c.d".into(),
-            read_ts: "2026".into(),
             body: b"{}".to_vec(),
         };
         assert_eq!(QueuedEvent::decode(&e.encode()), Some(e));

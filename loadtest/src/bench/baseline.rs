@@ -19,7 +19,7 @@ use chrono::Utc;
 
 use flotilla_core::codec::{self, Codec};
 use flotilla_core::event::LogEvent;
-use flotilla_core::{HDR_MSG_ID, HDR_READ_TS, HDR_SEQ};
+use flotilla_core::{HDR_MSG_ID, HDR_SEQ};
 
 use super::BenchError;
 
@@ -41,7 +41,7 @@ impl Shape {
         match self {
             Shape::Lines => "lines, no headers (baseline)",
             Shape::LinesWithMsgId => "lines + Nats-Msg-Id",
-            Shape::AgentFormat => "agent's message format (LogEvent JSON + 3 headers)",
+            Shape::AgentFormat => "agent's message format (LogEvent JSON + 2 headers)",
         }
     }
 }
@@ -113,8 +113,6 @@ pub async fn publish_file(
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert(HDR_MSG_ID, msg_id().as_str());
                 headers.insert(HDR_SEQ, lines.to_string().as_str());
-                let read_ts = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-                headers.insert(HDR_READ_TS, read_ts.as_str());
                 js.publish_with_headers(subject.to_string(), headers, event.to_json().into()).await
             }
         };

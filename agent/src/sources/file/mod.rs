@@ -259,9 +259,8 @@ impl FileSource {
                         break;
                     }
                 };
-                let read_ts = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
                 for unit in units {
-                    if !self.send(acks, &key, unit, &read_ts).await {
+                    if !self.send(acks, &key, unit).await {
                         return false;
                     }
                 }
@@ -270,9 +269,8 @@ impl FileSource {
                 Some(t) => t.flush_due(Instant::now()),
                 None => vec![],
             };
-            let read_ts = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
             for unit in due {
-                if !self.send(acks, &key, unit, &read_ts).await {
+                if !self.send(acks, &key, unit).await {
                     return false;
                 }
             }
@@ -282,7 +280,7 @@ impl FileSource {
 
     /// Publish one event (or drop it under the rate limit), keeping at most
     /// `max_in_flight` publishes awaiting their ack.
-    async fn send(&mut self, acks: &mut Acks, key: &str, unit: Unit, read_ts: &str) -> bool {
+    async fn send(&mut self, acks: &mut Acks, key: &str, unit: Unit) -> bool {
         let Some(t) = self.files.get_mut(key) else {
             return true;
         };
@@ -302,7 +300,7 @@ impl FileSource {
                 let notice = crate::ratelimit::notice(dropped_before, &self.ctx.stats.name);
                 let body = encode(&self.ctx, t, &Body::Full(notice), 0);
                 let msg_id = origin::notice_msg_id(&base);
-                let Some(ack) = publish(&self.ctx, acks, subject.clone(), &msg_id, 0, 0, read_ts, body).await else {
+                let Some(ack) = publish(&self.ctx, acks, subject.clone(), &msg_id, 0, 0, body).await else {
                     return false;
                 };
                 let end = unit.offset;
@@ -323,7 +321,7 @@ impl FileSource {
         let dropped = t.tailer.publishing(seq);
         let end = unit.end;
         let body = encode(&self.ctx, t, &unit.body(self.cfg.codec), seq);
-        let Some(ack) = publish(&self.ctx, acks, subject, &base, seq, dropped, read_ts, body).await else {
+        let Some(ack) = publish(&self.ctx, acks, subject, &base, seq, dropped, body).await else {
             return false;
         };
         self.inflight.push_back(InFlight { ack: Some(ack), key: file, nonce, end, seq, published: true });
@@ -360,7 +358,6 @@ fn encode(ctx: &FileContext, t: &Tracked, body: &Body, seq: u64) -> Vec<u8> {
 
 /// Publish one event. `dropped`: seqs right before this one consumed by
 /// events dropped under the rate limit.
-#[allow(clippy::too_many_arguments)]
 async fn publish(
     ctx: &FileContext,
     acks: &mut Acks,
@@ -368,10 +365,9 @@ async fn publish(
     msg_id: &str,
     seq: u64,
     dropped: u64,
-    read_ts: &str,
     body: Vec<u8>,
 ) -> Option<Sent> {
-    match acks.publish(subject, event_headers(msg_id, seq, dropped, read_ts), body.into()).await {
+    match acks.publish(subject, event_headers(msg_id, seq, dropped), body.into()).await {
         Ok(sent) => {
             ctx.stats.published.inc();
             Some(sent)

@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +22,7 @@ use crate::fanout::{Key, Receiver};
 use crate::limits::PublishRate;
 use crate::outlet::{lock, Limit, Outlet};
 use crate::protocol::{parse, writer, ClientOp, ProtoError};
+use crate::queue::{Queue, QueueRx};
 use crate::registry::Caps;
 use crate::scope::{Scope, SubTarget};
 use crate::Shared;
@@ -80,7 +81,7 @@ where
 {
     let id = shared.next_client_id();
     let (mut rd, wr) = tokio::io::split(stream);
-    let (tx, rx) = mpsc::channel::<Bytes>(shared.config.client_queue);
+    let (queue, rx) = Queue::new(shared.config.client_queue);
     let writer = tokio::spawn(write_loop(wr, rx));
     let (close_tx, close_rx) = watch::channel(None);
     let caps = Caps {
@@ -99,12 +100,12 @@ where
         "client_id": id,
         "client_ip": peer.ip().to_string(),
     });
-    let opened = shared.registry.open(id, peer.ip(), close_tx, tx.clone(), &caps);
+    let opened = shared.registry.open(id, peer.ip(), close_tx, queue.clone(), &caps);
     let mut conn = Conn {
         id,
         peer,
         shared: shared.clone(),
-        tx,
+        queue,
         outlet: None,
         verbose: false,
         pedantic: false,
@@ -159,17 +160,19 @@ impl Drop for Registered {
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(wr: W, mut rx: mpsc::Receiver<Bytes>) {
+async fn write_loop<W: AsyncWrite + Unpin>(wr: W, mut rx: QueueRx) {
     let mut out = tokio::io::BufWriter::with_capacity(64 * 1024, wr);
-    while let Some(frame) = rx.recv().await {
-        if out.write_all(&frame).await.is_err() {
+    while let Some(chunk) = rx.recv().await {
+        if out.write_all(&chunk.bytes).await.is_err() {
             return;
         }
+        rx.written(&chunk);
         // Coalesce whatever else is queued into the same flush.
-        while let Ok(more) = rx.try_recv() {
-            if out.write_all(&more).await.is_err() {
+        while let Some(more) = rx.try_recv() {
+            if out.write_all(&more.bytes).await.is_err() {
                 return;
             }
+            rx.written(&more);
         }
         if out.flush().await.is_err() {
             return;
@@ -183,7 +186,7 @@ struct Conn {
     id: u64,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Bytes>,
+    queue: Queue,
     /// Set once authenticated.
     outlet: Option<Outlet>,
     verbose: bool,
@@ -271,7 +274,7 @@ impl Conn {
 
     /// Queue a control frame; waits for room (these are never dropped).
     async fn send(&self, frame: Bytes) -> bool {
-        self.tx.send(frame).await.is_ok()
+        self.queue.control(frame).await
     }
 
     async fn ok(&self) -> Flow {
@@ -339,7 +342,7 @@ impl Conn {
         self.token = Some(token);
         let org = self.shared.metrics.org(scope.label());
         let policy = self.shared.config.limits.slow_consumer;
-        let mut outlet = Outlet::new(self.tx.clone(), scope, info.headers, org, policy, self.kill.clone());
+        let mut outlet = Outlet::new(self.queue.clone(), scope, info.headers, org, policy, self.kill.clone());
         if !info.echo {
             outlet.echoes = Some(Arc::default());
         }

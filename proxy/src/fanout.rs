@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use flotilla_core::metrics::Gauge;
 
-use crate::outlet::{lock, Limit, Outlet};
+use crate::outlet::{lock, Limit, Outlet, Pending};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {
@@ -110,29 +110,46 @@ impl Fanout {
     }
 }
 
+/// Deliver a batch of upstream messages: each client's frames are gathered
+/// over the batch and queued as one chunk (one wake-up and one write per
+/// client per batch, not per message).
 fn deliver(entry: &Entry, batch: &[async_nats::Message], queue: bool) {
     let mut receivers = lock(&entry.receivers);
+    let mut pending: Vec<Pending> = Vec::new();
+    pending.resize_with(receivers.len(), Pending::default);
     for m in batch {
         if receivers.is_empty() {
             return;
         }
-        let mut gone = false;
+        let mut done = false;
         if queue {
             let i = entry.next.fetch_add(1, Ordering::Relaxed) % receivers.len();
-            gone |= !send(&receivers[i], m);
+            done |= !add(&receivers[i], &mut pending[i], m);
         } else {
-            for r in receivers.iter() {
-                gone |= !send(r, m);
+            for (r, p) in receivers.iter().zip(pending.iter_mut()) {
+                done |= !add(r, p, m);
             }
         }
-        if gone {
-            receivers.retain(|r| !r.limit.exhausted() && !r.outlet.tx.is_closed());
+        if done {
+            // A receiver reached its limit: queue what it has, and take it
+            // out before the next message (a queue group's next member
+            // must get that one).
+            flush(&receivers, &mut pending);
+            receivers.retain(|r| !r.limit.exhausted() && !r.outlet.queue.is_closed());
+            pending.clear();
+            pending.resize_with(receivers.len(), Pending::default);
         }
+    }
+    if !flush(&receivers, &mut pending) {
+        receivers.retain(|r| !r.limit.exhausted() && !r.outlet.queue.is_closed());
     }
 }
 
-/// False when this receiver is done (limit reached or client gone).
-fn send(r: &Receiver, m: &async_nats::Message) -> bool {
+/// Add one message for `r`; false when `r` is done (limit reached, client gone).
+fn add(r: &Receiver, pending: &mut Pending, m: &async_nats::Message) -> bool {
+    if r.outlet.queue.is_closed() {
+        return false; // the client is gone
+    }
     if r.outlet.echoes.as_ref().is_some_and(|e| lock(e).is_echo(m)) {
         return true; // its own publish, and it asked for no echo
     }
@@ -140,5 +157,15 @@ fn send(r: &Receiver, m: &async_nats::Message) -> bool {
         return false;
     }
     let subject = r.outlet.scope.deliver(&m.subject);
-    r.outlet.deliver(&subject, &r.sid, m) && !r.limit.exhausted()
+    r.outlet.add(pending, &subject, &r.sid, m);
+    !r.limit.exhausted()
+}
+
+/// Queue every receiver's pending frames; false if a client is gone.
+fn flush(receivers: &[Receiver], pending: &mut [Pending]) -> bool {
+    let mut all = true;
+    for (r, p) in receivers.iter().zip(pending.iter_mut()) {
+        all &= r.outlet.flush(p);
+    }
+    all
 }

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod metrics;
 pub mod outlet;
 pub mod protocol;
+pub mod queue;
 pub mod registry;
 pub mod scope;
 pub mod tls;

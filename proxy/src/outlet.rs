@@ -4,17 +4,17 @@
 //! never a wait that would slow the bus.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use tokio::sync::mpsc;
+use bytes::BytesMut;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SlowConsumer;
 use crate::metrics::OrgMetrics;
 use crate::protocol::writer;
+use crate::queue::{Queue, Refused};
 use crate::scope::Scope;
 
 /// Prefix of the reply aliases a client sees instead of upstream reply subjects.
@@ -75,7 +75,7 @@ impl Aliases {
 
 #[derive(Clone)]
 pub struct Outlet {
-    pub tx: mpsc::Sender<Bytes>,
+    pub queue: Queue,
     pub scope: Scope,
     pub headers: bool,
     pub org: OrgMetrics,
@@ -91,49 +91,72 @@ pub struct Outlet {
 #[derive(Default)]
 struct SlowState {
     noticed: Mutex<Option<Instant>>,
-    dropping: AtomicBool,
 }
 
 impl Outlet {
     pub fn new(
-        tx: mpsc::Sender<Bytes>,
+        queue: Queue,
         scope: Scope,
         headers: bool,
         org: OrgMetrics,
         policy: SlowConsumer,
         kill: CancellationToken,
     ) -> Outlet {
-        Outlet { tx, scope, headers, org, aliases: Arc::default(), policy, kill, echoes: None, slow: Arc::default() }
+        Outlet { queue, scope, headers, org, aliases: Arc::default(), policy, kill, echoes: None, slow: Arc::default() }
     }
 
     /// Queue one message for the client; false if the client is gone.
     pub fn deliver(&self, subject: &str, sid: &str, m: &async_nats::Message) -> bool {
+        let mut pending = Pending::default();
+        self.add(&mut pending, subject, sid, m);
+        self.flush(&mut pending)
+    }
+
+    /// Add one message to what is `pending` for this client, or count it
+    /// dropped if the client's queue has no room for it.
+    pub fn add(&self, pending: &mut Pending, subject: &str, sid: &str, m: &async_nats::Message) {
         let headers = match self.headers {
             true => encode_headers(m),
             // A client that did not declare `headers` gets the payload alone,
             // as nats-server does; status messages (no responders) are for
             // header-aware requesters only.
-            false if m.status.is_some() => return true,
+            false if m.status.is_some() => return,
             false => None,
         };
         let reply = m.reply.as_deref().map(|r| match self.scope {
             Scope::Admin => r.to_string(),
             _ => lock(&self.aliases).alias(r),
         });
-        let frame = writer::msg(subject, sid, reply.as_deref(), headers.as_deref(), &m.payload);
-        match self.tx.try_send(frame) {
+        if pending.msgs >= self.queue.room() {
+            self.org.drops.inc();
+            self.on_slow();
+            return;
+        }
+        writer::put_msg(&mut pending.frames, subject, sid, reply.as_deref(), headers.as_deref(), &m.payload);
+        pending.msgs += 1;
+        pending.payload_bytes += m.payload.len();
+    }
+
+    /// Queue what is pending, in one chunk; false if the client is gone.
+    pub fn flush(&self, pending: &mut Pending) -> bool {
+        if pending.msgs == 0 {
+            return !self.queue.is_closed();
+        }
+        let (msgs, bytes) = (pending.msgs, pending.payload_bytes);
+        pending.msgs = 0;
+        pending.payload_bytes = 0;
+        match self.queue.deliver(pending.frames.split().freeze(), msgs) {
             Ok(()) => {
-                self.org.msgs_out.inc();
-                self.org.bytes_out.add(m.payload.len() as u64);
-                self.slow.dropping.store(false, Ordering::Relaxed);
+                self.org.msgs_out.add(msgs as u64);
+                self.org.bytes_out.add(bytes as u64);
                 true
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.org.drops.inc();
+            Err(Refused::Full) => {
+                self.org.drops.add(msgs as u64);
                 self.on_slow();
                 true
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(Refused::Closed) => false,
         }
     }
 
@@ -144,7 +167,6 @@ impl Outlet {
             self.kill.cancel();
             return;
         }
-        self.slow.dropping.store(true, Ordering::Relaxed);
         let mut noticed = lock(&self.slow.noticed);
         if noticed.is_some_and(|t| t.elapsed() < NOTICE_EVERY) {
             return;
@@ -152,11 +174,19 @@ impl Outlet {
         *noticed = Some(Instant::now());
         drop(noticed);
         // The queue is full: hand the notice to a task that waits for room.
-        let tx = self.tx.clone();
+        let queue = self.queue.clone();
         tokio::spawn(async move {
-            let _ = tx.send(writer::err(crate::conn::SLOW_CONSUMER_TEXT)).await;
+            queue.control(writer::err(crate::conn::SLOW_CONSUMER_TEXT)).await;
         });
     }
+}
+
+/// Frames gathered for one client over a batch of upstream messages.
+#[derive(Default)]
+pub struct Pending {
+    frames: BytesMut,
+    msgs: usize,
+    payload_bytes: usize,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

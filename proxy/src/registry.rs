@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::auth::TokenStore;
 use crate::outlet::lock;
+use crate::queue::Queue;
 
 /// Why the proxy closes a connection from outside its own loop.
 pub type Closer = watch::Sender<Option<&'static str>>;
@@ -20,7 +20,7 @@ struct Conn {
     /// Token name and hash, once authenticated.
     token: Option<(String, String)>,
     close: Closer,
-    tx: mpsc::Sender<Bytes>,
+    queue: Queue,
 }
 
 #[derive(Default)]
@@ -35,12 +35,12 @@ pub struct Caps {
 
 impl Registry {
     /// A new connection; false when its address has too many already.
-    pub fn open(&self, id: u64, ip: IpAddr, close: Closer, tx: mpsc::Sender<Bytes>, caps: &Caps) -> bool {
+    pub fn open(&self, id: u64, ip: IpAddr, close: Closer, queue: Queue, caps: &Caps) -> bool {
         let mut conns = lock(&self.conns);
         if conns.values().filter(|c| c.ip == ip).count() >= caps.per_ip {
             return false;
         }
-        conns.insert(id, Conn { ip, org: None, token: None, close, tx });
+        conns.insert(id, Conn { ip, org: None, token: None, close, queue });
         true
     }
 
@@ -77,7 +77,7 @@ impl Registry {
         let mut out: HashMap<String, i64> = HashMap::new();
         for c in lock(&self.conns).values() {
             let org = c.org.clone().unwrap_or_else(|| "_unauthenticated".into());
-            *out.entry(org).or_default() += (c.tx.max_capacity() - c.tx.capacity()) as i64;
+            *out.entry(org).or_default() += c.queue.depth() as i64;
         }
         out
     }

@@ -19,6 +19,12 @@ pub const PONG: &[u8] = b"PONG\r\n";
 /// `HMSG <subject> <sid> [reply] <#header bytes> <#total bytes>`.
 pub fn msg(subject: &str, sid: &str, reply: Option<&str>, headers: Option<&[u8]>, payload: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(subject.len() + payload.len() + 64);
+    put_msg(&mut b, subject, sid, reply, headers, payload);
+    b.freeze()
+}
+
+/// Append a `MSG` (or `HMSG`) frame to `b`.
+pub fn put_msg(b: &mut BytesMut, subject: &str, sid: &str, reply: Option<&str>, headers: Option<&[u8]>, payload: &[u8]) {
     b.put_slice(if headers.is_some() { b"HMSG " } else { b"MSG " });
     b.put_slice(subject.as_bytes());
     b.put_u8(b' ');
@@ -30,17 +36,16 @@ pub fn msg(subject: &str, sid: &str, reply: Option<&str>, headers: Option<&[u8]>
     let hlen = headers.map_or(0, <[u8]>::len);
     if headers.is_some() {
         b.put_u8(b' ');
-        put_usize(&mut b, hlen);
+        put_usize(b, hlen);
     }
     b.put_u8(b' ');
-    put_usize(&mut b, hlen + payload.len());
+    put_usize(b, hlen + payload.len());
     b.put_slice(b"\r\n");
     if let Some(h) = headers {
         b.put_slice(h);
     }
     b.put_slice(payload);
     b.put_slice(b"\r\n");
-    b.freeze()
 }
 
 fn put_usize(b: &mut BytesMut, n: usize) {

@@ -558,6 +558,12 @@ async fn open_objects_and_unacked_events_are_capped() {
     assert!(gauge(&shipper, "flotilla_shipper_unacked_events") <= 1000);
     let (_, ack_pending) = consumer_backlog(&js).await.expect("consumer info");
     assert!(ack_pending <= 1400, "{ack_pending} unacked, over the cap plus one batch");
+    // Stopping commits what is held, not what is still in the stream: wait
+    // until the shipper has taken every event.
+    wait_for("every event taken", Duration::from_secs(60), || async {
+        shipper.committed() + gauge(&shipper, "flotilla_shipper_unacked_events") as u64 == 3040
+    })
+    .await;
     shipper.stop().await;
     assert_eq!(consumer_backlog(&js).await, Some((0, 0)));
     let rows = read_archive(archive.path());

@@ -120,6 +120,9 @@ pub struct Admin {
 pub struct StreamState {
     pub messages: u64,
     pub bytes: u64,
+    /// Seconds from the first message stored to the last (nats-server's
+    /// own timestamps; 0 with fewer than two messages).
+    pub stored_span_secs: f64,
 }
 
 impl Admin {
@@ -144,7 +147,12 @@ impl Admin {
 
     pub async fn state(&mut self) -> Result<StreamState, BenchError> {
         let info = self.stream.info().await.map_err(|e| BenchError::nats("stream info", e))?;
-        Ok(StreamState { messages: info.state.messages, bytes: info.state.bytes })
+        let s = &info.state;
+        let stored_span_secs = match s.messages {
+            0 | 1 => 0.0,
+            _ => (s.last_timestamp - s.first_timestamp).as_seconds_f64().max(0.0),
+        };
+        Ok(StreamState { messages: s.messages, bytes: s.bytes, stored_span_secs })
     }
 
     pub async fn purge(&mut self) -> Result<(), BenchError> {

@@ -439,6 +439,7 @@ pub fn markdown(r: &Report) -> String {
          | CPU s (publisher process) | {:.2} | {:.2} | |\n\
          | CPU-s per GB | {:.1} | {:.1} | {:.2} |\n\
          | nats-server CPU s (not charged) | {:.2} | {:.2} | |\n\
+         | CPU s, publisher + nats-server (baseline ÷ agent) | {:.2} | {:.2} | {:.2} |\n\
          | stream bytes/message | {:.0} | {:.0} | |\n\
          | max RSS MiB | | {:.1} | |\n\
          | other processes' CPU s (disturbance) | {:.2} | {:.2} | |\n\
@@ -468,6 +469,9 @@ pub fn markdown(r: &Report) -> String {
         a.cpu_secs_per_gb / b.cpu_secs_per_gb,
         b.nats_server_cpu_secs,
         a.nats_server_cpu_secs,
+        b.cpu_secs + b.nats_server_cpu_secs,
+        a.cpu_secs + a.nats_server_cpu_secs,
+        (b.cpu_secs + b.nats_server_cpu_secs) / (a.cpu_secs + a.nats_server_cpu_secs),
         b.stream_bytes_per_msg,
         a.stream_bytes_per_msg,
         r.agent_max_rss_mib,

@@ -33,6 +33,12 @@ pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     &buf[i..]
 }
 
+/// [`decimal`] as a `&str`.
+pub fn decimal_str(n: u64, buf: &mut [u8; 20]) -> &str {
+    // ASCII digits: always UTF-8.
+    std::str::from_utf8(decimal(n, buf)).unwrap_or_default()
+}
+
 /// Header carrying the JetStream de-duplication key (stable origin of an event).
 pub const HDR_MSG_ID: &str = "Nats-Msg-Id";
 /// Header carrying the per-source sequence of an event.

@@ -12,8 +12,6 @@
 //! header ([`crate::HDR_SEQ`]); 0 marks an event outside the sequence (a
 //! notice). Host names hold no `/`, source names only `[A-Za-z0-9_-]`.
 
-use std::fmt::Write as _;
-
 /// Header on a file event: this many sequence numbers right before the
 /// event's own were consumed by events the agent dropped (rate limit), so
 /// they are accounted for, not missing.
@@ -28,7 +26,10 @@ const KEYED: &str = "k";
 /// loop can reuse one buffer.
 pub fn write_file_msg_id(out: &mut String, host: &str, nonce: &str, offset: u64) {
     out.clear();
-    let _ = write!(out, "{host}/{FILE}/{nonce}/{offset}");
+    for part in [host, "/", FILE, "/", nonce, "/"] {
+        out.push_str(part);
+    }
+    out.push_str(crate::decimal_str(offset, &mut [0; 20]));
 }
 
 /// `<host>/f/<nonce>/<offset>`.

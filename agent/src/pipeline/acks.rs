@@ -28,9 +28,9 @@ pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn event_headers(msg_id: &str, seq: u64, dropped: u64) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(HDR_MSG_ID, msg_id);
-    headers.insert(HDR_SEQ, seq.to_string().as_str());
+    headers.insert(HDR_SEQ, flotilla_core::decimal_str(seq, &mut [0; 20]));
     if dropped > 0 {
-        headers.insert(HDR_DROPPED, dropped.to_string().as_str());
+        headers.insert(HDR_DROPPED, flotilla_core::decimal_str(dropped, &mut [0; 20]));
     }
     headers
 }
@@ -88,12 +88,26 @@ impl Acks {
     }
 
     /// Hand one message to the client; its ack is awaited with [`Acks::wait`].
-    pub async fn publish(&mut self, subject: String, headers: HeaderMap, body: Bytes) -> Result<Sent, AckError> {
+    pub async fn publish(
+        &mut self,
+        subject: impl async_nats::ToSubject,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Sent, AckError> {
         let id = self.next_id;
         self.next_id += 1;
-        let reply = format!("{}{id}", self.prefix);
-        let publish = self.client.publish_with_reply_and_headers(subject, reply, headers, body);
-        match tokio::time::timeout(ENQUEUE_TIMEOUT, publish).await {
+        let digits = &mut [0; 20];
+        let id_str = flotilla_core::decimal_str(id, digits);
+        let mut reply = String::with_capacity(self.prefix.len() + id_str.len());
+        reply.push_str(&self.prefix);
+        reply.push_str(id_str);
+        let mut publish = std::pin::pin!(self.client.publish_with_reply_and_headers(subject, reply, headers, body));
+        // Almost always the client takes it at once: no timer for that.
+        let handed = match futures::poll!(publish.as_mut()) {
+            std::task::Poll::Ready(r) => Ok(r),
+            std::task::Poll::Pending => tokio::time::timeout(ENQUEUE_TIMEOUT, publish).await,
+        };
+        match handed {
             Ok(Ok(())) => Ok(Sent { id, deadline: Instant::now() + self.timeout }),
             Ok(Err(e)) => Err(AckError::Publish(e.to_string())),
             Err(_) => Err(AckError::Enqueue),
@@ -106,7 +120,12 @@ impl Acks {
             return outcome;
         }
         loop {
-            let next = tokio::time::timeout_at(sent.deadline.into(), self.sub.next()).await;
+            // An ack already waiting needs no timer.
+            let first = futures::poll!(self.sub.next());
+            let next = match first {
+                std::task::Poll::Ready(m) => Ok(m),
+                std::task::Poll::Pending => tokio::time::timeout_at(sent.deadline.into(), self.sub.next()).await,
+            };
             let msg = match next {
                 Err(_) => return Err(AckError::Timeout(self.timeout)),
                 Ok(None) => return Err(AckError::Closed),
@@ -163,8 +182,11 @@ fn parse_ack(payload: &[u8]) -> Outcome {
     Ok(Stored { duplicate: contains(payload, b"\"duplicate\":true") })
 }
 
+/// Whether `needle` occurs in `hay`; compares only where its first byte
+/// occurs (a `"` in an ack: a handful per ack).
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    let Some(&first) = needle.first() else { return true };
+    hay.iter().enumerate().any(|(i, &b)| b == first && hay[i..].starts_with(needle))
 }
 
 #[cfg(test)]
@@ -180,5 +202,15 @@ mod tests {
             Err(AckError::Rejected("maximum messages exceeded".into()))
         );
         assert!(matches!(parse_ack(b"garbage"), Err(AckError::Rejected(_))));
+        assert!(matches!(parse_ack(br#"{"stream":"LOGS","se"#), Err(AckError::Rejected(_))), "cut short");
+    }
+
+    #[test]
+    fn contains_finds_needles_anywhere_and_only_whole() {
+        assert!(contains(b"abc\"seq\"", b"\"seq\""), "at the end");
+        assert!(contains(b"\"seq\":1", b"\"seq\""), "at the start");
+        assert!(!contains(b"\"se\"q\"", b"\"seq\""));
+        assert!(!contains(b"\"seq", b"\"seq\""), "cut short");
+        assert!(!contains(b"", b"\"seq\""));
     }
 }

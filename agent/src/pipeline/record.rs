@@ -12,8 +12,7 @@ pub struct QueuedEvent {
 
 impl QueuedEvent {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(4 + self.msg_id.len() + self.subject.len() + self.body.len());
+        let mut out = Vec::with_capacity(4 + self.msg_id.len() + self.subject.len() + self.body.len());
         for part in [&self.msg_id, &self.subject] {
             // Each part is far below 64 KiB (ids, subjects);
             // clamp rather than corrupt if one is not.
@@ -45,11 +44,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects_garbage() {
-        let e = QueuedEvent {
-            msg_id: "".into(),
-            subject: "logs.a.b.c.d".into(),
-            body: b"{}".to_vec(),
-        };
+        let e = QueuedEvent { msg_id: "".into(), subject: "logs.a.b.c.d".into(), body: b"{}".to_vec() };
         assert_eq!(QueuedEvent::decode(&e.encode()), Some(e));
         assert_eq!(QueuedEvent::decode(b"\xff\xff"), None);
         assert_eq!(QueuedEvent::decode(b""), None);

@@ -474,10 +474,12 @@ async fn latency(stack: &Stack, publisher: &Client, rate: u64, secs: u64) -> Res
     let (sent_at, achieved_rate) = tokio::task::spawn_blocking(move || pace(&handle, &client, start, rate, total))
         .await
         .map_err(|e| BenchError::Failed(format!("publisher: {e}")))??;
-    let join = |r: Result<Vec<u64>, tokio::task::JoinError>| r.map_err(|e| BenchError::Failed(format!("receiver: {e}")));
+    let join =
+        |r: Result<Vec<u64>, tokio::task::JoinError>| r.map_err(|e| BenchError::Failed(format!("receiver: {e}")));
     let (d, p) = (join(direct.await)?, join(proxied.await)?);
     let drops1 = stack.drops().await?;
-    let histogram = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| BenchError::Failed(e.to_string()));
+    let histogram =
+        || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| BenchError::Failed(e.to_string()));
     let (mut dh, mut ph, mut added) = (histogram()?, histogram()?, histogram()?);
     let us = |ns: u64| (ns / 1000).max(1);
     for ((&sent, &d), &p) in sent_at.iter().zip(&d).zip(&p) {

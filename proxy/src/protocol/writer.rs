@@ -24,7 +24,14 @@ pub fn msg(subject: &str, sid: &str, reply: Option<&str>, headers: Option<&[u8]>
 }
 
 /// Append a `MSG` (or `HMSG`) frame to `b`.
-pub fn put_msg(b: &mut BytesMut, subject: &str, sid: &str, reply: Option<&str>, headers: Option<&[u8]>, payload: &[u8]) {
+pub fn put_msg(
+    b: &mut BytesMut,
+    subject: &str,
+    sid: &str,
+    reply: Option<&str>,
+    headers: Option<&[u8]>,
+    payload: &[u8],
+) {
     b.put_slice(if headers.is_some() { b"HMSG " } else { b"MSG " });
     b.put_slice(subject.as_bytes());
     b.put_u8(b' ');

@@ -361,7 +361,7 @@ fn encode(ctx: &FileContext, t: &Tracked, body: &Body, seq: u64) -> Vec<u8> {
 async fn publish(
     ctx: &FileContext,
     acks: &mut Acks,
-    subject: String,
+    subject: async_nats::Subject,
     msg_id: &str,
     seq: u64,
     dropped: u64,
@@ -449,7 +449,7 @@ impl FileSource {
                     nonce: cp.nonce.clone(),
                     acked_seq: cp.seq,
                     published_seq: t.tailer.acked_published_seq(),
-                    subject: t.subject.clone(),
+                    subject: t.subject.to_string(),
                 },
             );
             self.ctx.checkpoints.set(&t.tailer.key, cp);

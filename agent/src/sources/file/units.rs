@@ -77,8 +77,9 @@ pub struct Tracked {
     pub tailer: Tailer,
     /// The file's identity, shared by its in-flight publishes.
     pub key: std::sync::Arc<str>,
-    /// The file's subject and `source` label, computed once.
-    pub subject: String,
+    /// The file's subject and `source` label, computed once (the subject
+    /// is `Bytes` inside: cloning it per publish copies nothing).
+    pub subject: async_nats::Subject,
     pub source: String,
     docker: bool,
     /// A Docker record split by Docker itself (no trailing newline yet).
@@ -93,7 +94,7 @@ impl Tracked {
         Tracked {
             tailer,
             key,
-            subject,
+            subject: subject.into(),
             source,
             docker,
             docker_partial: None,

@@ -164,7 +164,7 @@ impl Tailer {
         let mut at = 0;
         loop {
             let rest = &self.pending[at..];
-            let newline = rest.iter().take(max_line + 1).position(|b| *b == b'\n');
+            let newline = memchr::memchr(b'\n', &rest[..rest.len().min(max_line + 1)]);
             let (take, consumed, split) = match newline {
                 Some(i) => (i, i + 1, false),
                 None if rest.len() > max_line => (piece_len(rest, max_line), piece_len(rest, max_line), true),

@@ -38,6 +38,18 @@ fn long_lines_are_split_and_flagged_not_dropped() {
 }
 
 #[test]
+fn a_line_of_exactly_the_maximum_is_whole_and_one_byte_more_is_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.log");
+    std::fs::write(&path, format!("{}\n{}\n", "x".repeat(100), "y".repeat(101))).unwrap();
+    let mut t = open(&path, None);
+    let lines = t.read_lines(100, 1 << 20).unwrap();
+    let sizes: Vec<_> = lines.iter().map(|l| (l.bytes.len(), l.split)).collect();
+    assert_eq!(sizes, [(100, false), (100, true), (1, false)]);
+    assert_eq!(lines.last().map(|l| l.end), Some(203), "every byte accounted for");
+}
+
+#[test]
 fn rewind_returns_to_the_acknowledged_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.log");

@@ -41,11 +41,8 @@ impl LogEvent {
 #[derive(Debug)]
 pub struct LogEventRef<'a> {
     pub ts: DateTime<Utc>,
-    pub org: &'a str,
-    pub app: &'a str,
-    pub region: &'a str,
-    pub host: &'a str,
-    pub source: &'a str,
+    /// org, app, region, host and source, as [`origin_json`] wrote them.
+    pub origin: &'a [u8],
     pub level: &'a str,
     pub message: &'a str,
     /// The message as JSON string text, written as it is instead of `message`.
@@ -55,27 +52,30 @@ pub struct LogEventRef<'a> {
     pub seq: u64,
 }
 
+/// `,"org":…,"app":…,"region":…,"host":…,"source":…`: the part of an
+/// event's JSON that every event from one origin shares, written once per
+/// origin and copied into each event by [`LogEventRef::to_json`].
+pub fn origin_json(org: &str, app: &str, region: &str, host: &str, source: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + org.len() + app.len() + region.len() + host.len() + source.len());
+    for (key, value) in [("org", org), ("app", app), ("region", region), ("host", host), ("source", source)] {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        let _ = serde_json::to_writer(&mut out, value);
+    }
+    out
+}
+
 impl LogEventRef<'_> {
     pub fn to_json(&self) -> Vec<u8> {
         let raw_len = self.raw_fields.map_or(0, str::len);
-        let mut out = Vec::with_capacity(192 + self.message.len() + self.source.len() + raw_len);
+        let mut out = Vec::with_capacity(96 + self.origin.len() + self.message.len() + raw_len);
         // Writing strings, a timestamp and JSON values into a Vec cannot fail.
         out.extend_from_slice(b"{\"ts\":");
         write_ts(&mut out, &self.ts);
-        let parts = [
-            ("org", self.org),
-            ("app", self.app),
-            ("region", self.region),
-            ("host", self.host),
-            ("source", self.source),
-            ("level", self.level),
-        ];
-        for (key, value) in parts {
-            out.extend_from_slice(b",\"");
-            out.extend_from_slice(key.as_bytes());
-            out.extend_from_slice(b"\":");
-            let _ = serde_json::to_writer(&mut out, value);
-        }
+        out.extend_from_slice(self.origin);
+        out.extend_from_slice(b",\"level\":");
+        let _ = serde_json::to_writer(&mut out, self.level);
         out.extend_from_slice(b",\"message\":");
         match self.raw_message {
             Some(raw) => out.extend_from_slice(raw.as_bytes()),
@@ -159,13 +159,10 @@ mod tests {
     fn the_borrowed_form_writes_the_same_json() {
         let json = r#"{"ts":"2026-11-21T23:01:15.123456789Z","org":"acme","app":"web","region":"iad","host":"h1","source":"file:/x","level":"info","message":"a \"quoted\" line","fields":{"n":1},"seq":7}"#;
         let ev = LogEvent::from_json(json.as_bytes()).unwrap();
+        let origin = origin_json(&ev.org, &ev.app, &ev.region, &ev.host, &ev.source);
         let r = LogEventRef {
             ts: ev.ts,
-            org: &ev.org,
-            app: &ev.app,
-            region: &ev.region,
-            host: &ev.host,
-            source: &ev.source,
+            origin: &origin,
             level: &ev.level,
             message: &ev.message,
             raw_message: None,

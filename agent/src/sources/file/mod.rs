@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use flotilla_core::event::LogEventRef;
+use flotilla_core::event::{origin_json, LogEventRef};
 use flotilla_core::origin;
 use flotilla_core::subject::{log_subject, OrgId};
 
@@ -331,7 +331,7 @@ impl FileSource {
 }
 
 /// The event's JSON, written from borrowed parts.
-fn encode(ctx: &FileContext, t: &Tracked, body: &Body, seq: u64) -> Vec<u8> {
+fn encode(ctx: &FileContext, t: &mut Tracked, body: &Body, seq: u64) -> Vec<u8> {
     let no_fields = serde_json::Map::new();
     let (ts, level, message, raw_message, fields, raw_fields) = match body {
         Body::Full(d) => (d.ts, d.level.as_str(), d.message.as_str(), None, &d.fields, None),
@@ -339,13 +339,12 @@ fn encode(ctx: &FileContext, t: &Tracked, body: &Body, seq: u64) -> Vec<u8> {
             (l.ts, l.level.as_ref(), "", Some(l.message_json.as_str()), &no_fields, Some(l.fields_json.as_str()))
         }
     };
+    if t.origin.is_empty() {
+        t.origin = origin_json(t.tailer.org.as_str(), &t.tailer.app, &ctx.region, &ctx.host, &t.source);
+    }
     LogEventRef {
         ts: ts.unwrap_or_else(Utc::now),
-        org: t.tailer.org.as_str(),
-        app: &t.tailer.app,
-        region: &ctx.region,
-        host: &ctx.host,
-        source: &t.source,
+        origin: &t.origin,
         level,
         message,
         raw_message,

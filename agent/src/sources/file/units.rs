@@ -81,6 +81,9 @@ pub struct Tracked {
     /// is `Bytes` inside: cloning it per publish copies nothing).
     pub subject: async_nats::Subject,
     pub source: String,
+    /// This file's events' org, app, region, host and source as JSON
+    /// ([`flotilla_core::event::origin_json`]); empty until first needed.
+    pub origin: Vec<u8>,
     docker: bool,
     /// A Docker record split by Docker itself (no trailing newline yet).
     docker_partial: Option<(String, u64, DockerMeta)>,
@@ -96,6 +99,7 @@ impl Tracked {
             key,
             subject: subject.into(),
             source,
+            origin: Vec::new(),
             docker,
             docker_partial: None,
             joiner: crate::sources::joiner_for(multiline),
@@ -105,6 +109,7 @@ impl Tracked {
     /// The file is now at `path` (renamed by rotation).
     pub fn set_path(&mut self, path: std::path::PathBuf) {
         self.source = format!("file:{}", path.display());
+        self.origin.clear();
         self.tailer.path = path;
     }
 

@@ -115,8 +115,11 @@ impl Fanout {
 /// client per batch, not per message).
 fn deliver(entry: &Entry, batch: &[async_nats::Message], queue: bool) {
     let mut receivers = lock(&entry.receivers);
+    // What each receiver is expected to get from the batch (a sizing hint).
+    let share = |n: usize| if queue { batch.len() / n.max(1) + 1 } else { batch.len() };
     let mut pending: Vec<Pending> = Vec::new();
-    pending.resize_with(receivers.len(), Pending::default);
+    let expect = share(receivers.len());
+    pending.resize_with(receivers.len(), || Pending::expecting(expect));
     for m in batch {
         if receivers.is_empty() {
             return;
@@ -137,7 +140,8 @@ fn deliver(entry: &Entry, batch: &[async_nats::Message], queue: bool) {
             flush(&receivers, &mut pending);
             receivers.retain(|r| !r.limit.exhausted() && !r.outlet.queue.is_closed());
             pending.clear();
-            pending.resize_with(receivers.len(), Pending::default);
+            let expect = share(receivers.len());
+            pending.resize_with(receivers.len(), || Pending::expecting(expect));
         }
     }
     if !flush(&receivers, &mut pending) {

@@ -132,6 +132,17 @@ impl Outlet {
             self.on_slow();
             return;
         }
+        // Room for this frame and, at the first, for the rest of the batch:
+        // one allocation per chunk instead of a regrowth every few frames.
+        let frame = writer::MSG_OVERHEAD
+            + subject.len()
+            + sid.len()
+            + reply.as_ref().map_or(0, String::len)
+            + headers.as_ref().map_or(0, Vec::len)
+            + m.payload.len();
+        if pending.frames.capacity() - pending.frames.len() < frame {
+            pending.frames.reserve(frame * pending.expect.saturating_sub(pending.msgs).max(1));
+        }
         writer::put_msg(&mut pending.frames, subject, sid, reply.as_deref(), headers.as_deref(), &m.payload);
         pending.msgs += 1;
         pending.payload_bytes += m.payload.len();
@@ -187,6 +198,14 @@ pub struct Pending {
     frames: BytesMut,
     msgs: usize,
     payload_bytes: usize,
+    /// Messages this client is expected to get from the batch (a sizing hint).
+    expect: usize,
+}
+
+impl Pending {
+    pub fn expecting(expect: usize) -> Pending {
+        Pending { expect, ..Pending::default() }
+    }
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -23,6 +23,10 @@ pub fn msg(subject: &str, sid: &str, reply: Option<&str>, headers: Option<&[u8]>
     b.freeze()
 }
 
+/// A `MSG`/`HMSG` frame's bytes beyond its subject, sid, reply, headers and
+/// payload, at most: the verb, spaces, two lengths and two CRLFs.
+pub const MSG_OVERHEAD: usize = 5 + 4 + 2 * 20 + 4;
+
 /// Append a `MSG` (or `HMSG`) frame to `b`.
 pub fn put_msg(
     b: &mut BytesMut,
@@ -62,6 +66,15 @@ fn put_usize(b: &mut BytesMut, n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_fit_in_their_overhead_bound() {
+        let (subject, sid, reply, headers, payload) = ("logs.a.b", "12345", "_R.99", b"NATS/1.0\r\n\r\n", [7u8; 300]);
+        let mut b = BytesMut::new();
+        put_msg(&mut b, subject, sid, Some(reply), Some(headers), &payload);
+        let parts = subject.len() + sid.len() + reply.len() + headers.len() + payload.len();
+        assert!(b.len() <= parts + MSG_OVERHEAD, "{} > {}", b.len(), parts + MSG_OVERHEAD);
+    }
 
     #[test]
     fn encodes_msg_and_hmsg() {

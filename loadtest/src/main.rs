@@ -108,6 +108,10 @@ enum Bench {
         /// 200-byte messages for the one-subscriber throughput run.
         #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
         messages: u64,
+        /// Proxied one-subscriber runs, each between two direct runs; the
+        /// median round's ratio is the result.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+        rounds: u64,
         /// Deliveries (messages × subscribers) per fan-out run.
         #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
         fanout_deliveries: u64,
@@ -133,9 +137,11 @@ fn bench(bench: Bench) -> ExitCode {
         Bench::Agent { lines, in_flight, idle_files, idle_secs, variants, out } => {
             bench_agent(lines, in_flight, idle_files, idle_secs, variants, out)
         }
-        Bench::Proxy { messages, fanout_deliveries, many, latency_rate, latency_secs, idle_conns, out } => {
+        Bench::Proxy { messages, rounds, fanout_deliveries, many, latency_rate, latency_secs, idle_conns, out } => {
             let opts = ProxyBenchOptions {
                 messages,
+                // Bounded by clap above.
+                rounds: rounds as usize,
                 fanout_deliveries,
                 fanout_conns: std::iter::once(100).chain(many.map(|m| m as usize)).collect(),
                 latency_rate: latency_rate.unwrap_or(0),

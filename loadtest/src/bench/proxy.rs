@@ -10,8 +10,11 @@
 //!    clients live in this process, so this is the proxy's cost only.
 //! 3. Throughput, one subscriber: `messages` 200-byte messages published to
 //!    nats-server as fast as possible, received (a) directly on `logs.acme.>`
-//!    and (b) through the proxy as tenant acme on `logs.>`, one after the
-//!    other. Rate = messages received ÷ (last received − first received).
+//!    and (b) through the proxy as tenant acme on `logs.>`, alternating
+//!    a b a b ... a for `rounds` proxied runs: each is compared with the mean
+//!    of the direct runs on either side of it (drift of a shared machine
+//!    cancels), and the median round is reported with every round's ratio.
+//!    Rate = messages received ÷ (last received − first received).
 //! 4. Fan-out: `conns` subscriber connections over 10 orgs (100, and
 //!    `--many` if given), same publisher, directly and through the proxy.
 //! 5. Latency: a publisher paced every 100 µs (half the measured proxy
@@ -52,6 +55,8 @@ const PACE: Duration = Duration::from_micros(100);
 pub struct ProxyBenchOptions {
     /// Messages for the one-subscriber throughput run.
     pub messages: u64,
+    /// Proxied one-subscriber runs, each between two direct ones.
+    pub rounds: usize,
     /// Deliveries (messages × subscribers) per fan-out run.
     pub fanout_deliveries: u64,
     /// Fan-out connection counts (e.g. 100, 1000).
@@ -87,6 +92,10 @@ pub struct Pair {
     pub proxy: Flow,
     /// Proxy msgs/s over direct msgs/s.
     pub ratio: f64,
+    /// One subscriber: each round's proxied rate over the mean of the
+    /// direct runs on either side of it (the pair above is the median round).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub round_ratios: Vec<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -252,15 +261,34 @@ pub async fn run(opts: &ProxyBenchOptions) -> Result<Report, BenchError> {
     eprintln!("throughput, 1 subscriber: {} messages", opts.messages);
     let subjects = [Subject::from("logs.acme.web.iad.h1")];
     let one_subscriber = {
-        let c = stack.direct().await?;
-        let s = subscribe(&c, "logs.acme.>").await?;
-        let direct = flow(&stack, &publisher, &subjects, opts.messages, &payload, vec![s]).await?;
-        drop(c);
-        let c = stack.tenant("acme").await?;
-        let s = subscribe(&c, "logs.>").await?;
-        let proxy = flow(&stack, &publisher, &subjects, opts.messages, &payload, vec![s]).await?;
-        drop(c);
-        pair(1, 1, direct, proxy)
+        // Direct and proxied runs alternate, a direct run on either side of
+        // each proxied one; each round compares its proxied run with the
+        // mean of the two around it, and the median round is reported.
+        let direct_run = || async {
+            let c = stack.direct().await?;
+            let s = subscribe(&c, "logs.acme.>").await?;
+            flow(&stack, &publisher, &subjects, opts.messages, &payload, vec![s]).await
+        };
+        let proxy_run = || async {
+            let c = stack.tenant("acme").await?;
+            let s = subscribe(&c, "logs.>").await?;
+            flow(&stack, &publisher, &subjects, opts.messages, &payload, vec![s]).await
+        };
+        let mut directs = vec![direct_run().await?];
+        let mut proxies = vec![];
+        for _ in 0..opts.rounds.max(1) {
+            proxies.push(proxy_run().await?);
+            directs.push(direct_run().await?);
+        }
+        let bracket = |i: usize| mean_flow(&directs[i], &directs[i + 1]);
+        let ratios: Vec<f64> =
+            proxies.iter().enumerate().map(|(i, p)| p.msgs_per_sec / bracket(i).msgs_per_sec).collect();
+        let mut order: Vec<usize> = (0..ratios.len()).collect();
+        order.sort_by(|a, b| ratios[*a].total_cmp(&ratios[*b]));
+        let m = order[order.len() / 2];
+        let mut p = pair(1, 1, bracket(m), proxies.swap_remove(m));
+        p.round_ratios = ratios;
+        p
     };
     stack.proxy.check_alive()?;
 
@@ -340,7 +368,23 @@ pub async fn run(opts: &ProxyBenchOptions) -> Result<Report, BenchError> {
 
 fn pair(subscribers: usize, orgs: usize, direct: Flow, proxy: Flow) -> Pair {
     let ratio = proxy.msgs_per_sec / direct.msgs_per_sec;
-    Pair { subscribers, orgs, direct, proxy, ratio }
+    Pair { subscribers, orgs, direct, proxy, ratio, round_ratios: vec![] }
+}
+
+/// Two runs of the same flow as one: their mean rates, times and CPU.
+fn mean_flow(a: &Flow, b: &Flow) -> Flow {
+    let m = |x: f64, y: f64| (x + y) / 2.0;
+    Flow {
+        published: a.published,
+        publish_msgs_per_sec: m(a.publish_msgs_per_sec, b.publish_msgs_per_sec),
+        expected: a.expected,
+        received: a.received.min(b.received),
+        msgs_per_sec: m(a.msgs_per_sec, b.msgs_per_sec),
+        secs: m(a.secs, b.secs),
+        proxy_drops: a.proxy_drops + b.proxy_drops,
+        proxy_cpu_secs: m(a.proxy_cpu_secs, b.proxy_cpu_secs),
+        nats_server_cpu_secs: m(a.nats_server_cpu_secs, b.nats_server_cpu_secs),
+    }
 }
 
 async fn subscribe(c: &Client, subject: &str) -> Result<Subscriber, BenchError> {
@@ -604,6 +648,15 @@ pub fn markdown(r: &Report) -> String {
             p.proxy.proxy_cpu_secs,
             p.direct.publish_msgs_per_sec,
             p.proxy.publish_msgs_per_sec,
+        );
+    }
+    let rounds = &r.one_subscriber.round_ratios;
+    if rounds.len() > 1 {
+        let each: Vec<String> = rounds.iter().map(|x| format!("{x:.2}")).collect();
+        s += &format!(
+            "\n1 subscriber, each round's proxy ÷ mean of the direct runs on either side: {} \
+             (the row above is the median round; its direct figures are that mean)\n",
+            each.join(", ")
         );
     }
     let l = &r.latency;

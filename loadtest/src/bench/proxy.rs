@@ -114,6 +114,8 @@ pub struct Flow {
     pub proxy_drops: u64,
     pub proxy_cpu_secs: f64,
     pub nats_server_cpu_secs: f64,
+    /// This process: the publisher and the subscribers.
+    pub load_cpu_secs: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -201,9 +203,11 @@ impl Stack {
         Ok(self.metric(DROPS).await? + self.metric(UPSTREAM_DROPS).await?)
     }
 
-    fn cpu(&self) -> (f64, f64) {
+    /// CPU seconds so far of the proxy, nats-server and this process (the
+    /// publisher and the subscribers).
+    fn cpu(&self) -> (f64, f64, f64) {
         let c = |pid| procstat::cpu(pid).map(|c| c.secs).unwrap_or(f64::NAN);
-        (c(self.proxy.id()), c(self.nats.proc.id()))
+        (c(self.proxy.id()), c(self.nats.proc.id()), c(std::process::id()))
     }
 }
 
@@ -384,6 +388,7 @@ fn mean_flow(a: &Flow, b: &Flow) -> Flow {
         proxy_drops: a.proxy_drops + b.proxy_drops,
         proxy_cpu_secs: m(a.proxy_cpu_secs, b.proxy_cpu_secs),
         nats_server_cpu_secs: m(a.nats_server_cpu_secs, b.nats_server_cpu_secs),
+        load_cpu_secs: m(a.load_cpu_secs, b.load_cpu_secs),
     }
 }
 
@@ -431,7 +436,7 @@ async fn flow(
 ) -> Result<Flow, BenchError> {
     tokio::time::sleep(SETTLE).await;
     let drops0 = stack.drops().await?;
-    let (pcpu0, ncpu0) = stack.cpu();
+    let (pcpu0, ncpu0, lcpu0) = stack.cpu();
     let n_subs = subs.len() as u64;
     let tasks: Vec<_> = subs.into_iter().map(|s| tokio::spawn(receive(s, per_subject))).collect();
     let t0 = Instant::now();
@@ -453,7 +458,7 @@ async fn flow(
         };
         last = last.max(r.last);
     }
-    let (pcpu1, ncpu1) = stack.cpu();
+    let (pcpu1, ncpu1, lcpu1) = stack.cpu();
     let drops1 = stack.drops().await?;
     let secs = match (first, last) {
         (Some(a), Some(b)) => (b - a).as_secs_f64(),
@@ -470,6 +475,7 @@ async fn flow(
         proxy_drops: drops1.saturating_sub(drops0),
         proxy_cpu_secs: pcpu1 - pcpu0,
         nats_server_cpu_secs: ncpu1 - ncpu0,
+        load_cpu_secs: lcpu1 - lcpu0,
     })
 }
 
@@ -650,6 +656,21 @@ pub fn markdown(r: &Report) -> String {
             p.proxy.publish_msgs_per_sec,
         );
     }
+    let (d, p) = (&r.one_subscriber.direct, &r.one_subscriber.proxy);
+    let per_m = |cpu: f64, f: &Flow| cpu * 1e6 / f.received.max(1) as f64;
+    s += &format!(
+        "\n1 subscriber, CPU s per million messages: publisher + subscriber {:.2} direct / {:.2} proxied, \
+         nats-server {:.2} / {:.2}, flotilla-proxy {:.2}; all together {:.2} / {:.2} over {:.2} / {:.2} s\n",
+        per_m(d.load_cpu_secs, d),
+        per_m(p.load_cpu_secs, p),
+        per_m(d.nats_server_cpu_secs, d),
+        per_m(p.nats_server_cpu_secs, p),
+        per_m(p.proxy_cpu_secs, p),
+        per_m(d.load_cpu_secs + d.nats_server_cpu_secs, d),
+        per_m(p.load_cpu_secs + p.nats_server_cpu_secs + p.proxy_cpu_secs, p),
+        d.secs,
+        p.secs,
+    );
     let rounds = &r.one_subscriber.round_ratios;
     if rounds.len() > 1 {
         let each: Vec<String> = rounds.iter().map(|x| format!("{x:.2}")).collect();

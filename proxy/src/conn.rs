@@ -160,26 +160,20 @@ impl Drop for Registered {
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(wr: W, mut rx: QueueRx) {
-    let mut out = tokio::io::BufWriter::with_capacity(64 * 1024, wr);
-    while let Some(chunk) = rx.recv().await {
-        if out.write_all(&chunk.bytes).await.is_err() {
+/// Bytes gathered from the queue for one write.
+const MAX_WRITE: usize = 256 * 1024;
+
+async fn write_loop<W: AsyncWrite + Unpin>(mut out: W, mut rx: QueueRx) {
+    // Whatever is queued goes out in one vectored write, from the chunks'
+    // own buffers.
+    while let Some(mut batch) = rx.next_batch(MAX_WRITE).await {
+        let msgs = batch.msgs();
+        if out.write_all_buf(&mut batch).await.is_err() || out.flush().await.is_err() {
             return;
         }
-        rx.written(&chunk);
-        // Coalesce whatever else is queued into the same flush.
-        while let Some(more) = rx.try_recv() {
-            if out.write_all(&more.bytes).await.is_err() {
-                return;
-            }
-            rx.written(&more);
-        }
-        if out.flush().await.is_err() {
-            return;
-        }
+        rx.written(msgs);
     }
-    let _ = out.flush().await;
-    let _ = out.into_inner().shutdown().await;
+    let _ = out.shutdown().await;
 }
 
 struct Conn {

@@ -108,13 +108,14 @@ impl Outlet {
     /// Queue one message for the client; false if the client is gone.
     pub fn deliver(&self, subject: &str, sid: &str, m: &async_nats::Message) -> bool {
         let mut pending = Pending::default();
-        self.add(&mut pending, subject, sid, m);
+        self.add(&mut pending, &[subject], sid, m);
         self.flush(&mut pending)
     }
 
     /// Add one message to what is `pending` for this client, or count it
-    /// dropped if the client's queue has no room for it.
-    pub fn add(&self, pending: &mut Pending, subject: &str, sid: &str, m: &async_nats::Message) {
+    /// dropped if the client's queue has no room for it. `subject`: the
+    /// parts of the subject the client sees, written one after another.
+    pub fn add(&self, pending: &mut Pending, subject: &[&str], sid: &str, m: &async_nats::Message) {
         let headers = match self.headers {
             true => encode_headers(m),
             // A client that did not declare `headers` gets the payload alone,
@@ -135,7 +136,7 @@ impl Outlet {
         // Room for this frame and, at the first, for the rest of the batch:
         // one allocation per chunk instead of a regrowth every few frames.
         let frame = writer::MSG_OVERHEAD
-            + subject.len()
+            + subject.iter().map(|s| s.len()).sum::<usize>()
             + sid.len()
             + reply.as_ref().map_or(0, String::len)
             + headers.as_ref().map_or(0, Vec::len)

@@ -4,10 +4,12 @@
 //! one by one. The bound counts deliveries, not chunks, so batching never
 //! lets a slow client hold more than `client_queue` messages.
 
+use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use tokio::sync::mpsc;
 
 /// Frames for the writer, and how many deliveries they hold (0: control).
@@ -80,17 +82,79 @@ impl Queue {
 }
 
 impl QueueRx {
-    pub async fn recv(&mut self) -> Option<Chunk> {
-        self.rx.recv().await
+    /// The next chunk and whatever else is already queued behind it, up to
+    /// about `max_bytes`, as one batch for one (vectored) write; `None` once
+    /// every sender is gone.
+    pub async fn next_batch(&mut self, max_bytes: usize) -> Option<Batch> {
+        let mut batch = Batch::default();
+        batch.push(self.rx.recv().await?);
+        while batch.remaining < max_bytes {
+            match self.rx.try_recv() {
+                Ok(chunk) => batch.push(chunk),
+                Err(_) => break,
+            }
+        }
+        Some(batch)
     }
 
-    pub fn try_recv(&mut self) -> Option<Chunk> {
-        self.rx.try_recv().ok()
+    /// `msgs` deliveries were written to the socket: they leave the queue.
+    pub fn written(&self, msgs: usize) {
+        self.queued.fetch_sub(msgs, Ordering::Relaxed);
+    }
+}
+
+/// Chunks written together, straight from their buffers (no copy into a
+/// write buffer first).
+#[derive(Default)]
+pub struct Batch {
+    bufs: VecDeque<Bytes>,
+    remaining: usize,
+    msgs: usize,
+}
+
+impl Batch {
+    fn push(&mut self, chunk: Chunk) {
+        self.msgs += chunk.msgs;
+        if !chunk.bytes.is_empty() {
+            self.remaining += chunk.bytes.len();
+            self.bufs.push_back(chunk.bytes);
+        }
     }
 
-    /// A chunk was handed to the socket's buffer: its deliveries leave the queue.
-    pub fn written(&self, chunk: &Chunk) {
-        self.queued.fetch_sub(chunk.msgs, Ordering::Relaxed);
+    /// Deliveries in the batch.
+    pub fn msgs(&self) -> usize {
+        self.msgs
+    }
+}
+
+impl Buf for Batch {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.bufs.front().map_or(&[], |b| &b[..])
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        while cnt > 0 {
+            let Some(front) = self.bufs.front_mut() else { break };
+            let n = cnt.min(front.len());
+            front.advance(n);
+            (cnt, self.remaining) = (cnt - n, self.remaining - n);
+            if front.is_empty() {
+                self.bufs.pop_front();
+            }
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, b) in dst.iter_mut().zip(&self.bufs) {
+            *slot = IoSlice::new(b);
+            n += 1;
+        }
+        n
     }
 }
 
@@ -106,15 +170,48 @@ mod tests {
         assert_eq!((q.room(), q.depth()), (3, 7));
         assert!(q.control(Bytes::from_static(b"PONG\r\n")).await);
         assert_eq!(q.depth(), 7, "control frames are not deliveries");
-        let chunk = rx.recv().await.unwrap();
-        assert_eq!((&chunk.bytes[..], chunk.msgs), (&b"abc"[..], 7));
-        rx.written(&chunk);
+        let batch = rx.next_batch(1 << 20).await.unwrap();
+        assert_eq!((batch.remaining(), batch.msgs()), (9, 7), "the chunk and the PONG queued behind it");
+        assert_eq!(q.depth(), 7, "not written yet");
+        rx.written(batch.msgs());
         assert_eq!(q.room(), 10);
-        let pong = rx.try_recv().unwrap();
-        assert_eq!(pong.msgs, 0);
         drop(rx);
         assert_eq!(q.deliver(Bytes::new(), 1), Err(Refused::Closed));
         assert_eq!(q.depth(), 0, "a refused chunk is not counted");
         assert!(!q.control(Bytes::new()).await);
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_its_chunks_in_order_however_it_is_consumed() {
+        let (q, mut rx) = Queue::new(100);
+        for part in ["MSG a 1 1\r\nx\r\n", "", "PONG\r\n", "MSG b 2 2\r\nyz\r\n"] {
+            q.deliver(Bytes::from(part), 1).unwrap();
+        }
+        let whole: Vec<u8> = b"MSG a 1 1\r\nx\r\nPONG\r\nMSG b 2 2\r\nyz\r\n".to_vec();
+        let mut batch = rx.next_batch(1 << 20).await.unwrap();
+        assert_eq!((batch.remaining(), batch.msgs()), (whole.len(), 4));
+        let mut slices = [IoSlice::new(&[]); 8];
+        assert_eq!(batch.chunks_vectored(&mut slices), 3, "empty chunks are left out");
+        // Consumed in odd steps, across chunk boundaries, as partial writes do.
+        let mut out = vec![];
+        while batch.has_remaining() {
+            let n = batch.chunk().len().min(5);
+            out.extend_from_slice(&batch.chunk()[..n]);
+            batch.advance(n);
+        }
+        assert_eq!(out, whole);
+        assert_eq!(batch.remaining(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_stops_near_its_byte_budget() {
+        let (q, mut rx) = Queue::new(100);
+        for _ in 0..10 {
+            q.deliver(Bytes::from(vec![b'x'; 100]), 1).unwrap();
+        }
+        let first = rx.next_batch(250).await.unwrap();
+        assert_eq!(first.msgs(), 3, "chunks are added until the budget is reached");
+        let rest = rx.next_batch(1 << 20).await.unwrap();
+        assert_eq!(rest.msgs(), 7);
     }
 }

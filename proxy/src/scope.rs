@@ -6,8 +6,6 @@
 //! connection through its own private upstream prefix, so no client can read
 //! another's replies.
 
-use std::borrow::Cow;
-
 use flotilla_core::subject::{is_valid_subject, OrgId};
 
 use crate::auth::{Role, TokenEntry};
@@ -116,19 +114,16 @@ impl Scope {
         }
     }
 
-    /// The subject a client sees for an upstream delivery.
-    pub fn deliver<'a>(&self, upstream: &'a str) -> Cow<'a, str> {
-        let Scope::Tenant { org, .. } = self else { return Cow::Borrowed(upstream) };
+    /// The subject a client sees for an upstream delivery, as parts to be
+    /// written one after another (nothing is allocated per delivery).
+    pub fn deliver<'a>(&self, upstream: &'a str) -> [&'a str; 3] {
+        let Scope::Tenant { org, .. } = self else { return [upstream, "", ""] };
         let mut t = upstream.splitn(3, '.');
         match (t.next(), t.next(), t.next()) {
             (Some(family), Some(o), Some(rest)) if o == org.as_str() && ORG_SCOPED.contains(&family) => {
-                let mut s = String::with_capacity(family.len() + 1 + rest.len());
-                s.push_str(family);
-                s.push('.');
-                s.push_str(rest);
-                Cow::Owned(s)
+                [family, ".", rest]
             }
-            _ => Cow::Borrowed(upstream),
+            _ => [upstream, "", ""],
         }
     }
 }
@@ -196,9 +191,10 @@ mod tests {
     #[test]
     fn deliveries_drop_the_org_token() {
         let t = tenant();
-        assert_eq!(t.deliver("logs.acme.web.iad.h1"), "logs.web.iad.h1");
-        assert_eq!(t.deliver("telemetry.acme.iad.r1.if"), "telemetry.iad.r1.if");
-        assert_eq!(Scope::Admin.deliver("logs.acme.web.iad.h1"), "logs.acme.web.iad.h1");
+        assert_eq!(t.deliver("logs.acme.web.iad.h1").concat(), "logs.web.iad.h1");
+        assert_eq!(t.deliver("telemetry.acme.iad.r1.if").concat(), "telemetry.iad.r1.if");
+        assert_eq!(Scope::Admin.deliver("logs.acme.web.iad.h1").concat(), "logs.acme.web.iad.h1");
+        assert_eq!(t.deliver("logs.globex.web").concat(), "logs.globex.web", "another org's subject is left as it is");
     }
 
     #[test]

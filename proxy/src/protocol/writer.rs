@@ -19,7 +19,7 @@ pub const PONG: &[u8] = b"PONG\r\n";
 /// `HMSG <subject> <sid> [reply] <#header bytes> <#total bytes>`.
 pub fn msg(subject: &str, sid: &str, reply: Option<&str>, headers: Option<&[u8]>, payload: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(subject.len() + payload.len() + 64);
-    put_msg(&mut b, subject, sid, reply, headers, payload);
+    put_msg(&mut b, &[subject], sid, reply, headers, payload);
     b.freeze()
 }
 
@@ -27,17 +27,20 @@ pub fn msg(subject: &str, sid: &str, reply: Option<&str>, headers: Option<&[u8]>
 /// payload, at most: the verb, spaces, two lengths and two CRLFs.
 pub const MSG_OVERHEAD: usize = 5 + 4 + 2 * 20 + 4;
 
-/// Append a `MSG` (or `HMSG`) frame to `b`.
+/// Append a `MSG` (or `HMSG`) frame to `b`; the subject is `subject`'s
+/// parts, one after another.
 pub fn put_msg(
     b: &mut BytesMut,
-    subject: &str,
+    subject: &[&str],
     sid: &str,
     reply: Option<&str>,
     headers: Option<&[u8]>,
     payload: &[u8],
 ) {
     b.put_slice(if headers.is_some() { b"HMSG " } else { b"MSG " });
-    b.put_slice(subject.as_bytes());
+    for part in subject {
+        b.put_slice(part.as_bytes());
+    }
     b.put_u8(b' ');
     b.put_slice(sid.as_bytes());
     if let Some(r) = reply {
@@ -71,7 +74,7 @@ mod tests {
     fn frames_fit_in_their_overhead_bound() {
         let (subject, sid, reply, headers, payload) = ("logs.a.b", "12345", "_R.99", b"NATS/1.0\r\n\r\n", [7u8; 300]);
         let mut b = BytesMut::new();
-        put_msg(&mut b, subject, sid, Some(reply), Some(headers), &payload);
+        put_msg(&mut b, &[subject], sid, Some(reply), Some(headers), &payload);
         let parts = subject.len() + sid.len() + reply.len() + headers.len() + payload.len();
         assert!(b.len() <= parts + MSG_OVERHEAD, "{} > {}", b.len(), parts + MSG_OVERHEAD);
     }
@@ -82,6 +85,9 @@ mod tests {
         assert_eq!(&msg("a", "7", Some("r"), None, b"")[..], b"MSG a 7 r 0\r\n\r\n");
         let h = b"NATS/1.0\r\n\r\n";
         assert_eq!(&msg("a", "1", None, Some(h), b"x")[..], b"HMSG a 1 12 13\r\nNATS/1.0\r\n\r\nx\r\n");
+        let mut b = BytesMut::new();
+        put_msg(&mut b, &["logs", ".", "web.iad"], "3", None, None, b"y");
+        assert_eq!(&b[..], b"MSG logs.web.iad 3 1\r\ny\r\n", "subject parts written as one subject");
         assert_eq!(
             &err("Permissions Violation for Publish to 'x'")[..],
             b"-ERR 'Permissions Violation for Publish to \"x\"'\r\n"

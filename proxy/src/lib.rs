@@ -22,6 +22,7 @@ pub mod queue;
 pub mod registry;
 pub mod scope;
 pub mod tls;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,247 @@
+//! The delivery connection: one plain NATS connection upstream that only
+//! subscribes and reads, handing each `MSG`/`HMSG` to a [`Sink`] as slices
+//! of its read buffer. It answers PINGs, sends its own (a connection that
+//! stops answering is dropped), and on any failure reconnects with full
+//! jitter backoff and subscribes again to everything it had.
+//!
+//! `nats://` servers only for now: `tls://` upstreams stay on async-nats.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::frames::{self, ServerOp};
+
+/// Where the delivery connection's messages go.
+pub trait Sink: Send + 'static {
+    /// One message for subscription `sid`.
+    fn deliver(&mut self, sid: u64, subject: &str, reply: Option<&str>, headers: Option<&[u8]>, payload: &[u8]);
+    /// The messages of one read were all delivered (a moment to flush).
+    fn read_done(&mut self);
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `host:port` of each server, tried in turn.
+    pub servers: Vec<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub ping_interval: Duration,
+    pub max_backoff: Duration,
+}
+
+enum Cmd {
+    Sub { sid: u64, subject: String, queue: Option<String> },
+    Unsub { sid: u64 },
+}
+
+/// The handle: subscribe and unsubscribe; the connection lives in its task.
+#[derive(Clone)]
+pub struct Upstream {
+    cmds: mpsc::UnboundedSender<Cmd>,
+}
+
+impl Upstream {
+    /// Start the connection task (it connects, and keeps reconnecting,
+    /// until every handle is dropped).
+    pub fn start(opts: Options, sink: impl Sink) -> Upstream {
+        let (cmds, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(opts, sink, rx));
+        Upstream { cmds }
+    }
+
+    pub fn subscribe(&self, sid: u64, subject: &str, queue: Option<&str>) {
+        let _ = self.cmds.send(Cmd::Sub { sid, subject: subject.into(), queue: queue.map(Into::into) });
+    }
+
+    pub fn unsubscribe(&self, sid: u64) {
+        let _ = self.cmds.send(Cmd::Unsub { sid });
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+enum Ended {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol: {0}")]
+    Frame(#[from] frames::FrameError),
+    #[error("the server stopped answering PINGs")]
+    Stale,
+    #[error("the server said: {0}")]
+    Refused(String),
+    #[error("every handle is gone")]
+    Done,
+}
+
+async fn run(opts: Options, mut sink: impl Sink, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+    let mut subs: BTreeMap<u64, (String, Option<String>)> = BTreeMap::new();
+    let mut failures: u32 = 0;
+    let mut next_server = 0;
+    loop {
+        let server = &opts.servers[next_server % opts.servers.len().max(1)];
+        next_server += 1;
+        match session(server, &opts, &mut sink, &mut cmds, &mut subs, &mut failures).await {
+            Ended::Done => return,
+            e => tracing::warn!(%server, error = %e, "upstream delivery connection lost"),
+        }
+        failures = failures.saturating_add(1);
+        let cap = opts.max_backoff.as_millis().min(100u128 << failures.min(16)) as u64;
+        tokio::time::sleep(Duration::from_millis(rand::random_range(0..=cap))).await;
+    }
+}
+
+async fn session(
+    server: &str,
+    opts: &Options,
+    sink: &mut impl Sink,
+    cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+    subs: &mut BTreeMap<u64, (String, Option<String>)>,
+    failures: &mut u32,
+) -> Ended {
+    let mut stream = match TcpStream::connect(server).await {
+        Ok(s) => s,
+        Err(e) => return e.into(),
+    };
+    let _ = stream.set_nodelay(true);
+    let mut rbuf = BytesMut::with_capacity(64 * 1024);
+    // INFO first; then CONNECT, every subscription, and a PING whose PONG
+    // says the server took them.
+    let max_payload = match read_info(&mut stream, &mut rbuf).await {
+        Ok(m) => m,
+        Err(e) => return e,
+    };
+    let mut out = connect_line(opts).into_bytes();
+    for (sid, (subject, queue)) in subs.iter() {
+        out.extend_from_slice(sub_line(*sid, subject, queue.as_deref()).as_bytes());
+    }
+    out.extend_from_slice(b"PING\r\n");
+    if let Err(e) = stream.write_all(&out).await {
+        return e.into();
+    }
+    let mut ping = tokio::time::interval(opts.ping_interval);
+    ping.tick().await;
+    let mut pings_out = 1u32;
+    let mut out = BytesMut::new();
+    loop {
+        if rbuf.capacity() - rbuf.len() < 4096 {
+            rbuf.reserve(64 * 1024);
+        }
+        tokio::select! {
+            read = stream.read_buf(&mut rbuf) => match read {
+                Ok(0) => return std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into(),
+                Ok(_) => {}
+                Err(e) => return e.into(),
+            },
+            cmd = cmds.recv() => {
+                let Some(cmd) = cmd else { return Ended::Done };
+                match cmd {
+                    Cmd::Sub { sid, subject, queue } => {
+                        out.extend_from_slice(sub_line(sid, &subject, queue.as_deref()).as_bytes());
+                        subs.insert(sid, (subject, queue));
+                    }
+                    Cmd::Unsub { sid } => {
+                        out.extend_from_slice(format!("UNSUB {sid}\r\n").as_bytes());
+                        subs.remove(&sid);
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if pings_out >= 2 {
+                    return Ended::Stale;
+                }
+                pings_out += 1;
+                out.extend_from_slice(b"PING\r\n");
+            }
+        }
+        let mut delivered = false;
+        loop {
+            match frames::parse(&rbuf, max_payload) {
+                Ok(Some((op, used))) => {
+                    match op {
+                        ServerOp::Msg { subject, sid, reply, headers, payload } => {
+                            sink.deliver(sid, subject, reply, headers, payload);
+                            delivered = true;
+                        }
+                        ServerOp::Ping => out.extend_from_slice(b"PONG\r\n"),
+                        ServerOp::Pong => {
+                            pings_out = 0;
+                            *failures = 0;
+                        }
+                        ServerOp::Err(text) => {
+                            let text = text.to_string();
+                            if is_fatal(&text) {
+                                return Ended::Refused(text);
+                            }
+                            tracing::warn!(error = %text, "upstream delivery connection: server error");
+                        }
+                        ServerOp::Info(_) | ServerOp::Ok => {}
+                    }
+                    rbuf.advance(used);
+                }
+                Ok(None) => break,
+                Err(e) => return e.into(),
+            }
+        }
+        if delivered {
+            sink.read_done();
+        }
+        if !out.is_empty() {
+            if let Err(e) = stream.write_all(&out).await {
+                return e.into();
+            }
+            out.clear();
+        }
+    }
+}
+
+/// Read the server's INFO; its `max_payload` (1 MiB if it gives none).
+async fn read_info(stream: &mut TcpStream, rbuf: &mut BytesMut) -> Result<usize, Ended> {
+    loop {
+        if let Some((op, used)) = frames::parse(rbuf, usize::MAX)? {
+            let ServerOp::Info(json) = op else { return Err(Ended::Refused("no INFO first".into())) };
+            let info: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
+            if info["tls_required"].as_bool() == Some(true) {
+                return Err(Ended::Refused("the server requires TLS".into()));
+            }
+            let max = info["max_payload"].as_u64().map_or(1 << 20, |m| m as usize);
+            rbuf.advance(used);
+            return Ok(max);
+        }
+        if stream.read_buf(rbuf).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
+}
+
+fn connect_line(opts: &Options) -> String {
+    let mut c = serde_json::json!({
+        "verbose": false, "pedantic": false, "headers": true, "no_responders": true,
+        "protocol": 1, "lang": "rust", "version": env!("CARGO_PKG_VERSION"),
+        "name": "flotilla-proxy deliveries",
+    });
+    if let (Some(u), Some(p)) = (&opts.user, &opts.password) {
+        c["user"] = u.as_str().into();
+        c["pass"] = p.as_str().into();
+    }
+    format!("CONNECT {c}\r\n")
+}
+
+fn sub_line(sid: u64, subject: &str, queue: Option<&str>) -> String {
+    match queue {
+        Some(q) => format!("SUB {subject} {q} {sid}\r\n"),
+        None => format!("SUB {subject} {sid}\r\n"),
+    }
+}
+
+/// `-ERR`s after which nats-server closes the connection.
+fn is_fatal(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    ["authorization violation", "stale connection", "slow consumer", "maximum", "unknown protocol", "parser error"]
+        .iter()
+        .any(|f| t.contains(f))
+}

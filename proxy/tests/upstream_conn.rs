@@ -1,0 +1,95 @@
+//! The delivery connection against a real nats-server: subscriptions by sid,
+//! queue groups, headers passed through as bytes, unsubscribe, and a server
+//! restart after which every subscription is back.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flotilla_proxy::upstream::conn::{Options, Sink, Upstream};
+use flotilla_testsupport::NatsServer;
+
+#[derive(Clone, Default)]
+struct Collect(Arc<Mutex<Vec<(u64, String, Option<String>, Option<Vec<u8>>, Vec<u8>)>>>);
+
+impl Sink for Collect {
+    fn deliver(&mut self, sid: u64, subject: &str, reply: Option<&str>, headers: Option<&[u8]>, payload: &[u8]) {
+        let m = (sid, subject.to_string(), reply.map(str::to_string), headers.map(<[u8]>::to_vec), payload.to_vec());
+        self.0.lock().unwrap().push(m);
+    }
+    fn read_done(&mut self) {}
+}
+
+impl Collect {
+    fn take(&self) -> Vec<(u64, String, Option<String>, Option<Vec<u8>>, Vec<u8>)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+
+    async fn wait_for(&self, n: usize) -> Vec<(u64, String, Option<String>, Option<Vec<u8>>, Vec<u8>)> {
+        for _ in 0..200 {
+            if self.0.lock().unwrap().len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        self.take()
+    }
+}
+
+fn options(nats: &NatsServer) -> Options {
+    Options {
+        servers: vec![format!("127.0.0.1:{}", nats.port())],
+        user: None,
+        password: None,
+        ping_interval: Duration::from_secs(2),
+        max_backoff: Duration::from_millis(500),
+    }
+}
+
+#[tokio::test]
+async fn subscriptions_headers_queue_groups_and_a_server_restart() {
+    let mut nats = NatsServer::start();
+    let got = Collect::default();
+    let up = Upstream::start(options(&nats), got.clone());
+    up.subscribe(1, "logs.acme.>", None);
+    up.subscribe(2, "logs.acme.web.>", Some("q"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let publisher = async_nats::connect(nats.url()).await.unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "h1/f/x/0");
+    publisher.publish_with_headers("logs.acme.web.iad.h1", headers, "one".into()).await.unwrap();
+    publisher.publish_with_reply("logs.acme.db.iad.h1", "_INBOX.r", "two".into()).await.unwrap();
+    publisher.publish("logs.globex.web.iad.h1", "not ours".into()).await.unwrap();
+    publisher.flush().await.unwrap();
+
+    let mut seen = got.wait_for(3).await;
+    seen.sort_by_key(|m| (m.0, m.4.clone()));
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let hdr = b"NATS/1.0\r\nNats-Msg-Id: h1/f/x/0\r\n\r\n".to_vec();
+    assert_eq!(seen[0], (1, "logs.acme.web.iad.h1".into(), None, Some(hdr.clone()), b"one".to_vec()));
+    assert_eq!(seen[1], (1, "logs.acme.db.iad.h1".into(), Some("_INBOX.r".into()), None, b"two".to_vec()));
+    assert_eq!(seen[2], (2, "logs.acme.web.iad.h1".into(), None, Some(hdr), b"one".to_vec()));
+
+    up.unsubscribe(2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    publisher.publish("logs.acme.web.iad.h1", "three".into()).await.unwrap();
+    publisher.flush().await.unwrap();
+    let seen = got.wait_for(1).await;
+    assert_eq!(seen.iter().map(|m| m.0).collect::<Vec<_>>(), [1], "sid 2 is gone: {seen:?}");
+
+    // The server goes away and comes back: the subscriptions are restored.
+    nats.restart();
+    let publisher = async_nats::connect(nats.url()).await.unwrap();
+    let mut delivered = vec![];
+    for _ in 0..100 {
+        publisher.publish("logs.acme.api.iad.h1", "after".into()).await.unwrap();
+        publisher.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        delivered = got.take();
+        if !delivered.is_empty() {
+            break;
+        }
+    }
+    assert!(delivered.iter().any(|m| m.0 == 1 && m.4 == b"after"), "resubscribed after the restart: {delivered:?}");
+    assert!(delivered.iter().all(|m| m.0 == 1), "only sid 1 was restored: {delivered:?}");
+}

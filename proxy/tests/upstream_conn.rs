@@ -8,8 +8,11 @@ use std::time::Duration;
 use flotilla_proxy::upstream::conn::{Options, Sink, Upstream};
 use flotilla_testsupport::NatsServer;
 
+/// sid, subject, reply, header bytes, payload.
+type Got = (u64, String, Option<String>, Option<Vec<u8>>, Vec<u8>);
+
 #[derive(Clone, Default)]
-struct Collect(Arc<Mutex<Vec<(u64, String, Option<String>, Option<Vec<u8>>, Vec<u8>)>>>);
+struct Collect(Arc<Mutex<Vec<Got>>>);
 
 impl Sink for Collect {
     fn deliver(&mut self, sid: u64, subject: &str, reply: Option<&str>, headers: Option<&[u8]>, payload: &[u8]) {
@@ -20,11 +23,11 @@ impl Sink for Collect {
 }
 
 impl Collect {
-    fn take(&self) -> Vec<(u64, String, Option<String>, Option<Vec<u8>>, Vec<u8>)> {
+    fn take(&self) -> Vec<Got> {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
 
-    async fn wait_for(&self, n: usize) -> Vec<(u64, String, Option<String>, Option<Vec<u8>>, Vec<u8>)> {
+    async fn wait_for(&self, n: usize) -> Vec<Got> {
         for _ in 0..200 {
             if self.0.lock().unwrap().len() >= n {
                 break;

@@ -467,7 +467,7 @@ impl Conn {
         self.shared.org_rates.admit(outlet.scope.label(), payload.len()).await;
         outlet.org.msgs_in.inc();
         outlet.org.bytes_in.add(payload.len() as u64);
-        let headers = match headers.map(|h| parse_headers(&h)) {
+        let headers = match headers.map(|h| crate::delivery::parse_headers(&h)) {
             None => None,
             Some(Some(h)) => Some(h),
             Some(None) => return self.deny("Invalid Headers: not published".into()).await,
@@ -537,19 +537,4 @@ impl Conn {
             t.abort();
         }
     }
-}
-
-/// Header lines of an HPUB block into a map (the status line is ignored);
-/// `None` if a line is not a valid header (e.g. a CR or LF inside a value).
-fn parse_headers(block: &[u8]) -> Option<async_nats::HeaderMap> {
-    let mut map = async_nats::HeaderMap::new();
-    let text = std::str::from_utf8(block).ok()?;
-    let body = text.strip_suffix("\r\n\r\n").or_else(|| text.strip_suffix("\r\n"))?;
-    for line in body.split("\r\n").skip(1) {
-        let (name, value) = line.split_once(':')?;
-        let name: async_nats::header::HeaderName = name.trim().parse().ok()?;
-        let value: async_nats::header::HeaderValue = value.trim().parse().ok()?;
-        map.append(name, value);
-    }
-    Some(map)
 }

@@ -35,13 +35,13 @@ impl Echoes {
 
     /// Whether `m` is the echo of something this client published (and is
     /// then forgotten).
-    pub fn is_echo(&mut self, m: &async_nats::Message) -> bool {
+    pub fn is_echo(&mut self, m: &impl crate::delivery::Delivery) -> bool {
         self.expire();
         if self.pending.is_empty() {
             return false;
         }
-        let d = digest(m.headers.as_ref(), &m.payload);
-        let subject = m.subject.as_str();
+        let d = m.echo_digest();
+        let subject = m.subject();
         match self.pending.iter().position(|(_, s, x)| *x == d && s == subject) {
             Some(i) => {
                 self.pending.remove(i);
@@ -59,7 +59,7 @@ impl Echoes {
 }
 
 /// Payload and headers (in name order: a header map has no order of its own).
-fn digest(headers: Option<&async_nats::HeaderMap>, payload: &[u8]) -> u64 {
+pub fn digest(headers: Option<&async_nats::HeaderMap>, payload: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();
     payload.hash(&mut h);
     if let Some(headers) = headers {

@@ -4,7 +4,7 @@
 //! one of its members here, round robin) through their bounded queues.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -12,7 +12,9 @@ use tokio::task::JoinHandle;
 
 use flotilla_core::metrics::Gauge;
 
+use crate::delivery::{Delivery, Raw};
 use crate::outlet::{lock, Limit, Outlet, Pending};
+use crate::upstream::conn::{Sink, Upstream};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {
@@ -31,18 +33,65 @@ pub struct Receiver {
 struct Entry {
     receivers: Mutex<Vec<Receiver>>,
     next: AtomicUsize,
+    queue: bool,
+    /// Its subscription on the delivery connection, if it has one.
+    sid: Option<u64>,
+    /// Its async-nats subscription's task, otherwise.
     task: Mutex<Option<JoinHandle<()>>>,
 }
+
+/// Entries by their sid on the delivery connection.
+type BySid = Arc<Mutex<HashMap<u64, Arc<Entry>>>>;
 
 pub struct Fanout {
     client: async_nats::Client,
     entries: tokio::sync::Mutex<HashMap<Key, Arc<Entry>>>,
     gauge: Gauge,
+    /// The delivery connection (plain `nats://` upstreams), if in use.
+    direct: Option<(Upstream, BySid)>,
+    next_sid: AtomicU64,
+}
+
+/// Reads from the delivery connection go to the entries' clients.
+pub struct FanoutSink {
+    by_sid: BySid,
+}
+
+impl Sink for FanoutSink {
+    fn deliver(&mut self, msgs: &[Raw<'_>]) {
+        // Most reads carry one subscription's messages; otherwise each
+        // subscription's, in order, as one batch.
+        let mut rest: Vec<&Raw<'_>> = msgs.iter().collect();
+        while let Some(first) = rest.first() {
+            let sid = first.sid;
+            let (batch, others): (Vec<&Raw<'_>>, Vec<&Raw<'_>>) = rest.into_iter().partition(|m| m.sid == sid);
+            rest = others;
+            let entry = lock(&self.by_sid).get(&sid).cloned();
+            if let Some(entry) = entry {
+                deliver(&entry, &batch, entry.queue);
+            }
+        }
+    }
 }
 
 impl Fanout {
     pub fn new(client: async_nats::Client, gauge: Gauge) -> Fanout {
-        Fanout { client, entries: tokio::sync::Mutex::new(HashMap::new()), gauge }
+        Fanout {
+            client,
+            entries: tokio::sync::Mutex::new(HashMap::new()),
+            gauge,
+            direct: None,
+            next_sid: AtomicU64::new(0),
+        }
+    }
+
+    /// Deliveries read by a delivery connection instead of async-nats
+    /// (`start` it with the sink this returns).
+    pub fn with_direct(mut self, start: impl FnOnce(FanoutSink) -> Upstream) -> Fanout {
+        let by_sid = BySid::default();
+        let upstream = start(FanoutSink { by_sid: by_sid.clone() });
+        self.direct = Some((upstream, by_sid));
+        self
     }
 
     /// Add a client subscription, subscribing upstream if it is the first
@@ -53,6 +102,22 @@ impl Fanout {
             lock(&entry.receivers).push(receiver);
             return Ok(());
         }
+        let queue = key.queue.is_some();
+        if let Some((upstream, by_sid)) = &self.direct {
+            let sid = self.next_sid.fetch_add(1, Ordering::Relaxed) + 1;
+            let entry = Arc::new(Entry {
+                receivers: Mutex::new(vec![receiver]),
+                next: AtomicUsize::new(0),
+                queue,
+                sid: Some(sid),
+                task: Mutex::new(None),
+            });
+            lock(by_sid).insert(sid, entry.clone());
+            upstream.subscribe(sid, &key.subject, key.queue.as_deref());
+            entries.insert(key, entry);
+            self.gauge.set(entries.len() as i64);
+            return Ok(());
+        }
         let sub = match &key.queue {
             None => self.client.subscribe(key.subject.clone()).await?,
             Some(q) => self.client.queue_subscribe(key.subject.clone(), q.clone()).await?,
@@ -60,9 +125,11 @@ impl Fanout {
         let entry = Arc::new(Entry {
             receivers: Mutex::new(vec![receiver]),
             next: AtomicUsize::new(0),
+            queue,
+            sid: None,
             task: Mutex::new(None),
         });
-        let (e, queue) = (entry.clone(), key.queue.is_some());
+        let e = entry.clone();
         let task = tokio::spawn(async move {
             // Whatever is already waiting is delivered under one lock.
             let mut batches = sub.ready_chunks(64);
@@ -90,6 +157,10 @@ impl Fanout {
                 if let Some(t) = lock(&entry.task).take() {
                     t.abort(); // drops the subscriber: UNSUB upstream
                 }
+                if let (Some(sid), Some((upstream, by_sid))) = (entry.sid, &self.direct) {
+                    lock(by_sid).remove(&sid);
+                    upstream.unsubscribe(sid);
+                }
             }
             self.gauge.set(entries.len() as i64);
         }
@@ -113,7 +184,7 @@ impl Fanout {
 /// Deliver a batch of upstream messages: each client's frames are gathered
 /// over the batch and queued as one chunk (one wake-up and one write per
 /// client per batch, not per message).
-fn deliver(entry: &Entry, batch: &[async_nats::Message], queue: bool) {
+fn deliver<M: Delivery>(entry: &Entry, batch: &[M], queue: bool) {
     let mut receivers = lock(&entry.receivers);
     // What each receiver is expected to get from the batch (a sizing hint).
     let share = |n: usize| if queue { batch.len() / n.max(1) + 1 } else { batch.len() };
@@ -150,7 +221,7 @@ fn deliver(entry: &Entry, batch: &[async_nats::Message], queue: bool) {
 }
 
 /// Add one message for `r`; false when `r` is done (limit reached, client gone).
-fn add(r: &Receiver, pending: &mut Pending, m: &async_nats::Message) -> bool {
+fn add(r: &Receiver, pending: &mut Pending, m: &impl Delivery) -> bool {
     if r.outlet.queue.is_closed() {
         return false; // the client is gone
     }
@@ -160,7 +231,7 @@ fn add(r: &Receiver, pending: &mut Pending, m: &async_nats::Message) -> bool {
     if !r.limit.take() {
         return false;
     }
-    let subject = r.outlet.scope.deliver(&m.subject);
+    let subject = r.outlet.scope.deliver(m.subject());
     r.outlet.add(pending, &subject, &r.sid, m);
     !r.limit.exhausted()
 }

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod delivery;
 pub mod echo;
 pub mod fanout;
 pub mod limits;
@@ -72,6 +73,24 @@ impl Shared {
     }
 }
 
+/// The fan-out: deliveries read by the proxy's own delivery connection when
+/// every upstream server is plain `nats://`, by async-nats otherwise.
+fn fanout(config: &Config, client: async_nats::Client, gauge: flotilla_core::metrics::Gauge) -> fanout::Fanout {
+    let fanout = fanout::Fanout::new(client, gauge);
+    let servers = flotilla_core::nats::servers(&config.upstream.url).unwrap_or_default();
+    if servers.is_empty() || servers.iter().any(|s| s.tls_required() || s.is_websocket()) {
+        return fanout;
+    }
+    let opts = upstream::conn::Options {
+        servers: servers.iter().map(|s| format!("{}:{}", s.host(), s.port())).collect(),
+        user: config.upstream.user.clone(),
+        password: config.upstream.password.clone(),
+        ping_interval: Duration::from_secs(30),
+        max_backoff: Duration::from_secs(5),
+    };
+    fanout.with_direct(|sink| upstream::conn::Upstream::start(opts, sink))
+}
+
 /// A started proxy: where it listens, and the task that ends after shutdown.
 pub struct Running {
     pub addr: SocketAddr,
@@ -115,7 +134,7 @@ pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyErr
     let limits = &config.limits;
     let shared = Arc::new(Shared {
         ping_interval: parse_duration(&config.ping_interval).unwrap_or(Duration::from_secs(120)),
-        fanout: fanout::Fanout::new(upstream.clone(), metrics.upstream_subscriptions.clone()),
+        fanout: fanout(&config, upstream.clone(), metrics.upstream_subscriptions.clone()),
         registry: registry::Registry::default(),
         auth_throttle: limits::AuthThrottle::new(limits.auth_failures_per_minute),
         org_rates: limits::OrgRates::new(limits.org_publish_msgs_per_sec, limits.org_publish_bytes_per_sec),

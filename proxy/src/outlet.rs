@@ -12,6 +12,7 @@ use bytes::BytesMut;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SlowConsumer;
+use crate::delivery::Delivery;
 use crate::metrics::OrgMetrics;
 use crate::protocol::writer;
 use crate::queue::{Queue, Refused};
@@ -106,7 +107,7 @@ impl Outlet {
     }
 
     /// Queue one message for the client; false if the client is gone.
-    pub fn deliver(&self, subject: &str, sid: &str, m: &async_nats::Message) -> bool {
+    pub fn deliver(&self, subject: &str, sid: &str, m: &impl Delivery) -> bool {
         let mut pending = Pending::default();
         self.add(&mut pending, &[subject], sid, m);
         self.flush(&mut pending)
@@ -115,16 +116,16 @@ impl Outlet {
     /// Add one message to what is `pending` for this client, or count it
     /// dropped if the client's queue has no room for it. `subject`: the
     /// parts of the subject the client sees, written one after another.
-    pub fn add(&self, pending: &mut Pending, subject: &[&str], sid: &str, m: &async_nats::Message) {
+    pub fn add(&self, pending: &mut Pending, subject: &[&str], sid: &str, m: &impl Delivery) {
         let headers = match self.headers {
-            true => encode_headers(m),
+            true => m.header_block(),
             // A client that did not declare `headers` gets the payload alone,
             // as nats-server does; status messages (no responders) are for
             // header-aware requesters only.
-            false if m.status.is_some() => return,
+            false if m.is_status() => return,
             false => None,
         };
-        let reply = m.reply.as_deref().map(|r| match self.scope {
+        let reply = m.reply().map(|r| match self.scope {
             Scope::Admin => r.to_string(),
             _ => lock(&self.aliases).alias(r),
         });
@@ -139,14 +140,14 @@ impl Outlet {
             + subject.iter().map(|s| s.len()).sum::<usize>()
             + sid.len()
             + reply.as_ref().map_or(0, String::len)
-            + headers.as_ref().map_or(0, Vec::len)
-            + m.payload.len();
+            + headers.as_ref().map_or(0, |h| h.len())
+            + m.payload().len();
         if pending.frames.capacity() - pending.frames.len() < frame {
             pending.frames.reserve(frame * pending.expect.saturating_sub(pending.msgs).max(1));
         }
-        writer::put_msg(&mut pending.frames, subject, sid, reply.as_deref(), headers.as_deref(), &m.payload);
+        writer::put_msg(&mut pending.frames, subject, sid, reply.as_deref(), headers.as_deref(), m.payload());
         pending.msgs += 1;
-        pending.payload_bytes += m.payload.len();
+        pending.payload_bytes += m.payload().len();
     }
 
     /// Queue what is pending, in one chunk; false if the client is gone.
@@ -211,35 +212,6 @@ impl Pending {
 
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// `NATS/1.0[ status[ description]]\\r\\n(Name: value\\r\\n)*\\r\\n`, or `None`
-/// for a plain message.
-fn encode_headers(m: &async_nats::Message) -> Option<Vec<u8>> {
-    if m.headers.is_none() && m.status.is_none() {
-        return None;
-    }
-    let mut h = String::from("NATS/1.0");
-    if let Some(status) = m.status {
-        h.push_str(&format!(" {}", status.as_u16()));
-        if let Some(d) = &m.description {
-            h.push(' ');
-            h.push_str(d);
-        }
-    }
-    h.push_str("\r\n");
-    if let Some(headers) = &m.headers {
-        for (name, values) in headers.iter() {
-            for v in values {
-                h.push_str(name.as_ref());
-                h.push_str(": ");
-                h.push_str(v.as_str());
-                h.push_str("\r\n");
-            }
-        }
-    }
-    h.push_str("\r\n");
-    Some(h.into_bytes())
 }
 
 #[cfg(test)]

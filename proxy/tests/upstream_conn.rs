@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use flotilla_proxy::delivery::Raw;
 use flotilla_proxy::upstream::conn::{Options, Sink, Upstream};
 use flotilla_testsupport::NatsServer;
 
@@ -15,11 +16,18 @@ type Got = (u64, String, Option<String>, Option<Vec<u8>>, Vec<u8>);
 struct Collect(Arc<Mutex<Vec<Got>>>);
 
 impl Sink for Collect {
-    fn deliver(&mut self, sid: u64, subject: &str, reply: Option<&str>, headers: Option<&[u8]>, payload: &[u8]) {
-        let m = (sid, subject.to_string(), reply.map(str::to_string), headers.map(<[u8]>::to_vec), payload.to_vec());
-        self.0.lock().unwrap().push(m);
+    fn deliver(&mut self, msgs: &[Raw<'_>]) {
+        let mut got = self.0.lock().unwrap();
+        for m in msgs {
+            got.push((
+                m.sid,
+                m.subject.into(),
+                m.reply.map(Into::into),
+                m.headers.map(<[u8]>::to_vec),
+                m.payload.to_vec(),
+            ));
+        }
     }
-    fn read_done(&mut self) {}
 }
 
 impl Collect {

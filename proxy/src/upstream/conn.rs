@@ -15,13 +15,13 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::frames::{self, ServerOp};
+use crate::delivery::Raw;
 
 /// Where the delivery connection's messages go.
 pub trait Sink: Send + 'static {
-    /// One message for subscription `sid`.
-    fn deliver(&mut self, sid: u64, subject: &str, reply: Option<&str>, headers: Option<&[u8]>, payload: &[u8]);
-    /// The messages of one read were all delivered (a moment to flush).
-    fn read_done(&mut self);
+    /// The whole messages of one read, in order, as slices of the read
+    /// buffer.
+    fn deliver(&mut self, msgs: &[Raw<'_>]);
 }
 
 #[derive(Debug, Clone)]
@@ -158,38 +158,42 @@ async fn session(
                 out.extend_from_slice(b"PING\r\n");
             }
         }
-        let mut delivered = false;
-        loop {
-            match frames::parse(&rbuf, max_payload) {
-                Ok(Some((op, used))) => {
-                    match op {
-                        ServerOp::Msg { subject, sid, reply, headers, payload } => {
-                            sink.deliver(sid, subject, reply, headers, payload);
-                            delivered = true;
-                        }
-                        ServerOp::Ping => out.extend_from_slice(b"PONG\r\n"),
-                        ServerOp::Pong => {
-                            pings_out = 0;
-                            *failures = 0;
-                        }
-                        ServerOp::Err(text) => {
-                            let text = text.to_string();
-                            if is_fatal(&text) {
-                                return Ended::Refused(text);
+        // Every whole operation read so far; messages go to the sink
+        // together, then the buffer moves past them.
+        let mut at = 0;
+        {
+            let mut msgs = Vec::new();
+            loop {
+                match frames::parse(&rbuf[at..], max_payload) {
+                    Ok(Some((op, used))) => {
+                        match op {
+                            ServerOp::Msg { subject, sid, reply, headers, payload } => {
+                                msgs.push(Raw { sid, subject, reply, headers, payload })
                             }
-                            tracing::warn!(error = %text, "upstream delivery connection: server error");
+                            ServerOp::Ping => out.extend_from_slice(b"PONG\r\n"),
+                            ServerOp::Pong => {
+                                pings_out = 0;
+                                *failures = 0;
+                            }
+                            ServerOp::Err(text) => {
+                                if is_fatal(text) {
+                                    return Ended::Refused(text.to_string());
+                                }
+                                tracing::warn!(error = %text, "upstream delivery connection: server error");
+                            }
+                            ServerOp::Info(_) | ServerOp::Ok => {}
                         }
-                        ServerOp::Info(_) | ServerOp::Ok => {}
+                        at += used;
                     }
-                    rbuf.advance(used);
+                    Ok(None) => break,
+                    Err(e) => return e.into(),
                 }
-                Ok(None) => break,
-                Err(e) => return e.into(),
+            }
+            if !msgs.is_empty() {
+                sink.deliver(&msgs);
             }
         }
-        if delivered {
-            sink.read_done();
-        }
+        rbuf.advance(at);
         if !out.is_empty() {
             if let Err(e) = stream.write_all(&out).await {
                 return e.into();

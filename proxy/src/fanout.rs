@@ -2,6 +2,8 @@
 //! (subject, queue group), whatever the number of clients that need it. Each
 //! message is handed to every subscribed client (or, for a queue group, to
 //! one of its members here, round robin) through their bounded queues.
+//! The subscriptions live on the delivery connection ([`crate::upstream`])
+//! when there is one, on async-nats otherwise.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -75,7 +75,12 @@ impl Shared {
 
 /// The fan-out: deliveries read by the proxy's own delivery connection when
 /// every upstream server is plain `nats://`, by async-nats otherwise.
-fn fanout(config: &Config, client: async_nats::Client, gauge: flotilla_core::metrics::Gauge) -> fanout::Fanout {
+fn fanout(
+    config: &Config,
+    client: async_nats::Client,
+    gauge: flotilla_core::metrics::Gauge,
+    reconnects: flotilla_core::metrics::Counter,
+) -> fanout::Fanout {
     let fanout = fanout::Fanout::new(client, gauge);
     let servers = flotilla_core::nats::servers(&config.upstream.url).unwrap_or_default();
     if servers.is_empty() || servers.iter().any(|s| s.tls_required() || s.is_websocket()) {
@@ -87,6 +92,7 @@ fn fanout(config: &Config, client: async_nats::Client, gauge: flotilla_core::met
         password: config.upstream.password.clone(),
         ping_interval: Duration::from_secs(30),
         max_backoff: Duration::from_secs(5),
+        reconnects,
     };
     fanout.with_direct(|sink| upstream::conn::Upstream::start(opts, sink))
 }
@@ -130,11 +136,12 @@ pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyErr
             .map_err(|source| ProxyError::Bind { addr: config.http_addr.clone(), source })?;
 
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let reconnects = metrics::delivery_reconnects(&registry);
     let metrics = metrics::ProxyMetrics::new(registry);
     let limits = &config.limits;
     let shared = Arc::new(Shared {
         ping_interval: parse_duration(&config.ping_interval).unwrap_or(Duration::from_secs(120)),
-        fanout: fanout(&config, upstream.clone(), metrics.upstream_subscriptions.clone()),
+        fanout: fanout(&config, upstream.clone(), metrics.upstream_subscriptions.clone(), reconnects),
         registry: registry::Registry::default(),
         auth_throttle: limits::AuthThrottle::new(limits.auth_failures_per_minute),
         org_rates: limits::OrgRates::new(limits.org_publish_msgs_per_sec, limits.org_publish_bytes_per_sec),

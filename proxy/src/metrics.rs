@@ -74,6 +74,17 @@ pub fn upstream_drops(registry: &Registry) -> Counter {
     )
 }
 
+/// Times the delivery connection ended or could not be made, each followed
+/// by a new attempt: live deliveries in between are lost, as core NATS
+/// loses them.
+pub fn delivery_reconnects(registry: &Registry) -> Counter {
+    registry.counter(
+        "flotilla_proxy_delivery_reconnects_total",
+        "Times the proxy's delivery connection to nats-server ended or could not be made (each is retried).",
+        &[],
+    )
+}
+
 /// Count and report what the upstream connection says about itself.
 pub fn on_upstream_event(drops: &Counter, event: async_nats::Event) {
     match event {

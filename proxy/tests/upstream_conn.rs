@@ -53,6 +53,7 @@ fn options(nats: &NatsServer) -> Options {
         password: None,
         ping_interval: Duration::from_secs(2),
         max_backoff: Duration::from_millis(500),
+        reconnects: flotilla_core::metrics::Registry::default().counter("reconnects", "test", &[]),
     }
 }
 

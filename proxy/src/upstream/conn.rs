@@ -24,7 +24,7 @@ pub trait Sink: Send + 'static {
     fn deliver(&mut self, msgs: &[Raw<'_>]);
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     /// `host:port` of each server, tried in turn.
     pub servers: Vec<String>,
@@ -32,6 +32,8 @@ pub struct Options {
     pub password: Option<String>,
     pub ping_interval: Duration,
     pub max_backoff: Duration,
+    /// Counts connections that ended or could not be made.
+    pub reconnects: flotilla_core::metrics::Counter,
 }
 
 enum Cmd {
@@ -82,12 +84,19 @@ async fn run(opts: Options, mut sink: impl Sink, mut cmds: mpsc::UnboundedReceiv
     let mut subs: BTreeMap<u64, (String, Option<String>)> = BTreeMap::new();
     let mut failures: u32 = 0;
     let mut next_server = 0;
+    if opts.servers.is_empty() {
+        tracing::error!("upstream delivery connection: no servers to connect to");
+        return;
+    }
     loop {
-        let server = &opts.servers[next_server % opts.servers.len().max(1)];
+        let server = &opts.servers[next_server % opts.servers.len()];
         next_server += 1;
         match session(server, &opts, &mut sink, &mut cmds, &mut subs, &mut failures).await {
             Ended::Done => return,
-            e => tracing::warn!(%server, error = %e, "upstream delivery connection lost"),
+            e => {
+                opts.reconnects.inc();
+                tracing::warn!(%server, error = %e, "upstream delivery connection lost; connecting again");
+            }
         }
         failures = failures.saturating_add(1);
         let cap = opts.max_backoff.as_millis().min(100u128 << failures.min(16)) as u64;

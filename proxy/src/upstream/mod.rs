@@ -1,6 +1,9 @@
-//! Reading deliveries off the upstream connection without async-nats (work
-//! in progress: the frame parser and the delivery connection; the fan-out
-//! does not use them yet).
+//! Deliveries read off the proxy's own upstream connection, without
+//! async-nats: [`frames`] parses server operations in place, [`conn`] keeps
+//! the connection (subscriptions by sid, PING/PONG, reconnects) and hands
+//! each read's messages to the fan-out as slices of its buffer. Used when
+//! every upstream server is plain `nats://`; async-nats still carries
+//! publishes, requests and the proxy's inboxes, and `tls://` deliveries.
 
 pub mod conn;
 pub mod frames;

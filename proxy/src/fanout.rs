@@ -61,17 +61,17 @@ pub struct FanoutSink {
 
 impl Sink for FanoutSink {
     fn deliver(&mut self, msgs: &[Raw<'_>]) {
-        // Most reads carry one subscription's messages; otherwise each
-        // subscription's, in order, as one batch.
-        let mut rest: Vec<&Raw<'_>> = msgs.iter().collect();
-        while let Some(first) = rest.first() {
+        // Each run of one subscription's messages is one batch, in the
+        // order they came (most reads are a single run).
+        let mut at = 0;
+        while let Some(first) = msgs.get(at) {
             let sid = first.sid;
-            let (batch, others): (Vec<&Raw<'_>>, Vec<&Raw<'_>>) = rest.into_iter().partition(|m| m.sid == sid);
-            rest = others;
+            let end = msgs[at..].iter().position(|m| m.sid != sid).map_or(msgs.len(), |n| at + n);
             let entry = lock(&self.by_sid).get(&sid).cloned();
             if let Some(entry) = entry {
-                deliver(&entry, &batch, entry.queue);
+                deliver(&entry, &msgs[at..end], entry.queue);
             }
+            at = end;
         }
     }
 }

@@ -91,6 +91,7 @@ fn fanout(
         user: config.upstream.user.clone(),
         password: config.upstream.password.clone(),
         ping_interval: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(5),
         max_backoff: Duration::from_secs(5),
         reconnects,
     };

@@ -52,6 +52,7 @@ fn options(nats: &NatsServer) -> Options {
         user: None,
         password: None,
         ping_interval: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(5),
         max_backoff: Duration::from_millis(500),
         reconnects: flotilla_core::metrics::Registry::default().counter("reconnects", "test", &[]),
     }
@@ -104,4 +105,41 @@ async fn subscriptions_headers_queue_groups_and_a_server_restart() {
     }
     assert!(delivered.iter().any(|m| m.0 == 1 && m.4 == b"after"), "resubscribed after the restart: {delivered:?}");
     assert!(delivered.iter().all(|m| m.0 == 1), "only sid 1 was restored: {delivered:?}");
+}
+
+/// A server that accepts and then says nothing holds the connection only
+/// for `connect_timeout`; the next server is tried and delivers.
+#[tokio::test]
+async fn a_silent_server_is_given_up_after_the_connect_timeout() {
+    let nats = NatsServer::start();
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut kept = vec![];
+        while let Ok((sock, _)) = silent.accept().await {
+            kept.push(sock);
+        }
+    });
+    let mut opts = options(&nats);
+    opts.servers.insert(0, silent_addr.to_string());
+    opts.connect_timeout = Duration::from_millis(300);
+    let reconnects = opts.reconnects.clone();
+    let got = Collect::default();
+    let up = Upstream::start(opts, got.clone());
+    up.subscribe(7, "logs.acme.>", None);
+
+    let publisher = async_nats::connect(nats.url()).await.unwrap();
+    let mut delivered = vec![];
+    for _ in 0..40 {
+        publisher.publish("logs.acme.web.iad.h1", "hello".into()).await.unwrap();
+        publisher.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        delivered = got.take();
+        if !delivered.is_empty() {
+            break;
+        }
+    }
+    assert!(delivered.iter().any(|m| m.0 == 7 && m.4 == b"hello"), "the second server delivers: {delivered:?}");
+    assert!(reconnects.get() >= 1, "the silent server's attempt is counted");
+    held.abort();
 }

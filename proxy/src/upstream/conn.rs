@@ -31,6 +31,10 @@ pub struct Options {
     pub user: Option<String>,
     pub password: Option<String>,
     pub ping_interval: Duration,
+    /// How long the TCP connect and the server's INFO may take together
+    /// before the next server is tried (a black-holed address must not hold
+    /// deliveries for the OS connect timeout).
+    pub connect_timeout: Duration,
     pub max_backoff: Duration,
     /// Counts connections that ended or could not be made.
     pub reconnects: flotilla_core::metrics::Counter,
@@ -74,6 +78,8 @@ enum Ended {
     Frame(#[from] frames::FrameError),
     #[error("the server stopped answering PINGs")]
     Stale,
+    #[error("no INFO from the server within {0:?}")]
+    Timeout(Duration),
     #[error("the server said: {0}")]
     Refused(String),
     #[error("every handle is gone")]
@@ -112,17 +118,13 @@ async fn session(
     subs: &mut BTreeMap<u64, (String, Option<String>)>,
     failures: &mut u32,
 ) -> Ended {
-    let mut stream = match TcpStream::connect(server).await {
-        Ok(s) => s,
-        Err(e) => return e.into(),
-    };
-    let _ = stream.set_nodelay(true);
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     // INFO first; then CONNECT, every subscription, and a PING whose PONG
     // says the server took them.
-    let max_payload = match read_info(&mut stream, &mut rbuf).await {
-        Ok(m) => m,
-        Err(e) => return e,
+    let (mut stream, max_payload) = match tokio::time::timeout(opts.connect_timeout, open(server, &mut rbuf)).await {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(e)) => return e,
+        Err(_) => return Ended::Timeout(opts.connect_timeout),
     };
     let mut out = connect_line(opts).into_bytes();
     for (sid, (subject, queue)) in subs.iter() {
@@ -210,6 +212,14 @@ async fn session(
             out.clear();
         }
     }
+}
+
+/// Connect and read the server's INFO.
+async fn open(server: &str, rbuf: &mut BytesMut) -> Result<(TcpStream, usize), Ended> {
+    let mut stream = TcpStream::connect(server).await?;
+    let _ = stream.set_nodelay(true);
+    let max_payload = read_info(&mut stream, rbuf).await?;
+    Ok((stream, max_payload))
 }
 
 /// Read the server's INFO; its `max_payload` (1 MiB if it gives none).

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 pub mod json;
 mod logfmt;
 mod raw;
+pub mod scan;
 pub mod syslog;
 
 pub use syslog::{parse_syslog, SyslogMessage};

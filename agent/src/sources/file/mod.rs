@@ -336,7 +336,7 @@ fn encode(ctx: &FileContext, t: &mut Tracked, body: &Body, seq: u64) -> Vec<u8> 
     let (ts, level, message, raw_message, fields, raw_fields) = match body {
         Body::Full(d) => (d.ts, d.level.as_str(), d.message.as_str(), None, &d.fields, None),
         Body::Lean(l) => {
-            (l.ts, l.level.as_ref(), "", Some(l.message_json.as_str()), &no_fields, Some(l.fields_json.as_str()))
+            (l.ts, l.level.as_ref(), "", Some(l.message_json.as_ref()), &no_fields, Some(l.fields_json.as_str()))
         }
     };
     if t.origin.is_empty() {

@@ -34,14 +34,14 @@ pub struct Unit {
 }
 
 /// A unit decoded for publishing.
-pub enum Body {
+pub enum Body<'a> {
     Full(Decoded),
     /// A clean JSON line: its other keys kept as JSON text, no tree built.
-    Lean(codec::json::Lean),
+    Lean(codec::json::Lean<'a>),
 }
 
 impl Unit {
-    pub fn body(self, codec: Codec) -> Body {
+    pub fn body(&self, codec: Codec) -> Body<'_> {
         let plain = !self.split && !self.invalid_utf8 && !self.docker_error && self.docker.is_none();
         if codec == Codec::Json && plain {
             if let Some(lean) = codec::json::decode_lean(&self.text) {
@@ -51,7 +51,7 @@ impl Unit {
         Body::Full(self.decode(codec))
     }
 
-    pub fn decode(self, codec: Codec) -> Decoded {
+    pub fn decode(&self, codec: Codec) -> Decoded {
         let mut d = codec::decode(codec, &self.text);
         if self.split {
             d.fields.insert("split".into(), true.into());
@@ -62,8 +62,8 @@ impl Unit {
         if self.docker_error {
             d.fields.insert("decode_error".into(), "not a Docker json-file record".into());
         }
-        if let Some(meta) = self.docker {
-            d.fields.insert("stream".into(), meta.stream.into());
+        if let Some(meta) = &self.docker {
+            d.fields.insert("stream".into(), meta.stream.clone().into());
             d.ts = d.ts.or(meta.ts);
         }
         d

@@ -6,4 +6,4 @@
 //! publishes, requests and the proxy's inboxes, and `tls://` deliveries.
 
 pub mod conn;
-pub mod frames;
+pub use flotilla_core::nats::frames;

@@ -4,6 +4,8 @@
 
 use async_nats::ServerAddr;
 
+pub mod frames;
+
 /// Every server of a `url` value, or what is wrong with the first bad one.
 pub fn servers(value: &str) -> Result<Vec<ServerAddr>, String> {
     let parts: Vec<&str> = value.split(',').map(str::trim).collect();

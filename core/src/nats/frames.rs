@@ -1,13 +1,13 @@
-//! A pure parser for server→client operations, for reading deliveries off
-//! the upstream connection in place: `MSG`/`HMSG` come back as slices of the
-//! read buffer (no allocation, no copy), to be rewritten straight into the
-//! clients' chunks.
+//! A pure parser for server→client operations, for connections that read
+//! in place (the proxy's deliveries, the agent's acks): `MSG`/`HMSG` come
+//! back as slices of the read buffer (no allocation, no copy).
 //!
 //! `parse(buf, max_payload)` returns `Ok(Some((op, consumed)))` for one whole
 //! operation at the start of `buf`, `Ok(None)` when more bytes are needed, or
 //! an error for input nats-server would not send. It never panics.
 
-use crate::protocol::parser::MAX_CONTROL_LINE;
+/// The longest control line accepted (nats-server's own default).
+pub const MAX_CONTROL_LINE: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerOp<'a> {

@@ -126,7 +126,16 @@ async fn run_sources(config: Config, metrics: AgentMetrics, shutdown: Cancellati
     let host = config.host();
     let client = connect(&config, &host, &metrics).await?;
     let ack_timeout = parse_duration(&config.nats.ack_timeout).unwrap_or(Duration::from_secs(5));
-    let nats = (client.clone(), ack_timeout);
+    let direct = pipeline::wire::Options::for_url(
+        &config.nats.url,
+        config.nats.user.as_deref(),
+        config.nats.password.as_deref(),
+        format!("flotilla-agent {host}"),
+        metrics.reconnects.clone(),
+        metrics.disconnects.clone(),
+    )
+    .map(Arc::new);
+    let nats = (client.clone(), ack_timeout, direct.clone());
     let tracker = TaskTracker::new();
     let mut all_stats = Vec::new();
     for (i, source) in config.sources.iter().enumerate() {
@@ -143,6 +152,7 @@ async fn run_sources(config: Config, metrics: AgentMetrics, shutdown: Cancellati
         let file_ctx = |stats: Arc<SourceStats>| -> Result<sources::file::FileContext, AgentError> {
             Ok(sources::file::FileContext {
                 client: client.clone(),
+                direct: direct.clone(),
                 ack_timeout,
                 stats,
                 checkpoints: Checkpoints::load(checkpoint::path_for(&config.data_dir, &name))?,
@@ -200,7 +210,7 @@ fn queued(
     rate_limit: Option<config::RateLimitConfig>,
     stats: Arc<SourceStats>,
     metrics: &AgentMetrics,
-    nats: &(async_nats::Client, Duration),
+    nats: &(async_nats::Client, Duration, Option<Arc<pipeline::wire::Options>>),
     host: &str,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
@@ -225,6 +235,7 @@ fn queued(
     }
     let publisher = Publisher {
         client: nats.0.clone(),
+        direct: nats.2.clone(),
         ack_timeout: nats.1,
         queue: queue.clone(),
         stats: stats.clone(),

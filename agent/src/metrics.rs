@@ -16,10 +16,14 @@ impl AgentMetrics {
         AgentMetrics {
             reconnects: r.counter(
                 "flotilla_agent_nats_connects_total",
-                "Connections (and reconnections) to NATS.",
+                "Connections (and reconnections) to NATS: the agent's client and each source's publish connection.",
                 &[],
             ),
-            disconnects: r.counter("flotilla_agent_nats_disconnects_total", "Connections to NATS lost.", &[]),
+            disconnects: r.counter(
+                "flotilla_agent_nats_disconnects_total",
+                "Connections to NATS lost, or that could not be made.",
+                &[],
+            ),
             reloads: r.counter("flotilla_agent_config_reloads_total", "Configs reloaded on SIGHUP.", &[]),
             reload_failures: r.counter(
                 "flotilla_agent_config_reload_failures_total",

@@ -9,12 +9,14 @@
 //! the acks still on their way for the abandoned publishes harmless.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use futures::StreamExt;
 
+use super::wire::{self, Wire, WireError};
 use flotilla_core::origin::HDR_DROPPED;
 use flotilla_core::{HDR_MSG_ID, HDR_SEQ};
 
@@ -25,14 +27,36 @@ pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// An event's headers: its de-duplication id and its seq (and how many seqs
 /// right before it were dropped under a rate limit). Nothing more: every
 /// header byte is parsed and stored by JetStream for every event.
-pub fn event_headers(msg_id: &str, seq: u64, dropped: u64) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert(HDR_MSG_ID, msg_id);
-    headers.insert(HDR_SEQ, flotilla_core::decimal_str(seq, &mut [0; 20]));
-    if dropped > 0 {
-        headers.insert(HDR_DROPPED, flotilla_core::decimal_str(dropped, &mut [0; 20]));
+#[derive(Debug, Clone, Copy)]
+pub struct EventHeaders<'a> {
+    pub msg_id: &'a str,
+    pub seq: u64,
+    pub dropped: u64,
+}
+
+impl EventHeaders<'_> {
+    /// With the text of `seq` and `dropped` in `digits`.
+    fn pairs<'b>(&'b self, digits: &'b mut [[u8; 20]; 2]) -> ([(&'b str, &'b str); 3], usize) {
+        let [d0, d1] = digits;
+        let seq = flotilla_core::decimal_str(self.seq, d0);
+        let mut pairs = [(HDR_MSG_ID, self.msg_id), (HDR_SEQ, seq), ("", "")];
+        let mut n = 2;
+        if self.dropped > 0 {
+            pairs[2] = (HDR_DROPPED, flotilla_core::decimal_str(self.dropped, d1));
+            n = 3;
+        }
+        (pairs, n)
     }
-    headers
+
+    fn to_map(self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let digits = &mut [[0; 20]; 2];
+        let (pairs, n) = self.pairs(digits);
+        for (k, v) in &pairs[..n] {
+            headers.insert(*k, *v);
+        }
+        headers
+    }
 }
 
 /// A publish awaiting its ack.
@@ -56,6 +80,8 @@ pub enum AckError {
     Rejected(String),
     #[error("the NATS connection is closed")]
     Closed,
+    #[error("NATS connection: {0}")]
+    Connection(String),
 }
 
 /// What an ack said.
@@ -67,11 +93,18 @@ pub struct Stored {
 
 type Outcome = Result<Stored, AckError>;
 
+/// How publishes travel: the source's own connection ([`wire`], plain
+/// `nats://` servers) or the agent's async-nats client (TLS).
+enum Link {
+    Client(async_nats::Subscriber),
+    Direct { opts: Arc<wire::Options>, conn: Option<Wire>, next_server: usize },
+}
+
 pub struct Acks {
     client: async_nats::Client,
+    link: Link,
     /// `<inbox>.`
     prefix: String,
-    sub: async_nats::Subscriber,
     next_id: u64,
     /// Acks for ids below this belong to abandoned publishes.
     floor: u64,
@@ -80,59 +113,110 @@ pub struct Acks {
 }
 
 impl Acks {
-    /// Subscribe to a fresh inbox; fails only when the client is closed.
-    pub async fn new(client: async_nats::Client, timeout: Duration) -> Result<Acks, AckError> {
-        let inbox = client.new_inbox();
-        let sub = client.subscribe(format!("{inbox}.*")).await.map_err(|_| AckError::Closed)?;
-        Ok(Acks { client, prefix: format!("{inbox}."), sub, next_id: 0, floor: 0, early: BTreeMap::new(), timeout })
+    /// Publish over a connection of the source's own when `direct` is given
+    /// (it connects at the first publish), else over `client`; fails only
+    /// when the client is closed.
+    pub async fn new(
+        client: async_nats::Client,
+        direct: Option<Arc<wire::Options>>,
+        timeout: Duration,
+    ) -> Result<Acks, AckError> {
+        let (link, inbox) = match direct {
+            Some(opts) => {
+                let next_server = rand::random_range(0..opts.servers.len().max(1));
+                (Link::Direct { opts, conn: None, next_server }, format!("_INBOX.{}", random_token()))
+            }
+            None => {
+                let inbox = client.new_inbox();
+                (Link::Client(subscribe(&client, &inbox).await?), inbox)
+            }
+        };
+        Ok(Acks { client, link, prefix: format!("{inbox}."), next_id: 0, floor: 0, early: BTreeMap::new(), timeout })
     }
 
-    /// Hand one message to the client; its ack is awaited with [`Acks::wait`].
-    pub async fn publish(
-        &mut self,
-        subject: impl async_nats::ToSubject,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Result<Sent, AckError> {
+    /// Hand one message to NATS; its ack is awaited with [`Acks::wait`].
+    pub async fn publish(&mut self, subject: &async_nats::Subject, headers: EventHeaders<'_>, body: Bytes) -> Result<Sent, AckError> {
         let id = self.next_id;
-        self.next_id += 1;
         let digits = &mut [0; 20];
         let id_str = flotilla_core::decimal_str(id, digits);
-        let mut reply = String::with_capacity(self.prefix.len() + id_str.len());
-        reply.push_str(&self.prefix);
-        reply.push_str(id_str);
-        let mut publish = std::pin::pin!(self.client.publish_with_reply_and_headers(subject, reply, headers, body));
-        // Almost always the client takes it at once: no timer for that.
-        let handed = match futures::poll!(publish.as_mut()) {
-            std::task::Poll::Ready(r) => Ok(r),
-            std::task::Poll::Pending => tokio::time::timeout(ENQUEUE_TIMEOUT, publish).await,
-        };
-        match handed {
-            Ok(Ok(())) => Ok(Sent { id, deadline: Instant::now() + self.timeout }),
-            Ok(Err(e)) => Err(AckError::Publish(e.to_string())),
-            Err(_) => Err(AckError::Enqueue),
+        if let Link::Direct { .. } = self.link {
+            self.connect().await?;
         }
+        if let Link::Direct { conn: Some(wire), .. } = &mut self.link {
+            let digits = &mut [[0; 20]; 2];
+            let (pairs, n) = headers.pairs(digits);
+            let headers = wire::Headers { pairs: &pairs[..n] };
+            let size = headers.len() + body.len();
+            if size > wire.max_payload() {
+                return Err(AckError::Publish(format!(
+                    "a message of {size} bytes is over the server's max_payload of {}",
+                    wire.max_payload()
+                )));
+            }
+            let written = wire.publish(subject.as_str(), [&self.prefix, id_str], headers, &body);
+            if let Err(e) = written {
+                return Err(self.lost(e.into()));
+            }
+        } else {
+            let mut reply = String::with_capacity(self.prefix.len() + id_str.len());
+            reply.push_str(&self.prefix);
+            reply.push_str(id_str);
+            let publish = self.client.publish_with_reply_and_headers(subject.clone(), reply, headers.to_map(), body);
+            let mut publish = std::pin::pin!(publish);
+            // Almost always the client takes it at once: no timer for that.
+            let handed = match futures::poll!(publish.as_mut()) {
+                std::task::Poll::Ready(r) => Ok(r),
+                std::task::Poll::Pending => tokio::time::timeout(ENQUEUE_TIMEOUT, publish).await,
+            };
+            match handed {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(AckError::Publish(e.to_string())),
+                Err(_) => return Err(AckError::Enqueue),
+            }
+        }
+        self.next_id += 1;
+        Ok(Sent { id, deadline: Instant::now() + self.timeout })
     }
 
     /// The ack of `sent` (await publishes in the order they were sent).
+    /// Cancel-safe: dropped, it can be called again for the same `sent`.
     pub async fn wait(&mut self, sent: Sent) -> Outcome {
         if let Some(outcome) = self.early.remove(&sent.id) {
             return outcome;
         }
         loop {
-            // An ack already waiting needs no timer.
-            let first = futures::poll!(self.sub.next());
-            let next = match first {
-                std::task::Poll::Ready(m) => Ok(m),
-                std::task::Poll::Pending => tokio::time::timeout_at(sent.deadline.into(), self.sub.next()).await,
+            let (id, outcome) = match &mut self.link {
+                Link::Client(sub) => {
+                    // An ack already waiting needs no timer.
+                    let next = match futures::poll!(sub.next()) {
+                        std::task::Poll::Ready(m) => Ok(m),
+                        std::task::Poll::Pending => tokio::time::timeout_at(sent.deadline.into(), sub.next()).await,
+                    };
+                    match next {
+                        Err(_) => return Err(AckError::Timeout(self.timeout)),
+                        Ok(None) => return Err(AckError::Closed),
+                        Ok(Some(m)) => (id_of(&self.prefix, self.floor, &m.subject), outcome(&m)),
+                    }
+                }
+                Link::Direct { conn, .. } => {
+                    let Some(wire) = conn.as_mut() else { return Err(AckError::Closed) };
+                    let (prefix, floor) = (&self.prefix, self.floor);
+                    match wire.take_msg(|subject, headers, payload| {
+                        (id_of(prefix, floor, subject), wire_outcome(headers, payload))
+                    }) {
+                        Ok(Some(got)) => got,
+                        Ok(None) => {
+                            match tokio::time::timeout_at(sent.deadline.into(), wire.read_more()).await {
+                                Err(_) => return Err(AckError::Timeout(self.timeout)),
+                                Ok(Ok(())) => continue,
+                                Ok(Err(e)) => return Err(self.lost(e)),
+                            }
+                        }
+                        Err(e) => return Err(self.lost(e)),
+                    }
+                }
             };
-            let msg = match next {
-                Err(_) => return Err(AckError::Timeout(self.timeout)),
-                Ok(None) => return Err(AckError::Closed),
-                Ok(Some(m)) => m,
-            };
-            let Some(id) = self.id_of(&msg.subject) else { continue };
-            let outcome = outcome(&msg);
+            let Some(id) = id else { continue };
             if id == sent.id {
                 return outcome;
             }
@@ -142,6 +226,32 @@ impl Acks {
         }
     }
 
+    /// While nothing is in flight: keep the source's connection answering
+    /// the server's PINGs. Returns only when that connection was lost (the
+    /// next publish connects again); pending when there is none.
+    pub async fn idle(&mut self) {
+        let Link::Direct { conn: Some(wire), .. } = &mut self.link else {
+            return std::future::pending().await;
+        };
+        let (prefix, floor, next_id) = (&self.prefix, self.floor, self.next_id);
+        let early = &mut self.early;
+        let result = loop {
+            match wire.take_msg(|subject, headers, payload| (id_of(prefix, floor, subject), wire_outcome(headers, payload))) {
+                Ok(Some((Some(id), outcome))) if id < next_id => {
+                    early.insert(id, outcome);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    if let Err(e) = wire.read_more().await {
+                        break e;
+                    }
+                }
+                Err(e) => break e,
+            }
+        };
+        self.lost(result);
+    }
+
     /// Abandon everything in flight (the caller resends it): acks still on
     /// their way are dropped when they arrive.
     pub fn forget(&mut self) {
@@ -149,9 +259,71 @@ impl Acks {
         self.early.clear();
     }
 
-    fn id_of(&self, subject: &str) -> Option<u64> {
-        let id: u64 = subject.strip_prefix(self.prefix.as_str())?.parse().ok()?;
-        (id >= self.floor).then_some(id)
+    /// Make the source's connection if there is none.
+    async fn connect(&mut self) -> Result<(), AckError> {
+        let Link::Direct { opts, conn, next_server } = &mut self.link else {
+            return Err(AckError::Closed);
+        };
+        if conn.is_none() {
+            let server = &opts.servers[*next_server % opts.servers.len().max(1)];
+            *next_server += 1;
+            let inbox = format!("{}*", self.prefix);
+            match Wire::connect(opts, server, &inbox).await {
+                Ok(w) => {
+                    opts.connects.inc();
+                    *conn = Some(w);
+                }
+                Err(WireError::NeedsTls) => {
+                    // A nats:// URL whose server asks for TLS: async-nats
+                    // knows how; from now on publishes go through it.
+                    tracing::info!(%server, "the NATS server requires TLS; publishing through the TLS client");
+                    let inbox = self.client.new_inbox();
+                    self.link = Link::Client(subscribe(&self.client, &inbox).await?);
+                    self.prefix = format!("{inbox}.");
+                    return Err(AckError::Connection("the server requires TLS; switched to the TLS client".into()));
+                }
+                Err(e) => {
+                    opts.disconnects.inc();
+                    return Err(AckError::Connection(format!("{server}: {e}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The connection failed: drop it (the next publish connects again).
+    fn lost(&mut self, e: WireError) -> AckError {
+        if let Link::Direct { opts, conn, .. } = &mut self.link {
+            if conn.take().is_some() {
+                opts.disconnects.inc();
+            }
+        }
+        AckError::Connection(e.to_string())
+    }
+}
+
+async fn subscribe(client: &async_nats::Client, inbox: &str) -> Result<async_nats::Subscriber, AckError> {
+    client.subscribe(format!("{inbox}.*")).await.map_err(|_| AckError::Closed)
+}
+
+/// The id of an ack's subject (`<inbox>.<id>`), unless it is below `floor`.
+fn id_of(prefix: &str, floor: u64, subject: &str) -> Option<u64> {
+    let id: u64 = subject.strip_prefix(prefix)?.parse().ok()?;
+    (id >= floor).then_some(id)
+}
+
+/// 22 random alphanumerics, like a NUID.
+fn random_token() -> String {
+    const CHARS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    (0..22).map(|_| char::from(CHARS[rand::random_range(0..CHARS.len())])).collect()
+}
+
+/// An ack read off the source's own connection.
+fn wire_outcome(headers: Option<&[u8]>, payload: &[u8]) -> Outcome {
+    match headers.and_then(wire::status) {
+        Some(503) => Err(AckError::NoResponders),
+        Some(code) => Err(AckError::Rejected(format!("status {code}"))),
+        None => parse_ack(payload),
     }
 }
 

@@ -8,3 +8,4 @@ pub mod acks;
 pub mod emit;
 pub mod publisher;
 pub mod record;
+pub mod wire;

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::acks::{event_headers, AckError, Acks, Sent, Stored};
+use super::acks::{AckError, Acks, EventHeaders, Sent, Stored};
+use super::wire;
 use super::record::{with_seq, QueuedEvent};
 use crate::queue::DiskQueue;
 use crate::stats::SourceStats;
@@ -19,6 +20,8 @@ const SYNC_EVERY: Duration = Duration::from_millis(200);
 
 pub struct Publisher {
     pub client: async_nats::Client,
+    /// The source's own connection, when the servers are plain `nats://`.
+    pub direct: Option<Arc<wire::Options>>,
     /// How long a publish waits for its ack before everything unacked is resent.
     pub ack_timeout: Duration,
     pub queue: DiskQueue,
@@ -30,7 +33,7 @@ pub struct Publisher {
 impl Publisher {
     /// Run until `shutdown`; then settle what is in flight and sync.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut acks = match Acks::new(self.client.clone(), self.ack_timeout).await {
+        let mut acks = match Acks::new(self.client.clone(), self.direct.clone(), self.ack_timeout).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(source = %self.stats.name, error = %e, "cannot subscribe to the ack inbox");
@@ -47,7 +50,9 @@ impl Publisher {
             let ok = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                r = settle(&mut acks, &mut inflight), if !inflight.is_empty() => {
+                // With nothing in flight, this keeps the connection
+                // answering PINGs (and yields `None`).
+                r = settle(&mut acks, &mut inflight) => {
                     dirty = true;
                     self.on_ack(r)
                 }
@@ -102,8 +107,8 @@ impl Publisher {
         } else {
             ev.msg_id
         };
-        let headers = event_headers(&msg_id, seq, 0);
-        match acks.publish(ev.subject, headers, with_seq(&ev.body, seq).into()).await {
+        let headers = EventHeaders { msg_id: &msg_id, seq, dropped: 0 };
+        match acks.publish(&ev.subject.into(), headers, with_seq(&ev.body, seq).into()).await {
             Ok(sent) => {
                 self.stats.published.inc();
                 inflight.push_back((seq, sent));
@@ -143,9 +148,13 @@ impl Publisher {
     }
 }
 
-/// Await the oldest in-flight publish.
+/// Await the oldest in-flight publish; with none, keep the connection
+/// alive until it is lost.
 async fn settle(acks: &mut Acks, inflight: &mut VecDeque<(u64, Sent)>) -> Option<(u64, Result<Stored, AckError>)> {
-    let (seq, sent) = *inflight.front()?;
+    let Some(&(seq, sent)) = inflight.front() else {
+        acks.idle().await;
+        return None;
+    };
     let r = acks.wait(sent).await;
     inflight.pop_front();
     Some((seq, r))

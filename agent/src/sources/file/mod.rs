@@ -28,7 +28,8 @@ use flotilla_core::origin;
 use flotilla_core::subject::{log_subject, OrgId};
 
 use crate::config::{FileSourceConfig, ReadFrom};
-use crate::pipeline::acks::{event_headers, Acks, Sent};
+use crate::pipeline::acks::{Acks, EventHeaders, Sent};
+use crate::pipeline::wire;
 use crate::ratelimit::{Admit, RateGate};
 use crate::stats::{FileStatus, SourceStats};
 use checkpoint::Checkpoints;
@@ -42,6 +43,8 @@ const READ_BUDGET: usize = 256 * 1024;
 /// What a file source needs from the agent.
 pub struct FileContext {
     pub client: async_nats::Client,
+    /// The source's own connection, when the servers are plain `nats://`.
+    pub direct: Option<Arc<wire::Options>>,
     /// How long a publish waits for its ack before everything unacked is resent.
     pub ack_timeout: Duration,
     pub stats: Arc<SourceStats>,
@@ -98,7 +101,7 @@ impl FileSource {
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut acks = match Acks::new(self.ctx.client.clone(), self.ctx.ack_timeout).await {
+        let mut acks = match Acks::new(self.ctx.client.clone(), self.ctx.direct.clone(), self.ctx.ack_timeout).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(source = %self.ctx.stats.name, error = %e, "cannot subscribe to the ack inbox");
@@ -137,6 +140,8 @@ impl FileSource {
                 _ = tokio::time::sleep(pause) => {}
                 _ = crate::sources::stdin::sleep_until(deadline), if delivered => {}
                 _ = changed(&mut watcher), if delivered => {}
+                // Idle: the connection still answers PINGs.
+                () = acks.idle(), if delivered => {}
                 _ = shutdown.cancelled() => break,
             }
         }
@@ -366,7 +371,7 @@ async fn publish(
     dropped: u64,
     body: Vec<u8>,
 ) -> Option<Sent> {
-    match acks.publish(subject, event_headers(msg_id, seq, dropped), body.into()).await {
+    match acks.publish(&subject, EventHeaders { msg_id, seq, dropped }, body.into()).await {
         Ok(sent) => {
             ctx.stats.published.inc();
             Some(sent)

@@ -1,0 +1,322 @@
+//! A source's own publish connection to a plain `nats://` server: HPUBs are
+//! written straight into one buffer and acks are read in place off the
+//! socket, by the source's own task. No client task, no channel hop, no
+//! header map per event.
+//!
+//! Cancel-safe: every await is a readiness wait, and every change to the
+//! buffers happens between awaits, so a future dropped in a `select!`
+//! leaves the connection whole (a frame is never half queued or half
+//! consumed).
+//!
+//! Writes go out when the source has to wait for an ack that has not been
+//! read yet, or once 64 KiB are queued: a full window of publishes leaves
+//! in a few writes. The server's PINGs are answered whenever the socket is
+//! read, including by [`Wire::read_more`] while the source is idle.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+
+use flotilla_core::metrics::Counter;
+use flotilla_core::nats::frames::{self, FrameError, ServerOp};
+
+/// Queued bytes past which a publish writes without waiting for an ack.
+const WRITE_AT: usize = 64 * 1024;
+
+/// Where and how a source connects.
+pub struct Options {
+    /// `host:port` of each server, tried in turn.
+    pub servers: Vec<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    /// The connection's name in the server's monitoring.
+    pub name: String,
+    /// How long the TCP connect, INFO, CONNECT and its PONG may take.
+    pub connect_timeout: Duration,
+    /// Counts connections made.
+    pub connects: Counter,
+    /// Counts connections lost (or refused).
+    pub disconnects: Counter,
+}
+
+impl Options {
+    /// Options for the servers of a `url` value, or `None` when any of them
+    /// is `tls://` (those stay on async-nats). Credentials: `user` and
+    /// `password`, else the URL's own (`nats://user:pass@...`, or
+    /// `nats://token@...`).
+    pub fn for_url(url: &str, user: Option<&str>, password: Option<&str>, name: String, connects: Counter, disconnects: Counter) -> Option<Options> {
+        let servers = flotilla_core::nats::servers(url).ok()?;
+        if servers.is_empty() || servers.iter().any(|s| s.tls_required() || s.is_websocket()) {
+            return None;
+        }
+        let first = &servers[0];
+        let (user, password, token) = match (user, password, first.username(), first.password()) {
+            (Some(u), Some(p), _, _) => (Some(u.to_string()), Some(p.to_string()), None),
+            (_, _, Some(u), Some(p)) => (Some(u.to_string()), Some(p.to_string()), None),
+            (_, _, Some(t), None) => (None, None, Some(t.to_string())),
+            _ => (None, None, None),
+        };
+        Some(Options {
+            servers: servers.iter().map(|s| format!("{}:{}", s.host(), s.port())).collect(),
+            user,
+            password,
+            token,
+            name,
+            connect_timeout: Duration::from_secs(5),
+            connects,
+            disconnects,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("protocol: {0}")]
+    Frame(#[from] FrameError),
+    #[error("the server said: {0}")]
+    Refused(String),
+    #[error("the server requires TLS")]
+    NeedsTls,
+    #[error("no answer from {0} within {1:?}")]
+    Timeout(String, Duration),
+}
+
+/// One event's headers, written as the header block of its HPUB.
+#[derive(Debug, Clone, Copy)]
+pub struct Headers<'a> {
+    pub pairs: &'a [(&'a str, &'a str)],
+}
+
+impl Headers<'_> {
+    /// The header block's length in bytes.
+    pub fn len(&self) -> usize {
+        const VERSION: usize = "NATS/1.0\r\n".len();
+        VERSION + self.pairs.iter().map(|(k, v)| k.len() + 2 + v.len() + 2).sum::<usize>() + 2
+    }
+}
+
+pub struct Wire {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    max_payload: usize,
+}
+
+impl Wire {
+    /// Connect to `server`, say who we are and subscribe `inbox` as sid 1;
+    /// returns once the server answered the PING after them.
+    pub async fn connect(opts: &Options, server: &str, inbox: &str) -> Result<Wire, WireError> {
+        let open = async {
+            let stream = TcpStream::connect(server).await?;
+            let _ = stream.set_nodelay(true);
+            let mut wire = Wire { stream, rbuf: BytesMut::with_capacity(16 * 1024), wbuf: BytesMut::new(), max_payload: 0 };
+            wire.max_payload = wire.read_info().await?;
+            wire.wbuf.put_slice(connect_line(opts).as_bytes());
+            for part in ["SUB ", inbox, " 1\r\nPING\r\n"] {
+                wire.wbuf.put_slice(part.as_bytes());
+            }
+            wire.stream.write_all_buf(&mut wire.wbuf).await?;
+            wire.await_pong().await?;
+            Ok(wire)
+        };
+        match tokio::time::timeout(opts.connect_timeout, open).await {
+            Ok(r) => r,
+            Err(_) => Err(WireError::Timeout(server.to_string(), opts.connect_timeout)),
+        }
+    }
+
+    /// The largest message the server takes (payload and headers).
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    /// Queue one HPUB; written by [`Wire::read_more`] or once enough is
+    /// queued. The caller checked the size against [`Wire::max_payload`].
+    pub fn publish(&mut self, subject: &str, reply: [&str; 2], headers: Headers<'_>, body: &[u8]) -> io::Result<()> {
+        let hlen = headers.len();
+        let digits = &mut [0u8; 20];
+        self.wbuf.reserve(subject.len() + reply[0].len() + reply[1].len() + 64 + hlen + body.len());
+        for part in [b"HPUB ".as_slice(), subject.as_bytes(), b" ", reply[0].as_bytes(), reply[1].as_bytes(), b" "] {
+            self.wbuf.put_slice(part);
+        }
+        self.wbuf.put_slice(flotilla_core::decimal(hlen as u64, digits));
+        self.wbuf.put_u8(b' ');
+        self.wbuf.put_slice(flotilla_core::decimal((hlen + body.len()) as u64, digits));
+        self.wbuf.put_slice(b"\r\nNATS/1.0\r\n");
+        for (k, v) in headers.pairs {
+            for part in [k.as_bytes(), b": ", v.as_bytes(), b"\r\n"] {
+                self.wbuf.put_slice(part);
+            }
+        }
+        self.wbuf.put_slice(b"\r\n");
+        self.wbuf.put_slice(body);
+        self.wbuf.put_slice(b"\r\n");
+        if self.wbuf.len() >= WRITE_AT {
+            self.write_now()?;
+        }
+        Ok(())
+    }
+
+    /// Take the next message already read (its subject, header block and
+    /// payload, given to `f`); PINGs read on the way are answered. `None`
+    /// when no whole message has been read: call [`Wire::read_more`].
+    pub fn take_msg<T>(&mut self, mut f: impl FnMut(&str, Option<&[u8]>, &[u8]) -> T) -> Result<Option<T>, WireError> {
+        loop {
+            let Some((op, used)) = frames::parse(&self.rbuf, self.max_payload)? else {
+                return Ok(None);
+            };
+            let got = match op {
+                ServerOp::Msg { subject, headers, payload, .. } => Some(f(subject, headers, payload)),
+                ServerOp::Ping => {
+                    self.wbuf.put_slice(b"PONG\r\n");
+                    None
+                }
+                ServerOp::Err(text) if is_fatal(text) => return Err(WireError::Refused(text.to_string())),
+                ServerOp::Err(text) => {
+                    // e.g. a permissions violation through the proxy: the
+                    // publish is dropped and its ack will time out.
+                    tracing::warn!(error = %text, "NATS server error");
+                    None
+                }
+                ServerOp::Pong | ServerOp::Ok | ServerOp::Info(_) => None,
+            };
+            self.rbuf.advance(used);
+            if got.is_some() {
+                return Ok(got);
+            }
+        }
+    }
+
+    /// Write what is queued and wait until more has been read.
+    pub async fn read_more(&mut self) -> Result<(), WireError> {
+        loop {
+            self.write_now()?;
+            if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+                self.rbuf.reserve(16 * 1024);
+            }
+            match self.stream.try_read_buf(&mut self.rbuf) {
+                Ok(0) => return Err(WireError::Closed),
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+            let interest = if self.wbuf.is_empty() { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
+            self.stream.ready(interest).await?;
+        }
+    }
+
+    /// Write as much of the queue as the socket takes without waiting.
+    fn write_now(&mut self) -> io::Result<()> {
+        while !self.wbuf.is_empty() {
+            match self.stream.try_write(&self.wbuf) {
+                Ok(n) => self.wbuf.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The server's INFO: its `max_payload` (1 MiB if it gives none).
+    async fn read_info(&mut self) -> Result<usize, WireError> {
+        loop {
+            if let Some((op, used)) = frames::parse(&self.rbuf, usize::MAX)? {
+                let ServerOp::Info(json) = op else { return Err(WireError::Refused("no INFO first".into())) };
+                let info: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
+                if info["tls_required"].as_bool() == Some(true) {
+                    return Err(WireError::NeedsTls);
+                }
+                let max = info["max_payload"].as_u64().map_or(1 << 20, |m| m as usize);
+                self.rbuf.advance(used);
+                return Ok(max);
+            }
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                return Err(WireError::Closed);
+            }
+        }
+    }
+
+    /// Wait for the PONG that says CONNECT and SUB were taken (an
+    /// authorization error comes instead).
+    async fn await_pong(&mut self) -> Result<(), WireError> {
+        loop {
+            while let Some((op, used)) = frames::parse(&self.rbuf, self.max_payload)? {
+                let done = match op {
+                    ServerOp::Pong => Some(Ok(())),
+                    ServerOp::Err(text) => Some(Err(WireError::Refused(text.to_string()))),
+                    ServerOp::Ping => {
+                        self.wbuf.put_slice(b"PONG\r\n");
+                        None
+                    }
+                    _ => None,
+                };
+                self.rbuf.advance(used);
+                if let Some(done) = done {
+                    return done;
+                }
+            }
+            self.stream.write_all_buf(&mut self.wbuf).await?;
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                return Err(WireError::Closed);
+            }
+        }
+    }
+}
+
+fn connect_line(opts: &Options) -> String {
+    let mut c = serde_json::json!({
+        "verbose": false, "pedantic": false, "headers": true, "no_responders": true,
+        "protocol": 1, "lang": "rust", "version": env!("CARGO_PKG_VERSION"), "name": opts.name,
+    });
+    if let (Some(u), Some(p)) = (&opts.user, &opts.password) {
+        c["user"] = u.as_str().into();
+        c["pass"] = p.as_str().into();
+    } else if let Some(t) = &opts.token {
+        c["auth_token"] = t.as_str().into();
+    }
+    format!("CONNECT {c}\r\n")
+}
+
+/// `-ERR`s after which the server closes the connection.
+fn is_fatal(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    ["authorization violation", "stale connection", "slow consumer", "maximum", "unknown protocol", "parser error"]
+        .iter()
+        .any(|f| t.contains(f))
+}
+
+/// The status code of a header block (`NATS/1.0 503 ...`), if it has one.
+pub fn status(headers: &[u8]) -> Option<u16> {
+    let line = headers.strip_prefix(b"NATS/1.0")?;
+    let end = line.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(line.len());
+    let code = std::str::from_utf8(&line[..end]).ok()?.split_whitespace().next()?;
+    code.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_read_from_header_blocks() {
+        assert_eq!(status(b"NATS/1.0 503\r\n\r\n"), Some(503));
+        assert_eq!(status(b"NATS/1.0 408 Request Timeout\r\n\r\n"), Some(408));
+        assert_eq!(status(b"NATS/1.0\r\nNats-Msg-Id: x\r\n\r\n"), None);
+        assert_eq!(status(b"garbage"), None);
+    }
+
+    #[test]
+    fn header_length_counts_every_byte() {
+        let h = Headers { pairs: &[("Nats-Msg-Id", "h/f/n/0"), ("Flotilla-Seq", "1")] };
+        let written = "NATS/1.0\r\nNats-Msg-Id: h/f/n/0\r\nFlotilla-Seq: 1\r\n\r\n";
+        assert_eq!(h.len(), written.len());
+    }
+}

@@ -146,7 +146,7 @@ impl Acks {
             let digits = &mut [[0; 20]; 2];
             let (pairs, n) = headers.pairs(digits);
             let headers = wire::Headers { pairs: &pairs[..n] };
-            let size = headers.len() + body.len();
+            let size = headers.wire_len() + body.len();
             if size > wire.max_payload() {
                 return Err(AckError::Publish(format!(
                     "a message of {size} bytes is over the server's max_payload of {}",
@@ -351,7 +351,16 @@ fn parse_ack(payload: &[u8]) -> Outcome {
     if !contains(payload, b"\"seq\"") {
         return Err(AckError::Rejected(format!("not a JetStream ack: {}", String::from_utf8_lossy(payload))));
     }
-    Ok(Stored { duplicate: contains(payload, b"\"duplicate\":true") })
+    Ok(Stored { duplicate: is_duplicate(payload) })
+}
+
+/// `"duplicate":true`, with or without spaces (nats-server writes
+/// `"duplicate": true`).
+fn is_duplicate(payload: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"duplicate\"";
+    let Some(at) = payload.windows(KEY.len()).position(|w| w == KEY) else { return false };
+    let rest = payload[at + KEY.len()..].trim_ascii_start();
+    rest.strip_prefix(b":").is_some_and(|v| v.trim_ascii_start().starts_with(b"true"))
 }
 
 /// Whether `needle` occurs in `hay`; compares only where its first byte
@@ -369,6 +378,9 @@ mod tests {
     fn acks_are_told_apart() {
         assert_eq!(parse_ack(br#"{"stream":"LOGS","seq":7}"#), Ok(Stored { duplicate: false }));
         assert_eq!(parse_ack(br#"{"stream":"LOGS","seq":7,"duplicate":true}"#), Ok(Stored { duplicate: true }));
+        // As nats-server writes it.
+        assert_eq!(parse_ack(br#"{"stream":"LOGS","seq":1,"duplicate": true}"#), Ok(Stored { duplicate: true }));
+        assert_eq!(parse_ack(br#"{"stream":"LOGS","seq":1,"duplicate": false}"#), Ok(Stored { duplicate: false }));
         assert_eq!(
             parse_ack(br#"{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}"#),
             Err(AckError::Rejected("maximum messages exceeded".into()))

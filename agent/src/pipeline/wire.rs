@@ -97,7 +97,7 @@ pub struct Headers<'a> {
 
 impl Headers<'_> {
     /// The header block's length in bytes.
-    pub fn len(&self) -> usize {
+    pub fn wire_len(&self) -> usize {
         const VERSION: usize = "NATS/1.0\r\n".len();
         VERSION + self.pairs.iter().map(|(k, v)| k.len() + 2 + v.len() + 2).sum::<usize>() + 2
     }
@@ -141,7 +141,7 @@ impl Wire {
     /// Queue one HPUB; written by [`Wire::read_more`] or once enough is
     /// queued. The caller checked the size against [`Wire::max_payload`].
     pub fn publish(&mut self, subject: &str, reply: [&str; 2], headers: Headers<'_>, body: &[u8]) -> io::Result<()> {
-        let hlen = headers.len();
+        let hlen = headers.wire_len();
         let digits = &mut [0u8; 20];
         self.wbuf.reserve(subject.len() + reply[0].len() + reply[1].len() + 64 + hlen + body.len());
         for part in [b"HPUB ".as_slice(), subject.as_bytes(), b" ", reply[0].as_bytes(), reply[1].as_bytes(), b" "] {
@@ -317,6 +317,6 @@ mod tests {
     fn header_length_counts_every_byte() {
         let h = Headers { pairs: &[("Nats-Msg-Id", "h/f/n/0"), ("Flotilla-Seq", "1")] };
         let written = "NATS/1.0\r\nNats-Msg-Id: h/f/n/0\r\nFlotilla-Seq: 1\r\n\r\n";
-        assert_eq!(h.len(), written.len());
+        assert_eq!(h.wire_len(), written.len());
     }
 }

@@ -17,8 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::HeaderMap;
-use flotilla_agent::pipeline::acks::Acks;
+use flotilla_agent::pipeline::acks::{Acks, EventHeaders};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -53,12 +52,12 @@ pub struct Agent {
 impl Agent {
     /// One JetStream publish through the agent's window, and its ack.
     pub async fn publish_and_ack(&mut self) -> Result<(), String> {
-        let subject = format!("logs.storm.sim.{REGION}.{}", self.host);
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("{}:{}", self.host, self.published).as_str());
+        let subject = format!("logs.storm.sim.{REGION}.{}", self.host).into();
+        let msg_id = format!("{}:{}", self.host, self.published);
         self.published += 1;
+        let headers = EventHeaders { msg_id: &msg_id, seq: self.published, dropped: 0 };
         let sent =
-            self.acks.publish(subject, headers, "{\"message\":\"storm\"}".into()).await.map_err(|e| e.to_string())?;
+            self.acks.publish(&subject, headers, "{\"message\":\"storm\"}".into()).await.map_err(|e| e.to_string())?;
         self.acks.wait(sent).await.map(drop).map_err(|e| e.to_string())
     }
 }
@@ -94,7 +93,10 @@ async fn start_one(url: String, host: String, start: Instant) -> Result<Agent, B
         .connect(url.as_str())
         .await
         .map_err(|e| BenchError::nats(&format!("connect agent {host}"), e))?;
-    let acks = Acks::new(client.clone(), ACK_TIMEOUT).await.map_err(|e| BenchError::nats("ack inbox", e))?;
+    // On the agent's client (the storm is about its reconnects; a source's
+    // own connection reconnects only at its next publish, after its
+    // jittered backoff).
+    let acks = Acks::new(client.clone(), None, ACK_TIMEOUT).await.map_err(|e| BenchError::nats("ack inbox", e))?;
     let mut agent = Agent { host, client, counters, acks, published: 0 };
     agent.publish_and_ack().await.map_err(|e| BenchError::nats(&format!("first publish of {}", agent.host), e))?;
     Ok(agent)

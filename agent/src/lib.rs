@@ -8,7 +8,9 @@
 //! past lines whose acks arrived; other sources go through an on-disk spill
 //! queue ([`queue`], [`pipeline`]) whose records are removed only after their
 //! ack. So a crash or an outage never loses a line and a resend never
-//! duplicates one. A heartbeat ([`status`]) reports per-source high-water
+//! duplicates one. Over plain `nats://` each source publishes on a
+//! connection of its own ([`pipeline::wire`]); the async-nats client carries
+//! the heartbeat, and publishes to `tls://` servers. A heartbeat ([`status`]) reports per-source high-water
 //! sequences for the shipper's completeness ledger.
 
 pub mod backoff;

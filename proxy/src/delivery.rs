@@ -19,6 +19,28 @@ pub trait Delivery {
     fn echo_digest(&self) -> u64;
 }
 
+/// A batch may hold references (a read's messages regrouped by subscription).
+impl<T: Delivery + ?Sized> Delivery for &T {
+    fn subject(&self) -> &str {
+        (**self).subject()
+    }
+    fn reply(&self) -> Option<&str> {
+        (**self).reply()
+    }
+    fn payload(&self) -> &[u8] {
+        (**self).payload()
+    }
+    fn header_block(&self) -> Option<Cow<'_, [u8]>> {
+        (**self).header_block()
+    }
+    fn is_status(&self) -> bool {
+        (**self).is_status()
+    }
+    fn echo_digest(&self) -> u64 {
+        (**self).echo_digest()
+    }
+}
+
 impl Delivery for async_nats::Message {
     fn subject(&self) -> &str {
         self.subject.as_str()

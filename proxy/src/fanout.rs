@@ -61,17 +61,34 @@ pub struct FanoutSink {
 
 impl Sink for FanoutSink {
     fn deliver(&mut self, msgs: &[Raw<'_>]) {
-        // Each run of one subscription's messages is one batch, in the
-        // order they came (most reads are a single run).
-        let mut at = 0;
-        while let Some(first) = msgs.get(at) {
-            let sid = first.sid;
-            let end = msgs[at..].iter().position(|m| m.sid != sid).map_or(msgs.len(), |n| at + n);
-            let entry = lock(&self.by_sid).get(&sid).cloned();
-            if let Some(entry) = entry {
-                deliver(&entry, &msgs[at..end], entry.queue);
+        let Some(first) = msgs.first() else { return };
+        // Most reads carry one subscription's messages: the read is the batch.
+        if msgs.iter().all(|m| m.sid == first.sid) {
+            self.send(first.sid, msgs);
+            return;
+        }
+        // Interleaved (e.g. one message per org in turn): each
+        // subscription's messages, in order, as one batch, so its clients
+        // are woken once per read, not once per message.
+        let mut batch: Vec<&Raw<'_>> = Vec::with_capacity(msgs.len());
+        let mut done: Vec<u64> = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            if done.contains(&m.sid) {
+                continue;
             }
-            at = end;
+            batch.clear();
+            batch.extend(msgs[i..].iter().filter(|x| x.sid == m.sid));
+            self.send(m.sid, &batch);
+            done.push(m.sid);
+        }
+    }
+}
+
+impl FanoutSink {
+    fn send<M: Delivery>(&self, sid: u64, batch: &[M]) {
+        let entry = lock(&self.by_sid).get(&sid).cloned();
+        if let Some(entry) = entry {
+            deliver(&entry, batch, entry.queue);
         }
     }
 }

@@ -179,7 +179,7 @@ impl Wire {
                     self.wbuf.put_slice(b"PONG\r\n");
                     None
                 }
-                ServerOp::Err(text) if is_fatal(text) => return Err(WireError::Refused(text.to_string())),
+                ServerOp::Err(text) if frames::is_fatal(text) => return Err(WireError::Refused(text.to_string())),
                 ServerOp::Err(text) => {
                     // e.g. a permissions violation through the proxy: the
                     // publish is dropped and its ack will time out.
@@ -285,13 +285,6 @@ fn connect_line(opts: &Options) -> String {
     format!("CONNECT {c}\r\n")
 }
 
-/// `-ERR`s after which the server closes the connection.
-fn is_fatal(text: &str) -> bool {
-    let t = text.to_ascii_lowercase();
-    ["authorization violation", "stale connection", "slow consumer", "maximum", "unknown protocol", "parser error"]
-        .iter()
-        .any(|f| t.contains(f))
-}
 
 /// The status code of a header block (`NATS/1.0 503 ...`), if it has one.
 pub fn status(headers: &[u8]) -> Option<u16> {

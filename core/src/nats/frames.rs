@@ -115,6 +115,14 @@ fn msg<'a>(
     Ok(Some((op, end + 2)))
 }
 
+/// Whether nats-server closes the connection after this `-ERR` text.
+pub fn is_fatal(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    ["authorization violation", "stale connection", "slow consumer", "maximum", "unknown protocol", "parser error"]
+        .iter()
+        .any(|f| t.contains(f))
+}
+
 fn trim(b: &[u8]) -> &[u8] {
     let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
     let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |i| i + 1);
@@ -136,6 +144,14 @@ fn number(b: &[u8]) -> Result<usize, FrameError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn fatal_errors_are_told_from_warnings() {
+        for fatal in ["Authorization Violation", "Stale Connection", "Slow Consumer", "Maximum Payload Violation"] {
+            assert!(is_fatal(fatal), "{fatal}");
+        }
+        assert!(!is_fatal("Permissions Violation for Publish to \"logs.x\""));
+    }
 
     const MAX: usize = 1 << 20;
 

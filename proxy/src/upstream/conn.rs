@@ -187,7 +187,7 @@ async fn session(
                                 *failures = 0;
                             }
                             ServerOp::Err(text) => {
-                                if is_fatal(text) {
+                                if frames::is_fatal(text) {
                                     return Ended::Refused(text.to_string());
                                 }
                                 tracing::warn!(error = %text, "upstream delivery connection: server error");
@@ -261,10 +261,3 @@ fn sub_line(sid: u64, subject: &str, queue: Option<&str>) -> String {
     }
 }
 
-/// `-ERR`s after which nats-server closes the connection.
-fn is_fatal(text: &str) -> bool {
-    let t = text.to_ascii_lowercase();
-    ["authorization violation", "stale connection", "slow consumer", "maximum", "unknown protocol", "parser error"]
-        .iter()
-        .any(|f| t.contains(f))
-}

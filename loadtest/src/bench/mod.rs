@@ -10,6 +10,7 @@ pub mod agent;
 pub mod baseline;
 pub mod procstat;
 pub mod proxy;
+mod wire;
 
 use std::fmt::Display;
 use std::io::Write as _;

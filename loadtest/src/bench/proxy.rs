@@ -31,13 +31,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_nats::{Client, ConnectOptions, Subject, Subscriber};
-use bytes::{BufMut as _, Bytes, BytesMut};
+use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::procstat;
-use super::{free_port, BenchError, Nats};
+use super::{free_port, wire, BenchError, Nats};
 use crate::procs::{nats_server_binary, output, sibling_binary, Proc};
 
 const PAYLOAD: usize = 200;
@@ -328,7 +328,7 @@ pub async fn run(opts: &ProxyBenchOptions) -> Result<Report, BenchError> {
         ((one_subscriber.proxy.msgs_per_sec / 2.0 / 1000.0).round() as u64).max(1) * 1000
     };
     eprintln!("latency: {rate} messages/s for {} s", opts.latency_secs);
-    let latency = latency(&stack, &publisher, rate, opts.latency_secs).await?;
+    let latency = latency(&stack, rate, opts.latency_secs).await?;
     stack.proxy.check_alive()?;
     drop(publisher);
 
@@ -479,54 +479,33 @@ async fn flow(
     })
 }
 
-/// Arrival times (ns since `start`) by message number, until `expected`
-/// arrived or [`IDLE_END`] passed without one; 0 = never arrived.
-async fn record(mut sub: Subscriber, start: Instant, expected: u64) -> Vec<u64> {
-    use futures::StreamExt as _;
-    let mut arrivals = vec![0u64; expected as usize];
-    let mut wait = Duration::from_secs(30);
-    let mut n = 0;
-    while n < expected {
-        match tokio::time::timeout(wait, sub.next()).await {
-            Ok(Some(m)) => {
-                let now = (start.elapsed().as_nanos() as u64).max(1);
-                let i = m.payload.get(8..16).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
-                if let Some(slot) = i.and_then(|i| arrivals.get_mut(i as usize)) {
-                    *slot = now;
-                }
-                n += 1;
-                wait = IDLE_END;
-            }
-            _ => break,
-        }
-    }
-    arrivals
-}
-
 /// Added latency, message by message: a publisher paced every 100 µs
 /// stamps each message with its number and send time; a direct and a
 /// proxied subscriber receive every message at once, and the proxy's
 /// added latency of a message is its arrival through the proxy minus its
 /// arrival directly (0 when the proxy was first). Whatever delays both
-/// paths (the publisher, nats-server) cancels out.
-async fn latency(stack: &Stack, publisher: &Client, rate: u64, secs: u64) -> Result<Latency, BenchError> {
+/// paths (the publisher, nats-server) cancels out. Publisher and
+/// subscribers are bare protocol clients on threads of their own
+/// ([`super::wire`]), so the load generator does not queue first.
+async fn latency(stack: &Stack, rate: u64, secs: u64) -> Result<Latency, BenchError> {
     let total = rate * secs;
-    let dc = stack.direct().await?;
-    let ds = subscribe(&dc, "logs.acme.>").await?;
-    let pc = stack.tenant("acme").await?;
-    let ps = subscribe(&pc, "logs.>").await?;
+    let nats_addr = wire::addr(&stack.nats.url).to_string();
+    let ds = wire::Recorder::open(&nats_addr, None, "logs.acme.>")?;
+    let ps = wire::Recorder::open(wire::addr(&stack.proxy_url), Some(("acme", stack.secret("acme")?)), "logs.>")?;
     tokio::time::sleep(SETTLE).await;
     let drops0 = stack.drops().await?;
     let start = Instant::now();
-    let direct = tokio::spawn(record(ds, start, total));
-    let proxied = tokio::spawn(record(ps, start, total));
-    let (handle, client) = (tokio::runtime::Handle::current(), publisher.clone());
-    let (sent_at, achieved_rate) = tokio::task::spawn_blocking(move || pace(&handle, &client, start, rate, total))
+    let (direct, proxied) = (ds.spawn(start, total), ps.spawn(start, total));
+    let (sent_at, achieved_rate) = tokio::task::spawn_blocking(move || {
+        wire::pace(&nats_addr, "logs.acme.web.iad.h1", PAYLOAD, start, rate, total, PACE)
+    })
+    .await
+    .map_err(|e| BenchError::Failed(format!("publisher: {e}")))??;
+    let (d, p) = tokio::task::spawn_blocking(move || (direct.join(), proxied.join()))
         .await
-        .map_err(|e| BenchError::Failed(format!("publisher: {e}")))??;
-    let join =
-        |r: Result<Vec<u64>, tokio::task::JoinError>| r.map_err(|e| BenchError::Failed(format!("receiver: {e}")));
-    let (d, p) = (join(direct.await)?, join(proxied.await)?);
+        .map_err(|e| BenchError::Failed(format!("receivers: {e}")))?;
+    let join = |r: std::thread::Result<Vec<u64>>| r.map_err(|_| BenchError::Failed("a receiver panicked".into()));
+    let (d, p) = (join(d)?, join(p)?);
     let drops1 = stack.drops().await?;
     let histogram =
         || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| BenchError::Failed(e.to_string()));
@@ -560,44 +539,6 @@ async fn latency(stack: &Stack, publisher: &Client, rate: u64, secs: u64) -> Res
         added: pct(&added),
         proxy_drops: drops1.saturating_sub(drops0),
     })
-}
-
-/// The pacing loop, on a plain thread: tokio's timers tick in whole
-/// milliseconds, which would send `rate / 1000` messages at once; this
-/// sends what is due every [`PACE`] instead.
-fn pace(
-    handle: &tokio::runtime::Handle,
-    publisher: &Client,
-    start: Instant,
-    rate: u64,
-    total: u64,
-) -> Result<(Vec<u64>, f64), BenchError> {
-    let subject = Subject::from("logs.acme.web.iad.h1");
-    let mut sent_at = Vec::with_capacity(total as usize);
-    let t0 = Instant::now();
-    let mut next = t0;
-    while (sent_at.len() as u64) < total {
-        next += PACE;
-        if let Some(wait) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        let due = ((t0.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
-        handle.block_on(async {
-            while (sent_at.len() as u64) < due {
-                let now = start.elapsed().as_nanos() as u64;
-                let mut b = BytesMut::with_capacity(PAYLOAD);
-                b.put_u64_le(now);
-                b.put_u64_le(sent_at.len() as u64);
-                b.put_bytes(b'x', PAYLOAD - 16);
-                publisher.publish(subject.clone(), b.freeze()).await.map_err(|e| BenchError::nats("publish", e))?;
-                sent_at.push(now);
-            }
-            Ok::<_, BenchError>(())
-        })?;
-    }
-    handle.block_on(publisher.flush()).map_err(|e| BenchError::nats("flush", e))?;
-    let rate = sent_at.len() as f64 / t0.elapsed().as_secs_f64();
-    Ok((sent_at, rate))
 }
 
 async fn idle(stack: &Stack, n: usize) -> Result<Idle, BenchError> {

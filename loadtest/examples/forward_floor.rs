@@ -142,7 +142,7 @@ async fn serve(client: TcpStream, nats: u16) -> Result<()> {
             // `<rest-of-subject> <sid> <len>` (no reply subjects here).
             let mut fields = rest.split(|b| *b == b' ');
             let subject = fields.next().unwrap_or(b"");
-            let len: usize = std::str::from_utf8(fields.last().unwrap_or(b""))?.parse()?;
+            let len: usize = std::str::from_utf8(fields.next_back().unwrap_or(b""))?.parse()?;
             if rbuf.len() < i + 1 + len + 2 {
                 break; // the payload is still on its way
             }

@@ -306,6 +306,27 @@ mod tests {
         assert_eq!(status(b"garbage"), None);
     }
 
+    fn for_url(url: &str, user: Option<&str>, password: Option<&str>) -> Option<Options> {
+        let r = flotilla_core::metrics::Registry::default();
+        Options::for_url(url, user, password, "t".into(), r.counter("c", "c", &[]), r.counter("d", "d", &[]))
+    }
+
+    #[test]
+    fn options_take_plain_servers_and_their_credentials() {
+        let o = for_url("nats://a:4222, nats://b:4223", None, None).unwrap();
+        assert_eq!(o.servers, ["a:4222", "b:4223"]);
+        assert_eq!((o.user, o.password, o.token), (None, None, None));
+        let o = for_url("nats://u:p@a:4222", None, None).unwrap();
+        assert_eq!((o.user.as_deref(), o.password.as_deref(), o.token), (Some("u"), Some("p"), None));
+        let o = for_url("nats://s3cret@a:4222", None, None).unwrap();
+        assert_eq!((o.user, o.token.as_deref()), (None, Some("s3cret")));
+        let o = for_url("nats://u:p@a:4222", Some("cfg"), Some("pw")).unwrap();
+        assert_eq!((o.user.as_deref(), o.password.as_deref()), (Some("cfg"), Some("pw")), "the config wins");
+        assert!(for_url("tls://a:4222", None, None).is_none(), "TLS stays on async-nats");
+        assert!(for_url("nats://a:4222,tls://b:4222", None, None).is_none());
+        assert!(for_url("not a url", None, None).is_none());
+    }
+
     #[test]
     fn header_length_counts_every_byte() {
         let h = Headers { pairs: &[("Nats-Msg-Id", "h/f/n/0"), ("Flotilla-Seq", "1")] };

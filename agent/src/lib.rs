@@ -10,8 +10,9 @@
 //! ack. So a crash or an outage never loses a line and a resend never
 //! duplicates one. Over plain `nats://` each source publishes on a
 //! connection of its own ([`pipeline::wire`]); the async-nats client carries
-//! the heartbeat, and publishes to `tls://` servers. A heartbeat ([`status`]) reports per-source high-water
-//! sequences for the shipper's completeness ledger.
+//! the heartbeat, and publishes to `tls://` servers. A heartbeat
+//! ([`status`]) reports per-source high-water sequences for the shipper's
+//! completeness ledger.
 
 pub mod backoff;
 pub mod config;
@@ -137,7 +138,7 @@ async fn run_sources(config: Config, metrics: AgentMetrics, shutdown: Cancellati
         metrics.disconnects.clone(),
     )
     .map(Arc::new);
-    let nats = (client.clone(), ack_timeout, direct.clone());
+    let route = pipeline::acks::Route { client: client.clone(), direct, ack_timeout };
     let tracker = TaskTracker::new();
     let mut all_stats = Vec::new();
     for (i, source) in config.sources.iter().enumerate() {
@@ -153,9 +154,7 @@ async fn run_sources(config: Config, metrics: AgentMetrics, shutdown: Cancellati
         all_stats.push(stats.clone());
         let file_ctx = |stats: Arc<SourceStats>| -> Result<sources::file::FileContext, AgentError> {
             Ok(sources::file::FileContext {
-                client: client.clone(),
-                direct: direct.clone(),
-                ack_timeout,
+                route: route.clone(),
                 stats,
                 checkpoints: Checkpoints::load(checkpoint::path_for(&config.data_dir, &name))?,
                 host: host.clone(),
@@ -170,19 +169,49 @@ async fn run_sources(config: Config, metrics: AgentMetrics, shutdown: Cancellati
                 tracker.spawn(src.run(shutdown.clone()));
             }
             SourceConfig::Stdin(c) => {
-                let emitter =
-                    queued(&config, &name, &c.queue, c.rate_limit, stats, &metrics, &nats, &host, &tracker, &shutdown)?;
+                let emitter = queued(
+                    &config,
+                    &name,
+                    &c.queue,
+                    c.rate_limit,
+                    stats,
+                    &metrics,
+                    &route,
+                    &host,
+                    &tracker,
+                    &shutdown,
+                )?;
                 tracker.spawn(sources::stdin::run(c.clone(), emitter, shutdown.clone()));
             }
             SourceConfig::Syslog(c) => {
                 let listeners = bind_syslog(c).await?;
-                let emitter =
-                    queued(&config, &name, &c.queue, c.rate_limit, stats, &metrics, &nats, &host, &tracker, &shutdown)?;
+                let emitter = queued(
+                    &config,
+                    &name,
+                    &c.queue,
+                    c.rate_limit,
+                    stats,
+                    &metrics,
+                    &route,
+                    &host,
+                    &tracker,
+                    &shutdown,
+                )?;
                 tracker.spawn(sources::syslog::source::run(c.clone(), listeners, emitter, shutdown.clone()));
             }
             SourceConfig::Journald(c) => {
-                let emitter =
-                    queued(&config, &name, &c.queue, c.rate_limit, stats, &metrics, &nats, &host, &tracker, &shutdown)?;
+                let emitter = queued(
+                    &config,
+                    &name,
+                    &c.queue,
+                    c.rate_limit,
+                    stats,
+                    &metrics,
+                    &route,
+                    &host,
+                    &tracker,
+                    &shutdown,
+                )?;
                 let cursor = config.data_dir.join("journald").join(format!("{name}.cursor"));
                 if let Some(dir) = cursor.parent() {
                     let _ = std::fs::create_dir_all(dir);
@@ -212,7 +241,7 @@ fn queued(
     rate_limit: Option<config::RateLimitConfig>,
     stats: Arc<SourceStats>,
     metrics: &AgentMetrics,
-    nats: &(async_nats::Client, Duration, Option<Arc<pipeline::wire::Options>>),
+    route: &pipeline::acks::Route,
     host: &str,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
@@ -236,9 +265,7 @@ fn queued(
         tracing::info!(source = name, records = report.records, "resuming the spill queue");
     }
     let publisher = Publisher {
-        client: nats.0.clone(),
-        direct: nats.2.clone(),
-        ack_timeout: nats.1,
+        route: route.clone(),
         queue: queue.clone(),
         stats: stats.clone(),
         host: host.to_string(),

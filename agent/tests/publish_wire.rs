@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 use common::*;
-use flotilla_agent::pipeline::acks::{AckError, Acks, EventHeaders};
+use flotilla_agent::pipeline::acks::{AckError, Acks, EventHeaders, Route};
 use flotilla_agent::pipeline::wire::Options;
 use flotilla_core::metrics::{Counter, Registry};
 
@@ -43,7 +43,7 @@ async fn acks_duplicates_no_responders_and_a_restart() {
     let (mut nats, js) = nats_with_stream().await;
     let client = async_nats::connect(nats.url()).await.unwrap();
     let (opts, connects, disconnects) = options(format!("127.0.0.1:{}", nats.port()));
-    let mut acks = Acks::new(client, Some(opts), Duration::from_secs(5)).await.unwrap();
+    let mut acks = Acks::new(Route { client, direct: Some(opts), ack_timeout: Duration::from_secs(5) }).await.unwrap();
     let subject: async_nats::Subject = "logs.acme.web.iad.h1".into();
 
     // A window of publishes, then their acks in order.
@@ -105,7 +105,11 @@ async fn acks_duplicates_no_responders_and_a_restart() {
 
 /// A scripted server: INFO, then the client's CONNECT, SUB and PING (the
 /// lines are returned), then `after_ping` is sent.
-async fn script(listener: &TcpListener, info: &str, after_ping: &str) -> (BufReader<tokio::net::TcpStream>, Vec<String>) {
+async fn script(
+    listener: &TcpListener,
+    info: &str,
+    after_ping: &str,
+) -> (BufReader<tokio::net::TcpStream>, Vec<String>) {
     let (sock, _) = listener.accept().await.unwrap();
     let mut sock = BufReader::new(sock);
     sock.get_mut().write_all(format!("INFO {info}\r\n").as_bytes()).await.unwrap();
@@ -133,7 +137,8 @@ async fn an_idle_connection_answers_pings_and_credentials_are_sent() {
     let mut opts = Arc::try_unwrap(opts).ok().unwrap();
     opts.user = Some("agent-1".into());
     opts.password = Some("s3cret".into());
-    let mut acks = Acks::new(client, Some(Arc::new(opts)), Duration::from_secs(5)).await.unwrap();
+    let mut acks =
+        Acks::new(Route { client, direct: Some(Arc::new(opts)), ack_timeout: Duration::from_secs(5) }).await.unwrap();
 
     let server = tokio::spawn(async move {
         let (mut sock, lines) = script(&listener, r#"{"max_payload":1048576}"#, "PONG\r\n").await;
@@ -182,7 +187,9 @@ async fn a_refused_connect_is_an_error_and_a_tls_server_moves_publishes_to_the_t
     // Authorization refused: the publish fails with the server's words.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (opts, connects, disconnects) = options(listener.local_addr().unwrap().to_string());
-    let mut acks = Acks::new(client.clone(), Some(opts), Duration::from_secs(5)).await.unwrap();
+    let mut acks = Acks::new(Route { client: client.clone(), direct: Some(opts), ack_timeout: Duration::from_secs(5) })
+        .await
+        .unwrap();
     let server = tokio::spawn(async move {
         script(&listener, "{}", "-ERR 'Authorization Violation'\r\n").await;
     });
@@ -197,14 +204,17 @@ async fn a_refused_connect_is_an_error_and_a_tls_server_moves_publishes_to_the_t
     // publishes go through the agent's client (here, the real server).
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (opts, ..) = options(listener.local_addr().unwrap().to_string());
-    let mut acks = Acks::new(client, Some(opts), Duration::from_secs(5)).await.unwrap();
+    let mut acks = Acks::new(Route { client, direct: Some(opts), ack_timeout: Duration::from_secs(5) }).await.unwrap();
     let server = tokio::spawn(async move {
         let (sock, _) = listener.accept().await.unwrap();
         let mut sock = sock;
         sock.write_all(b"INFO {\"tls_required\":true}\r\n").await.unwrap();
         sock
     });
-    assert!(matches!(acks.publish(&subject, headers("a", 1), Bytes::from_static(b"{}")).await, Err(AckError::Connection(_))));
+    assert!(matches!(
+        acks.publish(&subject, headers("a", 1), Bytes::from_static(b"{}")).await,
+        Err(AckError::Connection(_))
+    ));
     drop(server.await.unwrap());
     let s = acks.publish(&subject, headers("a", 1), Bytes::from_static(b"{}")).await.unwrap();
     assert!(acks.wait(s).await.is_ok());

@@ -83,11 +83,11 @@ fn fanout(
 ) -> fanout::Fanout {
     let fanout = fanout::Fanout::new(client, gauge);
     let servers = flotilla_core::nats::servers(&config.upstream.url).unwrap_or_default();
-    if servers.is_empty() || servers.iter().any(|s| s.tls_required() || s.is_websocket()) {
+    let Some(servers) = flotilla_core::nats::plain_addrs(&servers) else {
         return fanout;
-    }
+    };
     let opts = upstream::conn::Options {
-        servers: servers.iter().map(|s| format!("{}:{}", s.host(), s.port())).collect(),
+        servers,
         user: config.upstream.user.clone(),
         password: config.upstream.password.clone(),
         ping_interval: Duration::from_secs(30),

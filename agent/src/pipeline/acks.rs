@@ -100,6 +100,16 @@ enum Link {
     Direct { opts: Arc<wire::Options>, conn: Option<Wire>, next_server: usize },
 }
 
+/// Where a source's publishes go: the agent's client, the source's own
+/// connection when the servers are plain `nats://`, and how long an ack may
+/// take before everything unacked is resent.
+#[derive(Clone)]
+pub struct Route {
+    pub client: async_nats::Client,
+    pub direct: Option<Arc<wire::Options>>,
+    pub ack_timeout: Duration,
+}
+
 pub struct Acks {
     client: async_nats::Client,
     link: Link,
@@ -113,14 +123,11 @@ pub struct Acks {
 }
 
 impl Acks {
-    /// Publish over a connection of the source's own when `direct` is given
-    /// (it connects at the first publish), else over `client`; fails only
+    /// Publish over a connection of the source's own when the route has one
+    /// (it connects at the first publish), else over its client; fails only
     /// when the client is closed.
-    pub async fn new(
-        client: async_nats::Client,
-        direct: Option<Arc<wire::Options>>,
-        timeout: Duration,
-    ) -> Result<Acks, AckError> {
+    pub async fn new(route: Route) -> Result<Acks, AckError> {
+        let Route { client, direct, ack_timeout: timeout } = route;
         let (link, inbox) = match direct {
             Some(opts) => {
                 let next_server = rand::random_range(0..opts.servers.len().max(1));
@@ -135,7 +142,12 @@ impl Acks {
     }
 
     /// Hand one message to NATS; its ack is awaited with [`Acks::wait`].
-    pub async fn publish(&mut self, subject: &async_nats::Subject, headers: EventHeaders<'_>, body: Bytes) -> Result<Sent, AckError> {
+    pub async fn publish(
+        &mut self,
+        subject: &async_nats::Subject,
+        headers: EventHeaders<'_>,
+        body: Bytes,
+    ) -> Result<Sent, AckError> {
         let id = self.next_id;
         let digits = &mut [0; 20];
         let id_str = flotilla_core::decimal_str(id, digits);
@@ -146,16 +158,10 @@ impl Acks {
             let digits = &mut [[0; 20]; 2];
             let (pairs, n) = headers.pairs(digits);
             let headers = wire::Headers { pairs: &pairs[..n] };
-            let size = headers.wire_len() + body.len();
-            if size > wire.max_payload() {
-                return Err(AckError::Publish(format!(
-                    "a message of {size} bytes is over the server's max_payload of {}",
-                    wire.max_payload()
-                )));
-            }
-            let written = wire.publish(subject.as_str(), [&self.prefix, id_str], headers, &body);
-            if let Err(e) = written {
-                return Err(self.lost(e.into()));
+            match wire.publish(subject.as_str(), [&self.prefix, id_str], headers, &body) {
+                Ok(()) => {}
+                Err(e @ WireError::TooLarge { .. }) => return Err(AckError::Publish(e.to_string())),
+                Err(e) => return Err(self.lost(e)),
             }
         } else {
             let mut reply = String::with_capacity(self.prefix.len() + id_str.len());
@@ -205,13 +211,11 @@ impl Acks {
                         (id_of(prefix, floor, subject), wire_outcome(headers, payload))
                     }) {
                         Ok(Some(got)) => got,
-                        Ok(None) => {
-                            match tokio::time::timeout_at(sent.deadline.into(), wire.read_more()).await {
-                                Err(_) => return Err(AckError::Timeout(self.timeout)),
-                                Ok(Ok(())) => continue,
-                                Ok(Err(e)) => return Err(self.lost(e)),
-                            }
-                        }
+                        Ok(None) => match tokio::time::timeout_at(sent.deadline.into(), wire.read_more()).await {
+                            Err(_) => return Err(AckError::Timeout(self.timeout)),
+                            Ok(Ok(())) => continue,
+                            Ok(Err(e)) => return Err(self.lost(e)),
+                        },
                         Err(e) => return Err(self.lost(e)),
                     }
                 }
@@ -236,7 +240,9 @@ impl Acks {
         let (prefix, floor, next_id) = (&self.prefix, self.floor, self.next_id);
         let early = &mut self.early;
         let result = loop {
-            match wire.take_msg(|subject, headers, payload| (id_of(prefix, floor, subject), wire_outcome(headers, payload))) {
+            match wire
+                .take_msg(|subject, headers, payload| (id_of(prefix, floor, subject), wire_outcome(headers, payload)))
+            {
                 Ok(Some((Some(id), outcome))) if id < next_id => {
                     early.insert(id, outcome);
                 }
@@ -358,16 +364,21 @@ fn parse_ack(payload: &[u8]) -> Outcome {
 /// `"duplicate": true`).
 fn is_duplicate(payload: &[u8]) -> bool {
     const KEY: &[u8] = b"\"duplicate\"";
-    let Some(at) = payload.windows(KEY.len()).position(|w| w == KEY) else { return false };
+    let Some(at) = find(payload, KEY) else { return false };
     let rest = payload[at + KEY.len()..].trim_ascii_start();
     rest.strip_prefix(b":").is_some_and(|v| v.trim_ascii_start().starts_with(b"true"))
 }
 
-/// Whether `needle` occurs in `hay`; compares only where its first byte
-/// occurs (a `"` in an ack: a handful per ack).
+/// Whether `needle` occurs in `hay`.
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    let Some(&first) = needle.first() else { return true };
-    hay.iter().enumerate().any(|(i, &b)| b == first && hay[i..].starts_with(needle))
+    find(hay, needle).is_some()
+}
+
+/// Where `needle` first occurs in `hay`; compares only where its first
+/// byte occurs (a `"` in an ack: a handful per ack).
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let Some(&first) = needle.first() else { return Some(0) };
+    (0..hay.len()).find(|&i| hay[i] == first && hay[i..].starts_with(needle))
 }
 
 #[cfg(test)]

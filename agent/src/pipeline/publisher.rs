@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::acks::{AckError, Acks, EventHeaders, Sent, Stored};
-use super::wire;
+use super::acks::{AckError, Acks, EventHeaders, Route, Sent, Stored};
 use super::record::{with_seq, QueuedEvent};
 use crate::queue::DiskQueue;
 use crate::stats::SourceStats;
@@ -19,11 +18,7 @@ use crate::stats::SourceStats;
 const SYNC_EVERY: Duration = Duration::from_millis(200);
 
 pub struct Publisher {
-    pub client: async_nats::Client,
-    /// The source's own connection, when the servers are plain `nats://`.
-    pub direct: Option<Arc<wire::Options>>,
-    /// How long a publish waits for its ack before everything unacked is resent.
-    pub ack_timeout: Duration,
+    pub route: Route,
     pub queue: DiskQueue,
     pub stats: Arc<SourceStats>,
     pub host: String,
@@ -33,7 +28,7 @@ pub struct Publisher {
 impl Publisher {
     /// Run until `shutdown`; then settle what is in flight and sync.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut acks = match Acks::new(self.client.clone(), self.direct.clone(), self.ack_timeout).await {
+        let mut acks = match Acks::new(self.route.clone()).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(source = %self.stats.name, error = %e, "cannot subscribe to the ack inbox");

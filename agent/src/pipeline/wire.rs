@@ -48,11 +48,16 @@ impl Options {
     /// is `tls://` (those stay on async-nats). Credentials: `user` and
     /// `password`, else the URL's own (`nats://user:pass@...`, or
     /// `nats://token@...`).
-    pub fn for_url(url: &str, user: Option<&str>, password: Option<&str>, name: String, connects: Counter, disconnects: Counter) -> Option<Options> {
+    pub fn for_url(
+        url: &str,
+        user: Option<&str>,
+        password: Option<&str>,
+        name: String,
+        connects: Counter,
+        disconnects: Counter,
+    ) -> Option<Options> {
         let servers = flotilla_core::nats::servers(url).ok()?;
-        if servers.is_empty() || servers.iter().any(|s| s.tls_required() || s.is_websocket()) {
-            return None;
-        }
+        let addrs = flotilla_core::nats::plain_addrs(&servers)?;
         let first = &servers[0];
         let (user, password, token) = match (user, password, first.username(), first.password()) {
             (Some(u), Some(p), _, _) => (Some(u.to_string()), Some(p.to_string()), None),
@@ -61,7 +66,7 @@ impl Options {
             _ => (None, None, None),
         };
         Some(Options {
-            servers: servers.iter().map(|s| format!("{}:{}", s.host(), s.port())).collect(),
+            servers: addrs,
             user,
             password,
             token,
@@ -87,6 +92,9 @@ pub enum WireError {
     NeedsTls,
     #[error("no answer from {0} within {1:?}")]
     Timeout(String, Duration),
+    /// Refused here, nothing written: the connection stays.
+    #[error("a message of {size} bytes is over the server's max_payload of {max}")]
+    TooLarge { size: usize, max: usize },
 }
 
 /// One event's headers, written as the header block of its HPUB.
@@ -117,7 +125,8 @@ impl Wire {
         let open = async {
             let stream = TcpStream::connect(server).await?;
             let _ = stream.set_nodelay(true);
-            let mut wire = Wire { stream, rbuf: BytesMut::with_capacity(16 * 1024), wbuf: BytesMut::new(), max_payload: 0 };
+            let mut wire =
+                Wire { stream, rbuf: BytesMut::with_capacity(16 * 1024), wbuf: BytesMut::new(), max_payload: 0 };
             wire.max_payload = wire.read_info().await?;
             wire.wbuf.put_slice(connect_line(opts).as_bytes());
             for part in ["SUB ", inbox, " 1\r\nPING\r\n"] {
@@ -133,15 +142,20 @@ impl Wire {
         }
     }
 
-    /// The largest message the server takes (payload and headers).
-    pub fn max_payload(&self) -> usize {
-        self.max_payload
-    }
-
     /// Queue one HPUB; written by [`Wire::read_more`] or once enough is
-    /// queued. The caller checked the size against [`Wire::max_payload`].
-    pub fn publish(&mut self, subject: &str, reply: [&str; 2], headers: Headers<'_>, body: &[u8]) -> io::Result<()> {
+    /// queued. Over the server's max_payload it is refused, and nothing is
+    /// queued.
+    pub fn publish(
+        &mut self,
+        subject: &str,
+        reply: [&str; 2],
+        headers: Headers<'_>,
+        body: &[u8],
+    ) -> Result<(), WireError> {
         let hlen = headers.wire_len();
+        if hlen + body.len() > self.max_payload {
+            return Err(WireError::TooLarge { size: hlen + body.len(), max: self.max_payload });
+        }
         let digits = &mut [0u8; 20];
         self.wbuf.reserve(subject.len() + reply[0].len() + reply[1].len() + 64 + hlen + body.len());
         for part in [b"HPUB ".as_slice(), subject.as_bytes(), b" ", reply[0].as_bytes(), reply[1].as_bytes(), b" "] {
@@ -208,7 +222,8 @@ impl Wire {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e.into()),
             }
-            let interest = if self.wbuf.is_empty() { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
+            let interest =
+                if self.wbuf.is_empty() { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
             self.stream.ready(interest).await?;
         }
     }
@@ -284,7 +299,6 @@ fn connect_line(opts: &Options) -> String {
     }
     format!("CONNECT {c}\r\n")
 }
-
 
 /// The status code of a header block (`NATS/1.0 503 ...`), if it has one.
 pub fn status(headers: &[u8]) -> Option<u16> {

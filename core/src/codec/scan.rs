@@ -185,8 +185,9 @@ impl Cursor<'_> {
         let start = self.at;
         self.number_token()?;
         let token = &self.b[start..self.at];
-        let plain_int = token.len() <= 20 && token.iter().all(|c| c.is_ascii_digit() || *c == b'-');
-        if !plain_int {
+        // Only an exponent, or more digits than f64's 309, can overflow.
+        let may_overflow = token.len() > 300 || token.iter().any(|c| matches!(c, b'e' | b'E'));
+        if may_overflow {
             let f: f64 = std::str::from_utf8(token).ok()?.parse().ok()?;
             if !f.is_finite() {
                 return None;
@@ -256,14 +257,52 @@ mod tests {
     #[test]
     fn anything_that_is_not_one_json_object_is_refused() {
         for bad in [
-            "", " ", "[1]", "\"s\"", "1", "{", "}", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "{,}", "{\"a\":1}x",
-            "{\"a\":1}{}", "{\"a\":01}", "{\"a\":-}", "{\"a\":1.}", "{\"a\":.5}", "{\"a\":1e}", "{\"a\":+1}",
-            "{\"a\":tru}", "{\"a\":nul}", "{\"a\":True}", "{\"a\":\"\\x\"}", "{\"a\":\"\\u12\"}", "{\"a\":\"\u{1}\"}",
-            "{\"a\":\"open}", "{a:1}", "{'a':1}", "{\"a\":[1,]}", "{\"a\":[,1]}", "{\"a\":{\"b\"}}", "{\"a\":1 2}",
-            "{\"a\":NaN}", "{\"a\":\"\\ud800\"}", "{\"a\":1e400}", "{\"a\":-1e000309}",
+            "",
+            " ",
+            "[1]",
+            "\"s\"",
+            "1",
+            "{",
+            "}",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "{,}",
+            "{\"a\":1}x",
+            "{\"a\":1}{}",
+            "{\"a\":01}",
+            "{\"a\":-}",
+            "{\"a\":1.}",
+            "{\"a\":.5}",
+            "{\"a\":1e}",
+            "{\"a\":+1}",
+            "{\"a\":tru}",
+            "{\"a\":nul}",
+            "{\"a\":True}",
+            "{\"a\":\"\\x\"}",
+            "{\"a\":\"\\u12\"}",
+            "{\"a\":\"\u{1}\"}",
+            "{\"a\":\"open}",
+            "{a:1}",
+            "{'a':1}",
+            "{\"a\":[1,]}",
+            "{\"a\":[,1]}",
+            "{\"a\":{\"b\"}}",
+            "{\"a\":1 2}",
+            "{\"a\":NaN}",
+            "{\"a\":\"\\ud800\"}",
+            "{\"a\":1e400}",
+            "{\"a\":-1e000309}",
         ] {
             assert_eq!(members(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn numbers_outside_f64_are_refused_whatever_their_form() {
+        assert!(members(&format!("{{\"a\":1{}}}", "0".repeat(400))).is_none(), "400 digits");
+        assert!(members(&format!("{{\"a\":0.{}1}}", "0".repeat(400))).is_some(), "tiny is fine");
+        assert!(members("{\"a\":-1.5e300,\"b\":123456789012345678901234567890}").is_some());
     }
 
     #[test]

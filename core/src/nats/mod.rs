@@ -24,6 +24,16 @@ pub fn servers(value: &str) -> Result<Vec<ServerAddr>, String> {
         .collect()
 }
 
+/// `host:port` of every server when all are plain `nats://` (what a
+/// connection without TLS can reach); `None` if any is `tls://` or
+/// websocket, or there are none.
+pub fn plain_addrs(servers: &[ServerAddr]) -> Option<Vec<String>> {
+    if servers.is_empty() || servers.iter().any(|s| s.tls_required() || s.is_websocket()) {
+        return None;
+    }
+    Some(servers.iter().map(|s| format!("{}:{}", s.host(), s.port())).collect())
+}
+
 /// Connect with `opts` to the servers of a `url` value; the error says what
 /// was wrong with the list or the connection.
 pub async fn connect(opts: async_nats::ConnectOptions, url: &str) -> Result<async_nats::Client, String> {
@@ -39,6 +49,9 @@ mod tests {
         assert_eq!(servers("nats://127.0.0.1:4222").unwrap().len(), 1);
         let three = servers("nats://a:4222, nats://b:4223,tls://c:4224").unwrap();
         assert_eq!(three.iter().map(|s| s.port()).collect::<Vec<_>>(), [4222, 4223, 4224]);
+        assert_eq!(plain_addrs(&servers("nats://a:4222, nats://b:4223").unwrap()).unwrap(), ["a:4222", "b:4223"]);
+        assert_eq!(plain_addrs(&three), None, "one is tls://");
+        assert_eq!(plain_addrs(&[]), None);
         for bad in ["", "nats://a:1,", "nats://a:1,,nats://b:2", "http://a:1", "nats://a:1,b:2", "nats://a:99999"] {
             assert!(servers(bad).is_err(), "{bad:?}");
         }

@@ -82,7 +82,9 @@ impl Conn {
     /// Each whole operation read so far, until `f` says stop; PINGs are
     /// answered.
     fn each_op<T>(&mut self, mut f: impl FnMut(ServerOp<'_>) -> Option<T>) -> Result<Option<T>, BenchError> {
-        while let Some((op, used)) = frames::parse(&self.buf[self.at..self.len], usize::MAX).map_err(|e| failed("parse", e))? {
+        while let Some((op, used)) =
+            frames::parse(&self.buf[self.at..self.len], usize::MAX).map_err(|e| failed("parse", e))?
+        {
             self.at += used;
             if op == ServerOp::Ping {
                 self.stream.write_all(b"PONG\r\n").map_err(|e| failed("PONG", e))?;

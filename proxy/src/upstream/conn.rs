@@ -260,4 +260,3 @@ fn sub_line(sid: u64, subject: &str, queue: Option<&str>) -> String {
         None => format!("SUB {subject} {sid}\r\n"),
     }
 }
-

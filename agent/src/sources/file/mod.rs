@@ -28,8 +28,7 @@ use flotilla_core::origin;
 use flotilla_core::subject::{log_subject, OrgId};
 
 use crate::config::{FileSourceConfig, ReadFrom};
-use crate::pipeline::acks::{Acks, EventHeaders, Sent};
-use crate::pipeline::wire;
+use crate::pipeline::acks::{Acks, EventHeaders, Route, Sent};
 use crate::ratelimit::{Admit, RateGate};
 use crate::stats::{FileStatus, SourceStats};
 use checkpoint::Checkpoints;
@@ -42,11 +41,7 @@ const READ_BUDGET: usize = 256 * 1024;
 
 /// What a file source needs from the agent.
 pub struct FileContext {
-    pub client: async_nats::Client,
-    /// The source's own connection, when the servers are plain `nats://`.
-    pub direct: Option<Arc<wire::Options>>,
-    /// How long a publish waits for its ack before everything unacked is resent.
-    pub ack_timeout: Duration,
+    pub route: Route,
     pub stats: Arc<SourceStats>,
     pub checkpoints: Checkpoints,
     pub host: String,
@@ -101,7 +96,7 @@ impl FileSource {
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut acks = match Acks::new(self.ctx.client.clone(), self.ctx.direct.clone(), self.ctx.ack_timeout).await {
+        let mut acks = match Acks::new(self.ctx.route.clone()).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(source = %self.ctx.stats.name, error = %e, "cannot subscribe to the ack inbox");

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flotilla_agent::pipeline::acks::{Acks, EventHeaders};
+use flotilla_agent::pipeline::acks::{Acks, EventHeaders, Route};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -96,7 +96,9 @@ async fn start_one(url: String, host: String, start: Instant) -> Result<Agent, B
     // On the agent's client (the storm is about its reconnects; a source's
     // own connection reconnects only at its next publish, after its
     // jittered backoff).
-    let acks = Acks::new(client.clone(), None, ACK_TIMEOUT).await.map_err(|e| BenchError::nats("ack inbox", e))?;
+    let acks = Acks::new(Route { client: client.clone(), direct: None, ack_timeout: ACK_TIMEOUT })
+        .await
+        .map_err(|e| BenchError::nats("ack inbox", e))?;
     let mut agent = Agent { host, client, counters, acks, published: 0 };
     agent.publish_and_ack().await.map_err(|e| BenchError::nats(&format!("first publish of {}", agent.host), e))?;
     Ok(agent)

@@ -87,18 +87,50 @@ pub fn status_kib(pid: u32, field: &str) -> io::Result<u64> {
 /// idle and iowait). Its change during a measurement, minus what the measured
 /// processes used, is what other processes took: a disturbance indicator.
 pub fn system_busy_secs() -> io::Result<f64> {
+    system_cpu().map(|c| c.busy)
+}
+
+/// All CPUs' time since boot, seconds, from the `cpu` line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SystemCpu {
+    /// Everything but idle and iowait (steal included).
+    pub busy: f64,
+    /// Time the hypervisor ran something else while this VM had work.
+    pub steal: f64,
+    pub total: f64,
+}
+
+impl SystemCpu {
+    /// Steal as a share of all CPU time between `self` and a later reading.
+    pub fn steal_share_until(&self, later: &SystemCpu) -> f64 {
+        let total = later.total - self.total;
+        if total > 0.0 {
+            (later.steal - self.steal) / total
+        } else {
+            0.0
+        }
+    }
+}
+
+pub fn system_cpu() -> io::Result<SystemCpu> {
     let text = std::fs::read_to_string("/proc/stat")?;
-    let busy = text
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("cpu "))
-        .map(|l| {
-            let v: Vec<u64> = l.split_whitespace().filter_map(|f| f.parse().ok()).collect();
-            // user nice system idle iowait irq softirq steal (guest is inside user)
-            v.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, x)| *x).sum::<u64>()
-        })
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc/stat"))?;
-    Ok(busy as f64 / clock_ticks())
+    parse_system_cpu(&text, clock_ticks())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc/stat"))
+}
+
+fn parse_system_cpu(stat: &str, ticks: f64) -> Option<SystemCpu> {
+    let fields = stat.lines().next()?.strip_prefix("cpu ")?;
+    // user nice system idle iowait irq softirq steal (guest is inside user)
+    let v: Vec<u64> = fields.split_whitespace().take(8).filter_map(|f| f.parse().ok()).collect();
+    if v.len() < 8 {
+        return None;
+    }
+    let total: u64 = v.iter().sum();
+    Some(SystemCpu {
+        busy: (total - v[3] - v[4]) as f64 / ticks,
+        steal: v[7] as f64 / ticks,
+        total: total as f64 / ticks,
+    })
 }
 
 fn clock_ticks() -> f64 {
@@ -125,6 +157,17 @@ mod tests {
         let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 17 5 0 0 20 0 3 0 100 1000 200";
         assert_eq!(parse_stat_times(stat), Some((17, 5)));
         assert_eq!(parse_stat_times("garbage"), None);
+    }
+
+    #[test]
+    fn system_cpu_counts_steal_as_busy_and_alone() {
+        let stat = "cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 1 2 3\n";
+        let c = parse_system_cpu(stat, 100.0).unwrap();
+        assert_eq!(c, SystemCpu { busy: 1.9, steal: 0.35, total: 10.0 });
+        let later = SystemCpu { busy: 3.0, steal: 0.85, total: 12.0 };
+        assert!((c.steal_share_until(&later) - 0.25).abs() < 1e-9);
+        assert_eq!(parse_system_cpu("cpu  1 2 3\n", 100.0), None, "too few fields");
+        assert_eq!(parse_system_cpu("intr 5\n", 100.0), None);
     }
 
     #[test]

@@ -21,7 +21,10 @@
 //!    peak unless `--latency-rate`) stamps each payload with its number and
 //!    send time; a direct and a proxied subscriber receive every message,
 //!    and the proxy's added latency is, per message, the proxied arrival
-//!    minus the direct one (HDR histograms, µs).
+//!    minus the direct one (HDR histograms, µs). The same run with a
+//!    second direct subscriber in the proxy's place, measured the same way
+//!    against the first, gives the measurement's own floor: what two
+//!    identical paths through nats-server differ by on this machine.
 //!
 //! Core NATS may drop: counts received and the proxy's slow-consumer drops
 //! are reported. Results: a table on stdout, `<out>/report.json`, `<out>/report.md`.
@@ -127,6 +130,14 @@ pub struct Latency {
     pub proxy: Percentiles,
     /// Per message: arrival through the proxy minus arrival directly, µs.
     pub added: Percentiles,
+    /// Per message, in a run of its own: arrival at a second direct
+    /// subscriber minus arrival at the first, µs: the floor of `added` on
+    /// this machine (no proxy).
+    pub control: Percentiles,
+    /// Share of all CPU time the hypervisor gave to others while this VM
+    /// had work (`/proc/stat` steal), during the proxied run and the floor's.
+    pub steal: f64,
+    pub floor_steal: f64,
     pub proxy_drops: u64,
 }
 
@@ -341,8 +352,9 @@ pub async fn run(opts: &ProxyBenchOptions) -> Result<Report, BenchError> {
         ratio_target(format!("msgs/s, {} subscribers / {} orgs, proxy ÷ direct", p.subscribers, p.orgs), p);
     }
     let added_ms = latency.added.p99_us as f64 / 1000.0;
+    let floor_ms = latency.control.p99_us as f64 / 1000.0;
     targets.push(Target {
-        what: format!("added p99 latency at {rate} msgs/s, ms"),
+        what: format!("added p99 latency at {rate} msgs/s, ms (a second direct subscriber: {floor_ms:.3} ms)"),
         target: "≤ 0.5 ms",
         value: added_ms,
         met: added_ms <= 0.5,
@@ -488,30 +500,19 @@ async fn flow(
 /// subscribers are bare protocol clients on threads of their own
 /// ([`super::wire`]), so the load generator does not queue first.
 async fn latency(stack: &Stack, rate: u64, secs: u64) -> Result<Latency, BenchError> {
-    let total = rate * secs;
-    let nats_addr = wire::addr(&stack.nats.url).to_string();
-    let ds = wire::Recorder::open(&nats_addr, None, "logs.acme.>")?;
-    let ps = wire::Recorder::open(wire::addr(&stack.proxy_url), Some(("acme", stack.secret("acme")?)), "logs.>")?;
-    tokio::time::sleep(SETTLE).await;
+    let nats_addr = wire::addr(&stack.nats.url);
+    // The floor first: the same run with a second direct subscriber in the
+    // proxy's place (nats-server delivers each message twice either way).
+    let floor = paced(stack, rate, secs, wire::Recorder::open(nats_addr, None, "logs.acme.>")?).await?;
     let drops0 = stack.drops().await?;
-    let start = Instant::now();
-    let (direct, proxied) = (ds.spawn(start, total), ps.spawn(start, total));
-    let (sent_at, achieved_rate) = tokio::task::spawn_blocking(move || {
-        wire::pace(&nats_addr, "logs.acme.web.iad.h1", PAYLOAD, start, rate, total, PACE)
-    })
-    .await
-    .map_err(|e| BenchError::Failed(format!("publisher: {e}")))??;
-    let (d, p) = tokio::task::spawn_blocking(move || (direct.join(), proxied.join()))
-        .await
-        .map_err(|e| BenchError::Failed(format!("receivers: {e}")))?;
-    let join = |r: std::thread::Result<Vec<u64>>| r.map_err(|_| BenchError::Failed("a receiver panicked".into()));
-    let (d, p) = (join(d)?, join(p)?);
+    let proxied = wire::Recorder::open(wire::addr(&stack.proxy_url), Some(("acme", stack.secret("acme")?)), "logs.>")?;
+    let run = paced(stack, rate, secs, proxied).await?;
     let drops1 = stack.drops().await?;
     let histogram =
         || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| BenchError::Failed(e.to_string()));
-    let (mut dh, mut ph, mut added) = (histogram()?, histogram()?, histogram()?);
+    let (mut dh, mut ph, mut added, mut control) = (histogram()?, histogram()?, histogram()?, histogram()?);
     let us = |ns: u64| (ns / 1000).max(1);
-    for ((&sent, &d), &p) in sent_at.iter().zip(&d).zip(&p) {
+    for ((&sent, &d), &p) in run.sent_at.iter().zip(&run.direct).zip(&run.second) {
         if d > 0 {
             dh.saturating_record(us(d.saturating_sub(sent)));
         }
@@ -520,6 +521,11 @@ async fn latency(stack: &Stack, rate: u64, secs: u64) -> Result<Latency, BenchEr
         }
         if d > 0 && p > 0 {
             added.saturating_record(us(p.saturating_sub(d)));
+        }
+    }
+    for (&d, &c) in floor.direct.iter().zip(&floor.second) {
+        if d > 0 && c > 0 {
+            control.saturating_record(us(c.saturating_sub(d)));
         }
     }
     let pct = |h: &Histogram<u64>| Percentiles {
@@ -532,13 +538,53 @@ async fn latency(stack: &Stack, rate: u64, secs: u64) -> Result<Latency, BenchEr
     };
     Ok(Latency {
         target_rate: rate,
-        achieved_rate,
-        sent: total,
+        achieved_rate: run.achieved_rate,
+        sent: run.sent_at.len() as u64,
         direct: pct(&dh),
         proxy: pct(&ph),
         added: pct(&added),
+        control: pct(&control),
+        steal: run.steal,
+        floor_steal: floor.steal,
         proxy_drops: drops1.saturating_sub(drops0),
     })
+}
+
+/// One paced run's send times and arrivals.
+struct Paced {
+    sent_at: Vec<u64>,
+    achieved_rate: f64,
+    /// At a direct subscriber.
+    direct: Vec<u64>,
+    /// At `second`.
+    second: Vec<u64>,
+    /// Steal's share of CPU time during the run.
+    steal: f64,
+}
+
+/// `rate` messages/s for `secs` s from the paced publisher, recorded by a
+/// direct subscriber and by `second`.
+async fn paced(stack: &Stack, rate: u64, secs: u64, second: wire::Recorder) -> Result<Paced, BenchError> {
+    let total = rate * secs;
+    let nats_addr = wire::addr(&stack.nats.url).to_string();
+    let first = wire::Recorder::open(&nats_addr, None, "logs.acme.>")?;
+    tokio::time::sleep(SETTLE).await;
+    let cpu = || procstat::system_cpu().map_err(|e| BenchError::Failed(format!("cannot read /proc/stat: {e}")));
+    let cpu0 = cpu()?;
+    let start = Instant::now();
+    let (first, second) = (first.spawn(start, total), second.spawn(start, total));
+    let (sent_at, achieved_rate) = tokio::task::spawn_blocking(move || {
+        wire::pace(&nats_addr, "logs.acme.web.iad.h1", PAYLOAD, start, rate, total, PACE)
+    })
+    .await
+    .map_err(|e| BenchError::Failed(format!("publisher: {e}")))??;
+    let (first, second) = tokio::task::spawn_blocking(move || (first.join(), second.join()))
+        .await
+        .map_err(|e| BenchError::Failed(format!("receivers: {e}")))?;
+    let join = |r: std::thread::Result<Vec<u64>>| r.map_err(|_| BenchError::Failed("a receiver panicked".into()));
+    let (first, second) = (join(first)?, join(second)?);
+    let steal = cpu0.steal_share_until(&cpu()?);
+    Ok(Paced { sent_at, achieved_rate, direct: first, second, steal })
 }
 
 async fn idle(stack: &Stack, n: usize) -> Result<Idle, BenchError> {
@@ -627,7 +673,9 @@ pub fn markdown(r: &Report) -> String {
          | path | received | p50 | p99 | p99.9 | max | mean |\n|---|---:|---:|---:|---:|---:|---:|\n\
          | direct | {} | {} | {} | {} | {} | {:.0} |\n\
          | proxy | {} | {} | {} | {} | {} | {:.0} |\n\
-         | added by the proxy (per message: proxied − direct arrival) | {} | {} | {} | {} | {} | {:.0} |\n",
+         | added by the proxy (per message: proxied − direct arrival) | {} | {} | {} | {} | {} | {:.0} |\n\
+         | floor: a second direct subscriber − the first (a run of its own) | {} | {} | {} | {} | {} | {:.0} |\n\n\
+         CPU time stolen by the hypervisor: {:.1} % during the proxied run, {:.1} % during the floor's\n",
         l.target_rate,
         l.achieved_rate,
         l.sent,
@@ -649,6 +697,14 @@ pub fn markdown(r: &Report) -> String {
         l.added.p999_us,
         l.added.max_us,
         l.added.mean_us,
+        l.control.received,
+        l.control.p50_us,
+        l.control.p99_us,
+        l.control.p999_us,
+        l.control.max_us,
+        l.control.mean_us,
+        l.steal * 100.0,
+        l.floor_steal * 100.0,
     );
     if let Some(i) = &r.idle {
         s += &format!(

@@ -21,10 +21,11 @@
 //!    peak unless `--latency-rate`) stamps each payload with its number and
 //!    send time; a direct and a proxied subscriber receive every message,
 //!    and the proxy's added latency is, per message, the proxied arrival
-//!    minus the direct one (HDR histograms, µs). The same run with a
-//!    second direct subscriber in the proxy's place, measured the same way
-//!    against the first, gives the measurement's own floor: what two
-//!    identical paths through nats-server differ by on this machine.
+//!    minus the direct one (HDR histograms, µs). Two more runs, measured
+//!    the same way, put it in proportion: a second direct subscriber in the
+//!    proxy's place (the measurement's own floor: what two identical paths
+//!    through nats-server differ by on this machine), and a bare forwarding
+//!    thread in its place ([`wire::Hop`]: what any extra hop adds here).
 //!
 //! Core NATS may drop: counts received and the proxy's slow-consumer drops
 //! are reported. Results: a table on stdout, `<out>/report.json`, `<out>/report.md`.
@@ -134,10 +135,15 @@ pub struct Latency {
     /// subscriber minus arrival at the first, µs: the floor of `added` on
     /// this machine (no proxy).
     pub control: Percentiles,
+    /// Per message, in a run of its own: arrival through a bare forwarding
+    /// thread ([`wire::Hop`]) minus arrival directly, µs.
+    pub hop: Percentiles,
     /// Share of all CPU time the hypervisor gave to others while this VM
-    /// had work (`/proc/stat` steal), during the proxied run and the floor's.
+    /// had work (`/proc/stat` steal), during the proxied run, the floor's
+    /// and the bare hop's.
     pub steal: f64,
     pub floor_steal: f64,
+    pub hop_steal: f64,
     pub proxy_drops: u64,
 }
 
@@ -352,9 +358,11 @@ pub async fn run(opts: &ProxyBenchOptions) -> Result<Report, BenchError> {
         ratio_target(format!("msgs/s, {} subscribers / {} orgs, proxy ÷ direct", p.subscribers, p.orgs), p);
     }
     let added_ms = latency.added.p99_us as f64 / 1000.0;
-    let floor_ms = latency.control.p99_us as f64 / 1000.0;
+    let (floor_ms, hop_ms) = (latency.control.p99_us as f64 / 1000.0, latency.hop.p99_us as f64 / 1000.0);
     targets.push(Target {
-        what: format!("added p99 latency at {rate} msgs/s, ms (a second direct subscriber: {floor_ms:.3} ms)"),
+        what: format!(
+            "added p99 latency at {rate} msgs/s, ms (a second direct subscriber: {floor_ms:.3} ms; a bare hop: {hop_ms:.3} ms)"
+        ),
         target: "≤ 0.5 ms",
         value: added_ms,
         met: added_ms <= 0.5,
@@ -504,13 +512,17 @@ async fn latency(stack: &Stack, rate: u64, secs: u64) -> Result<Latency, BenchEr
     // The floor first: the same run with a second direct subscriber in the
     // proxy's place (nats-server delivers each message twice either way).
     let floor = paced(stack, rate, secs, wire::Recorder::open(nats_addr, None, "logs.acme.>")?).await?;
+    let hop = wire::Hop::start(nats_addr, "logs.acme.>", "logs.acme.")?;
+    let through_hop = wire::Recorder::open(&hop.addr, None, "logs.>")?;
+    let hopped = paced(stack, rate, secs, through_hop).await?;
+    tokio::task::spawn_blocking(move || hop.join()).await.map_err(|e| BenchError::Failed(format!("hop: {e}")))??;
     let drops0 = stack.drops().await?;
     let proxied = wire::Recorder::open(wire::addr(&stack.proxy_url), Some(("acme", stack.secret("acme")?)), "logs.>")?;
     let run = paced(stack, rate, secs, proxied).await?;
     let drops1 = stack.drops().await?;
     let histogram =
         || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| BenchError::Failed(e.to_string()));
-    let (mut dh, mut ph, mut added, mut control) = (histogram()?, histogram()?, histogram()?, histogram()?);
+    let (mut dh, mut ph, mut added) = (histogram()?, histogram()?, histogram()?);
     let us = |ns: u64| (ns / 1000).max(1);
     for ((&sent, &d), &p) in run.sent_at.iter().zip(&run.direct).zip(&run.second) {
         if d > 0 {
@@ -523,11 +535,16 @@ async fn latency(stack: &Stack, rate: u64, secs: u64) -> Result<Latency, BenchEr
             added.saturating_record(us(p.saturating_sub(d)));
         }
     }
-    for (&d, &c) in floor.direct.iter().zip(&floor.second) {
-        if d > 0 && c > 0 {
-            control.saturating_record(us(c.saturating_sub(d)));
+    // Second arrival minus the direct one, message by message.
+    let difference = |run: &Paced| -> Result<Histogram<u64>, BenchError> {
+        let mut h = histogram()?;
+        for (&d, &s) in run.direct.iter().zip(&run.second) {
+            if d > 0 && s > 0 {
+                h.saturating_record(us(s.saturating_sub(d)));
+            }
         }
-    }
+        Ok(h)
+    };
     let pct = |h: &Histogram<u64>| Percentiles {
         received: h.len(),
         p50_us: h.value_at_quantile(0.5),
@@ -543,9 +560,11 @@ async fn latency(stack: &Stack, rate: u64, secs: u64) -> Result<Latency, BenchEr
         direct: pct(&dh),
         proxy: pct(&ph),
         added: pct(&added),
-        control: pct(&control),
+        control: pct(&difference(&floor)?),
+        hop: pct(&difference(&hopped)?),
         steal: run.steal,
         floor_steal: floor.steal,
+        hop_steal: hopped.steal,
         proxy_drops: drops1.saturating_sub(drops0),
     })
 }
@@ -674,8 +693,10 @@ pub fn markdown(r: &Report) -> String {
          | direct | {} | {} | {} | {} | {} | {:.0} |\n\
          | proxy | {} | {} | {} | {} | {} | {:.0} |\n\
          | added by the proxy (per message: proxied − direct arrival) | {} | {} | {} | {} | {} | {:.0} |\n\
-         | floor: a second direct subscriber − the first (a run of its own) | {} | {} | {} | {} | {} | {:.0} |\n\n\
-         CPU time stolen by the hypervisor: {:.1} % during the proxied run, {:.1} % during the floor's\n",
+         | floor: a second direct subscriber − the first (a run of its own) | {} | {} | {} | {} | {} | {:.0} |\n\
+         | added by a bare forwarding thread (a run of its own) | {} | {} | {} | {} | {} | {:.0} |\n\n\
+         CPU time stolen by the hypervisor: {:.1} % during the proxied run, {:.1} % during the floor's, \
+         {:.1} % during the bare hop's\n",
         l.target_rate,
         l.achieved_rate,
         l.sent,
@@ -703,8 +724,15 @@ pub fn markdown(r: &Report) -> String {
         l.control.p999_us,
         l.control.max_us,
         l.control.mean_us,
+        l.hop.received,
+        l.hop.p50_us,
+        l.hop.p99_us,
+        l.hop.p999_us,
+        l.hop.max_us,
+        l.hop.mean_us,
         l.steal * 100.0,
         l.floor_steal * 100.0,
+        l.hop_steal * 100.0,
     );
     if let Some(i) = &r.idle {
         s += &format!(

@@ -190,3 +190,111 @@ pub fn pace(
     }
     Ok((sent_at, achieved))
 }
+
+/// The cheapest extra hop there is: one thread that reads `MSG` frames
+/// from nats-server, rewrites the subject and sid, and writes them to its
+/// one client, with no checks, queues or runtime. What it adds to the
+/// latency run is what any process between nats-server and a subscriber
+/// adds on this machine.
+pub struct Hop {
+    pub addr: String,
+    thread: JoinHandle<Result<(), BenchError>>,
+}
+
+impl Hop {
+    /// Listen on a free loopback port; the first client that subscribes
+    /// gets `upstream`'s messages with `strip` taken off their subjects.
+    pub fn start(nats: &str, upstream: &str, strip: &'static str) -> Result<Hop, BenchError> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| failed("hop: bind", e))?;
+        let addr = listener.local_addr().map_err(|e| failed("hop: bind", e))?.to_string();
+        let (nats, upstream) = (nats.to_string(), upstream.to_string());
+        let thread = std::thread::spawn(move || {
+            let (mut client, _) = listener.accept().map_err(|e| failed("hop: accept", e))?;
+            let _ = client.set_nodelay(true);
+            client.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| failed("hop: socket", e))?;
+            client
+                .write_all(b"INFO {\"server_id\":\"hop\",\"proto\":1,\"headers\":true,\"max_payload\":1048576}\r\n")
+                .map_err(|e| failed("hop: INFO", e))?;
+            let sid = client_sid(&mut client)?;
+            let mut up = Conn::open(&nats, None, &format!("SUB {upstream} 1\r\n"))?;
+            client.write_all(b"PONG\r\n").map_err(|e| failed("hop: PONG", e))?;
+            up.stream.set_read_timeout(Some(IDLE_END)).map_err(|e| failed("hop: socket", e))?;
+            let mut out = Vec::with_capacity(1 << 20);
+            loop {
+                match up.fill() {
+                    Ok(0) | Err(_) => return Ok(()),
+                    Ok(_) => {}
+                }
+                out.clear();
+                up.each_op(|op| {
+                    if let ServerOp::Msg { subject, payload, .. } = op {
+                        let subject = subject.strip_prefix(strip).unwrap_or(subject);
+                        let _ = write!(out, "MSG {subject} {sid} {}\r\n", payload.len());
+                        out.extend_from_slice(payload);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    None::<()>
+                })?;
+                if client.write_all(&out).is_err() {
+                    return Ok(()); // the client is done
+                }
+            }
+        });
+        Ok(Hop { addr, thread })
+    }
+
+    /// Wait for the hop to end (its upstream idle for [`IDLE_END`]).
+    pub fn join(self) -> Result<(), BenchError> {
+        self.thread.join().map_err(|_| BenchError::Failed("the hop panicked".into()))?
+    }
+}
+
+/// Read a client's CONNECT, SUB and PING; the SUB's sid.
+fn client_sid(client: &mut TcpStream) -> Result<String, BenchError> {
+    let (mut buf, mut sid) = (Vec::new(), None);
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+            let line: Vec<u8> = buf.drain(..i + 2).collect();
+            let line = String::from_utf8_lossy(&line[..i]).into_owned();
+            if line.starts_with("SUB ") {
+                sid = line.rsplit(' ').next().map(str::to_string);
+            } else if line == "PING" {
+                return sid.ok_or_else(|| BenchError::Failed("hop: PING before SUB".into()));
+            }
+        }
+        let n = client.read(&mut chunk).map_err(|e| failed("hop: read", e))?;
+        if n == 0 {
+            return Err(BenchError::Failed("hop: the client left".into()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_testsupport::NatsServer;
+
+    #[test]
+    fn every_paced_message_arrives_directly_and_through_the_hop() {
+        let nats = NatsServer::start();
+        let addr = format!("127.0.0.1:{}", nats.port());
+        let direct = Recorder::open(&addr, None, "logs.acme.>").unwrap();
+        let hop = Hop::start(&addr, "logs.acme.>", "logs.acme.").unwrap();
+        // The hop answers the recorder's handshake (INFO, PONG) as a server does.
+        let hopped = Recorder::open(&hop.addr, None, "logs.>").unwrap();
+        let start = Instant::now();
+        let total = 2_000;
+        let (d, h) = (direct.spawn(start, total), hopped.spawn(start, total));
+        let (sent, rate) =
+            pace(&addr, "logs.acme.web.iad.h1", 200, start, 20_000, total, Duration::from_micros(100)).unwrap();
+        assert_eq!(sent.len(), total as usize);
+        assert!(rate > 1_000.0, "paced at {rate}/s");
+        for arrivals in [d.join().unwrap(), h.join().unwrap()] {
+            assert!(arrivals.iter().all(|&a| a > 0), "every message arrived");
+            assert!(arrivals.iter().zip(&sent).all(|(a, s)| a >= s), "none before it was sent");
+        }
+        hop.join().unwrap();
+    }
+}

@@ -121,6 +121,8 @@ enum Bench {
         /// Messages/s for the latency run (default: half the measured proxy peak).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         latency_rate: Option<u64>,
+        /// Seconds of the latency run per path (proxy, bare hop, second
+        /// direct subscriber), taken in one-second turns.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
         latency_secs: u64,
         /// Idle tenant connections for the RSS measurement (0 skips it).

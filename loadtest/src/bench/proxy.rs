@@ -21,11 +21,13 @@
 //!    peak unless `--latency-rate`) stamps each payload with its number and
 //!    send time; a direct and a proxied subscriber receive every message,
 //!    and the proxy's added latency is, per message, the proxied arrival
-//!    minus the direct one (HDR histograms, µs). Two more runs, measured
+//!    minus the direct one (HDR histograms, µs). Two more paths, measured
 //!    the same way, put it in proportion: a second direct subscriber in the
 //!    proxy's place (the measurement's own floor: what two identical paths
 //!    through nats-server differ by on this machine), and a bare forwarding
 //!    thread in its place ([`wire::Hop`]: what any extra hop adds here).
+//!    The three take one-second turns, `latency_secs` each, so a busy
+//!    spell of the host falls on all of them alike.
 //!
 //! Core NATS may drop: counts received and the proxy's slow-consumer drops
 //! are reported. Results: a table on stdout, `<out>/report.json`, `<out>/report.md`.
@@ -509,42 +511,26 @@ async fn flow(
 /// ([`super::wire`]), so the load generator does not queue first.
 async fn latency(stack: &Stack, rate: u64, secs: u64) -> Result<Latency, BenchError> {
     let nats_addr = wire::addr(&stack.nats.url);
-    // The floor first: the same run with a second direct subscriber in the
-    // proxy's place (nats-server delivers each message twice either way).
-    let floor = paced(stack, rate, secs, wire::Recorder::open(nats_addr, None, "logs.acme.>")?).await?;
-    let hop = wire::Hop::start(nats_addr, "logs.acme.>", "logs.acme.")?;
-    let through_hop = wire::Recorder::open(&hop.addr, None, "logs.>")?;
-    let hopped = paced(stack, rate, secs, through_hop).await?;
-    tokio::task::spawn_blocking(move || hop.join()).await.map_err(|e| BenchError::Failed(format!("hop: {e}")))??;
+    let (mut floor, mut hop, mut proxy) = (Paths::new()?, Paths::new()?, Paths::new()?);
     let drops0 = stack.drops().await?;
-    let proxied = wire::Recorder::open(wire::addr(&stack.proxy_url), Some(("acme", stack.secret("acme")?)), "logs.>")?;
-    let run = paced(stack, rate, secs, proxied).await?;
-    let drops1 = stack.drops().await?;
-    let histogram =
-        || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| BenchError::Failed(e.to_string()));
-    let (mut dh, mut ph, mut added) = (histogram()?, histogram()?, histogram()?);
-    let us = |ns: u64| (ns / 1000).max(1);
-    for ((&sent, &d), &p) in run.sent_at.iter().zip(&run.direct).zip(&run.second) {
-        if d > 0 {
-            dh.saturating_record(us(d.saturating_sub(sent)));
-        }
-        if p > 0 {
-            ph.saturating_record(us(p.saturating_sub(sent)));
-        }
-        if d > 0 && p > 0 {
-            added.saturating_record(us(p.saturating_sub(d)));
-        }
+    // One-second turns of each second subscriber, in rotation, so that a
+    // spell of a busy host falls on all three alike.
+    for _ in 0..secs.max(1) {
+        // The floor: a second direct subscriber in the proxy's place
+        // (nats-server delivers each message twice in every run).
+        let second = wire::Recorder::open(nats_addr, None, "logs.acme.>")?;
+        floor.add(&paced(stack, rate, second).await?)?;
+        let forwarder = wire::Hop::start(nats_addr, "logs.acme.>", "logs.acme.", rate)?;
+        let second = wire::Recorder::open(&forwarder.addr, None, "logs.>")?;
+        hop.add(&paced(stack, rate, second).await?)?;
+        tokio::task::spawn_blocking(move || forwarder.join())
+            .await
+            .map_err(|e| BenchError::Failed(format!("hop: {e}")))??;
+        let second =
+            wire::Recorder::open(wire::addr(&stack.proxy_url), Some(("acme", stack.secret("acme")?)), "logs.>")?;
+        proxy.add(&paced(stack, rate, second).await?)?;
     }
-    // Second arrival minus the direct one, message by message.
-    let difference = |run: &Paced| -> Result<Histogram<u64>, BenchError> {
-        let mut h = histogram()?;
-        for (&d, &s) in run.direct.iter().zip(&run.second) {
-            if d > 0 && s > 0 {
-                h.saturating_record(us(s.saturating_sub(d)));
-            }
-        }
-        Ok(h)
-    };
+    let drops1 = stack.drops().await?;
     let pct = |h: &Histogram<u64>| Percentiles {
         received: h.len(),
         p50_us: h.value_at_quantile(0.5),
@@ -555,36 +541,94 @@ async fn latency(stack: &Stack, rate: u64, secs: u64) -> Result<Latency, BenchEr
     };
     Ok(Latency {
         target_rate: rate,
-        achieved_rate: run.achieved_rate,
-        sent: run.sent_at.len() as u64,
-        direct: pct(&dh),
-        proxy: pct(&ph),
-        added: pct(&added),
-        control: pct(&difference(&floor)?),
-        hop: pct(&difference(&hopped)?),
-        steal: run.steal,
-        floor_steal: floor.steal,
-        hop_steal: hopped.steal,
+        achieved_rate: proxy.achieved_rate(),
+        sent: proxy.sent,
+        direct: pct(&proxy.direct),
+        proxy: pct(&proxy.second),
+        added: pct(&proxy.added),
+        control: pct(&floor.added),
+        hop: pct(&hop.added),
+        steal: proxy.steal(),
+        floor_steal: floor.steal(),
+        hop_steal: hop.steal(),
         proxy_drops: drops1.saturating_sub(drops0),
     })
+}
+
+/// One kind of second subscriber's turns, added up: µs from send to
+/// arrival directly and at the second, and the second's arrival minus the
+/// direct one, message by message.
+struct Paths {
+    direct: Histogram<u64>,
+    second: Histogram<u64>,
+    added: Histogram<u64>,
+    sent: u64,
+    secs: f64,
+    stolen: f64,
+    cpu: f64,
+}
+
+impl Paths {
+    fn new() -> Result<Paths, BenchError> {
+        let h = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| BenchError::Failed(e.to_string()));
+        Ok(Paths { direct: h()?, second: h()?, added: h()?, sent: 0, secs: 0.0, stolen: 0.0, cpu: 0.0 })
+    }
+
+    fn add(&mut self, run: &Paced) -> Result<(), BenchError> {
+        let us = |ns: u64| (ns / 1000).max(1);
+        for ((&sent, &d), &s) in run.sent_at.iter().zip(&run.direct).zip(&run.second) {
+            if d > 0 {
+                self.direct.saturating_record(us(d.saturating_sub(sent)));
+            }
+            if s > 0 {
+                self.second.saturating_record(us(s.saturating_sub(sent)));
+            }
+            if d > 0 && s > 0 {
+                self.added.saturating_record(us(s.saturating_sub(d)));
+            }
+        }
+        self.sent += run.sent_at.len() as u64;
+        self.secs += run.secs;
+        self.stolen += run.cpu.1.steal - run.cpu.0.steal;
+        self.cpu += run.cpu.1.total - run.cpu.0.total;
+        Ok(())
+    }
+
+    fn achieved_rate(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.sent as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+
+    /// Steal's share of all CPU time during these turns.
+    fn steal(&self) -> f64 {
+        if self.cpu > 0.0 {
+            self.stolen / self.cpu
+        } else {
+            0.0
+        }
+    }
 }
 
 /// One paced run's send times and arrivals.
 struct Paced {
     sent_at: Vec<u64>,
-    achieved_rate: f64,
+    /// How long the publishing took.
+    secs: f64,
     /// At a direct subscriber.
     direct: Vec<u64>,
     /// At `second`.
     second: Vec<u64>,
-    /// Steal's share of CPU time during the run.
-    steal: f64,
+    /// All CPUs' time before and after.
+    cpu: (procstat::SystemCpu, procstat::SystemCpu),
 }
 
-/// `rate` messages/s for `secs` s from the paced publisher, recorded by a
+/// `rate` messages in one second from the paced publisher, recorded by a
 /// direct subscriber and by `second`.
-async fn paced(stack: &Stack, rate: u64, secs: u64, second: wire::Recorder) -> Result<Paced, BenchError> {
-    let total = rate * secs;
+async fn paced(stack: &Stack, rate: u64, second: wire::Recorder) -> Result<Paced, BenchError> {
+    let total = rate;
     let nats_addr = wire::addr(&stack.nats.url).to_string();
     let first = wire::Recorder::open(&nats_addr, None, "logs.acme.>")?;
     tokio::time::sleep(SETTLE).await;
@@ -602,8 +646,8 @@ async fn paced(stack: &Stack, rate: u64, secs: u64, second: wire::Recorder) -> R
         .map_err(|e| BenchError::Failed(format!("receivers: {e}")))?;
     let join = |r: std::thread::Result<Vec<u64>>| r.map_err(|_| BenchError::Failed("a receiver panicked".into()));
     let (first, second) = (join(first)?, join(second)?);
-    let steal = cpu0.steal_share_until(&cpu()?);
-    Ok(Paced { sent_at, achieved_rate, direct: first, second, steal })
+    let secs = if achieved_rate > 0.0 { sent_at.len() as f64 / achieved_rate } else { 0.0 };
+    Ok(Paced { sent_at, secs, direct: first, second, cpu: (cpu0, cpu()?) })
 }
 
 async fn idle(stack: &Stack, n: usize) -> Result<Idle, BenchError> {
@@ -693,9 +737,9 @@ pub fn markdown(r: &Report) -> String {
          | direct | {} | {} | {} | {} | {} | {:.0} |\n\
          | proxy | {} | {} | {} | {} | {} | {:.0} |\n\
          | added by the proxy (per message: proxied − direct arrival) | {} | {} | {} | {} | {} | {:.0} |\n\
-         | floor: a second direct subscriber − the first (a run of its own) | {} | {} | {} | {} | {} | {:.0} |\n\
-         | added by a bare forwarding thread (a run of its own) | {} | {} | {} | {} | {} | {:.0} |\n\n\
-         CPU time stolen by the hypervisor: {:.1} % during the proxied run, {:.1} % during the floor's, \
+         | floor: a second direct subscriber − the first (in turns of its own) | {} | {} | {} | {} | {} | {:.0} |\n\
+         | added by a bare forwarding thread (in turns of its own) | {} | {} | {} | {} | {} | {:.0} |\n\n\
+         CPU time stolen by the hypervisor: {:.1} % during the proxied turns, {:.1} % during the floor's, \
          {:.1} % during the bare hop's\n",
         l.target_rate,
         l.achieved_rate,

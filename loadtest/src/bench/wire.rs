@@ -203,8 +203,9 @@ pub struct Hop {
 
 impl Hop {
     /// Listen on a free loopback port; the first client that subscribes
-    /// gets `upstream`'s messages with `strip` taken off their subjects.
-    pub fn start(nats: &str, upstream: &str, strip: &'static str) -> Result<Hop, BenchError> {
+    /// gets `upstream`'s messages with `strip` taken off their subjects,
+    /// until `total` have been forwarded (or none came for [`IDLE_END`]).
+    pub fn start(nats: &str, upstream: &str, strip: &'static str, total: u64) -> Result<Hop, BenchError> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| failed("hop: bind", e))?;
         let addr = listener.local_addr().map_err(|e| failed("hop: bind", e))?.to_string();
         let (nats, upstream) = (nats.to_string(), upstream.to_string());
@@ -220,7 +221,8 @@ impl Hop {
             client.write_all(b"PONG\r\n").map_err(|e| failed("hop: PONG", e))?;
             up.stream.set_read_timeout(Some(IDLE_END)).map_err(|e| failed("hop: socket", e))?;
             let mut out = Vec::with_capacity(1 << 20);
-            loop {
+            let mut forwarded = 0u64;
+            while forwarded < total {
                 match up.fill() {
                     Ok(0) | Err(_) => return Ok(()),
                     Ok(_) => {}
@@ -232,6 +234,7 @@ impl Hop {
                         let _ = write!(out, "MSG {subject} {sid} {}\r\n", payload.len());
                         out.extend_from_slice(payload);
                         out.extend_from_slice(b"\r\n");
+                        forwarded += 1;
                     }
                     None::<()>
                 })?;
@@ -239,11 +242,12 @@ impl Hop {
                     return Ok(()); // the client is done
                 }
             }
+            Ok(())
         });
         Ok(Hop { addr, thread })
     }
 
-    /// Wait for the hop to end (its upstream idle for [`IDLE_END`]).
+    /// Wait for the hop to end.
     pub fn join(self) -> Result<(), BenchError> {
         self.thread.join().map_err(|_| BenchError::Failed("the hop panicked".into()))?
     }
@@ -281,11 +285,11 @@ mod tests {
         let nats = NatsServer::start();
         let addr = format!("127.0.0.1:{}", nats.port());
         let direct = Recorder::open(&addr, None, "logs.acme.>").unwrap();
-        let hop = Hop::start(&addr, "logs.acme.>", "logs.acme.").unwrap();
+        let total = 2_000;
+        let hop = Hop::start(&addr, "logs.acme.>", "logs.acme.", total).unwrap();
         // The hop answers the recorder's handshake (INFO, PONG) as a server does.
         let hopped = Recorder::open(&hop.addr, None, "logs.>").unwrap();
         let start = Instant::now();
-        let total = 2_000;
         let (d, h) = (direct.spawn(start, total), hopped.spawn(start, total));
         let (sent, rate) =
             pace(&addr, "logs.acme.web.iad.h1", 200, start, 20_000, total, Duration::from_micros(100)).unwrap();

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -22,9 +22,10 @@ use crate::fanout::{Key, Receiver};
 use crate::limits::PublishRate;
 use crate::outlet::{lock, Limit, Outlet};
 use crate::protocol::{parse, writer, ClientOp, ProtoError};
-use crate::queue::{Queue, QueueRx};
+use crate::queue::Queue;
 use crate::registry::Caps;
 use crate::scope::{Scope, SubTarget};
+use crate::socket::{write_loop, ClientSocket};
 use crate::Shared;
 
 /// Prefix of the per-connection upstream reply subjects.
@@ -75,13 +76,10 @@ enum Flow {
     Close,
 }
 
-pub async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken)
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
+pub async fn serve(stream: impl ClientSocket, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken) {
     let id = shared.next_client_id();
-    let (mut rd, wr) = tokio::io::split(stream);
-    let (queue, rx) = Queue::new(shared.config.client_queue);
+    let (mut rd, wr) = stream.split();
+    let (queue, rx) = Queue::new(shared.config.client_queue, wr.direct());
     let writer = tokio::spawn(write_loop(wr, rx));
     let (close_tx, close_rx) = watch::channel(None);
     let caps = Caps {
@@ -158,22 +156,6 @@ impl Drop for Registered {
     fn drop(&mut self) {
         self.finish();
     }
-}
-
-/// Bytes gathered from the queue for one write.
-const MAX_WRITE: usize = 256 * 1024;
-
-async fn write_loop<W: AsyncWrite + Unpin>(mut out: W, mut rx: QueueRx) {
-    // Whatever is queued goes out in one vectored write, from the chunks'
-    // own buffers.
-    while let Some(mut batch) = rx.next_batch(MAX_WRITE).await {
-        let msgs = batch.msgs();
-        if out.write_all_buf(&mut batch).await.is_err() || out.flush().await.is_err() {
-            return;
-        }
-        rx.written(msgs);
-    }
-    let _ = out.shutdown().await;
 }
 
 struct Conn {

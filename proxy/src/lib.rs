@@ -22,6 +22,7 @@ pub mod protocol;
 pub mod queue;
 pub mod registry;
 pub mod scope;
+pub mod socket;
 pub mod tls;
 pub mod upstream;
 

@@ -3,14 +3,24 @@
 //! messages, written as one buffer), control frames (INFO, PONG, -ERR ...)
 //! one by one. The bound counts deliveries, not chunks, so batching never
 //! lets a slow client hold more than `client_queue` messages.
+//!
+//! A plain TCP client's deliveries skip the queue when nothing is queued or
+//! being written ahead of them: they are written to the socket at once, by
+//! the task that has them, and only what the socket does not take is
+//! queued. Every hand-over (a queued chunk, a direct write) happens under
+//! one lock, and the queue's chunks are counted until wholly written, so
+//! the bytes reach the socket in the order they were handed over.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
+
+use crate::outlet::lock;
 
 /// Frames for the writer, and how many deliveries they hold (0: control).
 pub struct Chunk {
@@ -24,12 +34,19 @@ pub struct Queue {
     tx: mpsc::Sender<Chunk>,
     queued: Arc<AtomicUsize>,
     capacity: usize,
+    /// Chunks sent and not yet wholly written (control frames too).
+    unwritten: Arc<AtomicUsize>,
+    /// Held while a chunk is handed over: sent, or written directly.
+    order: Arc<Mutex<()>>,
+    /// The client's socket, for direct writes (plain TCP only).
+    direct: Option<Arc<OwnedWriteHalf>>,
 }
 
 /// The writer's side.
 pub struct QueueRx {
     rx: mpsc::Receiver<Chunk>,
     queued: Arc<AtomicUsize>,
+    unwritten: Arc<AtomicUsize>,
 }
 
 /// Why a chunk of deliveries was not queued.
@@ -40,18 +57,26 @@ pub enum Refused {
 }
 
 impl Queue {
-    /// A queue holding at most `capacity` deliveries (and as many chunks).
-    pub fn new(capacity: usize) -> (Queue, QueueRx) {
+    /// A queue holding at most `capacity` deliveries (and as many chunks);
+    /// with `direct`, deliveries that find it empty are written to that
+    /// socket at once.
+    pub fn new(capacity: usize, direct: Option<Arc<OwnedWriteHalf>>) -> (Queue, QueueRx) {
         let capacity = capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
-        let queued = Arc::new(AtomicUsize::new(0));
-        (Queue { tx, queued: queued.clone(), capacity }, QueueRx { rx, queued })
+        let (queued, unwritten) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let queue =
+            Queue { tx, queued: queued.clone(), capacity, unwritten: unwritten.clone(), order: Arc::default(), direct };
+        (queue, QueueRx { rx, queued, unwritten })
     }
 
     /// Queue a control frame, waiting for room (never dropped); false once
     /// the writer is gone.
     pub async fn control(&self, frame: Bytes) -> bool {
-        self.tx.send(Chunk { bytes: frame, msgs: 0 }).await.is_ok()
+        let Ok(permit) = self.tx.reserve().await else { return false };
+        let _order = lock(&self.order);
+        self.unwritten.fetch_add(1, Ordering::AcqRel);
+        permit.send(Chunk { bytes: frame, msgs: 0 });
+        true
     }
 
     /// Deliveries that still fit.
@@ -59,11 +84,30 @@ impl Queue {
         self.capacity.saturating_sub(self.queued.load(Ordering::Relaxed))
     }
 
-    /// Queue `msgs` deliveries encoded in `bytes`, without waiting.
-    pub fn deliver(&self, bytes: Bytes, msgs: usize) -> Result<(), Refused> {
+    /// Hand over `msgs` deliveries encoded in `bytes`, without waiting:
+    /// written to the socket if nothing is ahead of them and it takes them,
+    /// queued otherwise (what a partial write left, too).
+    pub fn deliver(&self, mut bytes: Bytes, msgs: usize) -> Result<(), Refused> {
+        let _order = lock(&self.order);
+        if let Some(socket) = &self.direct {
+            // Nothing sent is still unwritten, and nothing can be sent
+            // while `order` is held: these bytes are next on the socket.
+            if self.unwritten.load(Ordering::Acquire) == 0 {
+                match socket.try_write(&bytes) {
+                    Ok(n) if n == bytes.len() => return Ok(()),
+                    // The rest is queued below, ahead of anything else.
+                    Ok(n) => bytes.advance(n),
+                    // Full, or broken: the writer task takes it from here
+                    // (and meets the same error, ending the queue).
+                    Err(_) => {}
+                }
+            }
+        }
         self.queued.fetch_add(msgs, Ordering::Relaxed);
+        self.unwritten.fetch_add(1, Ordering::AcqRel);
         self.tx.try_send(Chunk { bytes, msgs }).map_err(|e| {
             self.queued.fetch_sub(msgs, Ordering::Relaxed);
+            self.unwritten.fetch_sub(1, Ordering::AcqRel);
             match e {
                 mpsc::error::TrySendError::Full(_) => Refused::Full,
                 mpsc::error::TrySendError::Closed(_) => Refused::Closed,
@@ -97,9 +141,11 @@ impl QueueRx {
         Some(batch)
     }
 
-    /// `msgs` deliveries were written to the socket: they leave the queue.
-    pub fn written(&self, msgs: usize) {
-        self.queued.fetch_sub(msgs, Ordering::Relaxed);
+    /// `batch` was wholly written to the socket: its deliveries leave the
+    /// queue, and direct writes may go ahead once nothing else is unwritten.
+    pub fn written(&self, batch: &Batch) {
+        self.queued.fetch_sub(batch.msgs, Ordering::Relaxed);
+        self.unwritten.fetch_sub(batch.chunks, Ordering::AcqRel);
     }
 }
 
@@ -110,11 +156,14 @@ pub struct Batch {
     bufs: VecDeque<Bytes>,
     remaining: usize,
     msgs: usize,
+    /// Chunks taken from the queue, empty ones included.
+    chunks: usize,
 }
 
 impl Batch {
     fn push(&mut self, chunk: Chunk) {
         self.msgs += chunk.msgs;
+        self.chunks += 1;
         if !chunk.bytes.is_empty() {
             self.remaining += chunk.bytes.len();
             self.bufs.push_back(chunk.bytes);
@@ -164,7 +213,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_bound_counts_deliveries_not_chunks() {
-        let (q, mut rx) = Queue::new(10);
+        let (q, mut rx) = Queue::new(10, None);
         assert_eq!(q.room(), 10);
         q.deliver(Bytes::from_static(b"abc"), 7).unwrap();
         assert_eq!((q.room(), q.depth()), (3, 7));
@@ -173,7 +222,7 @@ mod tests {
         let batch = rx.next_batch(1 << 20).await.unwrap();
         assert_eq!((batch.remaining(), batch.msgs()), (9, 7), "the chunk and the PONG queued behind it");
         assert_eq!(q.depth(), 7, "not written yet");
-        rx.written(batch.msgs());
+        rx.written(&batch);
         assert_eq!(q.room(), 10);
         drop(rx);
         assert_eq!(q.deliver(Bytes::new(), 1), Err(Refused::Closed));
@@ -183,7 +232,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_is_its_chunks_in_order_however_it_is_consumed() {
-        let (q, mut rx) = Queue::new(100);
+        let (q, mut rx) = Queue::new(100, None);
         for part in ["MSG a 1 1\r\nx\r\n", "", "PONG\r\n", "MSG b 2 2\r\nyz\r\n"] {
             q.deliver(Bytes::from(part), 1).unwrap();
         }
@@ -205,7 +254,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_stops_near_its_byte_budget() {
-        let (q, mut rx) = Queue::new(100);
+        let (q, mut rx) = Queue::new(100, None);
         for _ in 0..10 {
             q.deliver(Bytes::from(vec![b'x'; 100]), 1).unwrap();
         }

@@ -1,0 +1,190 @@
+//! A client's socket, split for its connection: the read half for the
+//! reader, and the way bytes go out. A plain TCP client's write half is
+//! shared, so that a delivery can be written straight to the socket by
+//! whoever has it when nothing is queued ahead of it
+//! ([`crate::queue::Queue::deliver`]); a TLS client's belongs to its writer
+//! task alone.
+
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+
+use bytes::Buf;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::queue::QueueRx;
+
+/// Bytes gathered from the queue for one write.
+const MAX_WRITE: usize = 256 * 1024;
+
+/// Where a client's bytes go.
+pub enum WriteHalf {
+    /// Plain TCP: written with `try_write` from any task.
+    Tcp(Arc<OwnedWriteHalf>),
+    /// Anything else (TLS): written by the writer task only.
+    Stream(Box<dyn AsyncWrite + Send + Unpin>),
+}
+
+impl WriteHalf {
+    /// The half that deliveries may write to directly, if there is one.
+    pub fn direct(&self) -> Option<Arc<OwnedWriteHalf>> {
+        match self {
+            WriteHalf::Tcp(w) => Some(w.clone()),
+            WriteHalf::Stream(_) => None,
+        }
+    }
+}
+
+/// A client's connection, before it is split.
+pub trait ClientSocket: Send + 'static {
+    type Read: AsyncRead + Send + Unpin + 'static;
+    fn split(self) -> (Self::Read, WriteHalf);
+}
+
+impl ClientSocket for TcpStream {
+    type Read = OwnedReadHalf;
+    fn split(self) -> (OwnedReadHalf, WriteHalf) {
+        let (r, w) = self.into_split();
+        (r, WriteHalf::Tcp(Arc::new(w)))
+    }
+}
+
+impl<S> ClientSocket for tokio_rustls::server::TlsStream<S>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    type Read = tokio::io::ReadHalf<Self>;
+    fn split(self) -> (Self::Read, WriteHalf) {
+        let (r, w) = tokio::io::split(self);
+        (r, WriteHalf::Stream(Box::new(w)))
+    }
+}
+
+/// The writer task: whatever is queued goes out in one vectored write,
+/// from the chunks' own buffers, until every sender of the queue is gone.
+pub async fn write_loop(out: WriteHalf, mut rx: QueueRx) {
+    match out {
+        WriteHalf::Tcp(socket) => {
+            while let Some(mut batch) = rx.next_batch(MAX_WRITE).await {
+                if write_all_tcp(&socket, &mut batch).await.is_err() {
+                    return;
+                }
+                rx.written(&batch);
+            }
+            // The socket's write side shuts when the last holder lets go.
+        }
+        WriteHalf::Stream(mut out) => {
+            while let Some(mut batch) = rx.next_batch(MAX_WRITE).await {
+                if out.write_all_buf(&mut batch).await.is_err() || out.flush().await.is_err() {
+                    return;
+                }
+                rx.written(&batch);
+            }
+            let _ = out.shutdown().await;
+        }
+    }
+}
+
+/// Write all of `buf` to a shared TCP write half, waiting for the socket
+/// to take more when it is full.
+async fn write_all_tcp(w: &OwnedWriteHalf, buf: &mut impl Buf) -> io::Result<()> {
+    while buf.has_remaining() {
+        let mut slices = [IoSlice::new(&[]); 64];
+        let n = buf.chunks_vectored(&mut slices);
+        match w.try_write_vectored(&slices[..n]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(k) => buf.advance(k),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::Queue;
+    use bytes::Bytes;
+    use tokio::io::AsyncReadExt;
+
+    /// A connected pair: the proxy's side split as a client connection is,
+    /// and the peer.
+    async fn pair() -> (OwnedReadHalf, WriteHalf, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        let (r, w) = ours.split();
+        (r, w, peer)
+    }
+
+    #[tokio::test]
+    async fn a_delivery_waits_behind_what_is_queued() {
+        let (_r, w, mut peer) = pair().await;
+        let (queue, rx) = Queue::new(100, w.direct());
+        // No writer task yet: the control frame stays queued.
+        assert!(queue.control(Bytes::from_static(b"INFO ")).await);
+        queue.deliver(Bytes::from_static(b"first"), 1).unwrap();
+        assert_eq!(queue.depth(), 1, "queued behind the control frame, though the socket has room");
+        let writer = tokio::spawn(write_loop(w, rx));
+        drop(queue);
+        let mut all = Vec::new();
+        peer.read_to_end(&mut all).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(all, b"INFO first");
+    }
+
+    #[tokio::test]
+    async fn the_rest_of_a_partial_write_goes_out_before_anything_else() {
+        let (_r, w, mut peer) = pair().await;
+        let (queue, rx) = Queue::new(100, w.direct());
+        // Nothing ahead: written at once, no writer task needed.
+        queue.deliver(Bytes::from_static(b"first "), 1).unwrap();
+        let mut got = vec![0u8; 6];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"first ");
+        assert_eq!(queue.depth(), 0, "a direct write is never queued");
+        // More than the socket takes: the rest is queued.
+        let big = Bytes::from(vec![b'x'; 16 << 20]);
+        queue.deliver(big.clone(), 1).unwrap();
+        assert_eq!(queue.depth(), 1, "the rest of the big chunk is queued");
+        // The peer makes room; what comes next must still wait its turn.
+        let mut head = vec![0u8; 1 << 20];
+        peer.read_exact(&mut head).await.unwrap();
+        queue.deliver(Bytes::from_static(b" after"), 1).unwrap();
+        assert!(queue.control(Bytes::from_static(b" PONG")).await);
+        queue.deliver(Bytes::from_static(b" last"), 1).unwrap();
+        assert_eq!(queue.depth(), 3);
+        let writer = tokio::spawn(write_loop(w, rx));
+        drop(queue);
+        let mut all = head;
+        peer.read_to_end(&mut all).await.unwrap();
+        writer.await.unwrap();
+        let mut want = big.to_vec();
+        want.extend_from_slice(b" after PONG last");
+        assert_eq!(all.len(), want.len());
+        assert!(all == want, "every byte in hand-over order");
+    }
+
+    #[tokio::test]
+    async fn once_the_queue_drains_deliveries_go_direct_again() {
+        let (_r, w, mut peer) = pair().await;
+        let (queue, rx) = Queue::new(100, w.direct());
+        let writer = tokio::spawn(write_loop(w, rx));
+        assert!(queue.control(Bytes::from_static(b"INFO\r\n")).await);
+        let mut got = vec![0u8; 6];
+        // On this one-thread runtime the writer counted it written in the
+        // same turn that wrote it, before the peer could read it.
+        peer.read_exact(&mut got).await.unwrap();
+        for _ in 0..100 {
+            queue.deliver(Bytes::from_static(b"m"), 1).unwrap();
+            assert_eq!(queue.depth(), 0, "written directly, not queued");
+        }
+        drop(queue);
+        let mut rest = Vec::new();
+        peer.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, vec![b'm'; 100]);
+        writer.await.unwrap();
+    }
+}

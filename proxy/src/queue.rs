@@ -89,6 +89,12 @@ impl Queue {
     /// queued otherwise (what a partial write left, too).
     pub fn deliver(&self, mut bytes: Bytes, msgs: usize) -> Result<(), Refused> {
         let _order = lock(&self.order);
+        // Room first: once part of a frame is on the socket, the rest must
+        // be able to follow it.
+        let permit = self.tx.try_reserve().map_err(|e| match e {
+            mpsc::error::TrySendError::Full(()) => Refused::Full,
+            mpsc::error::TrySendError::Closed(()) => Refused::Closed,
+        })?;
         if let Some(socket) = &self.direct {
             // Nothing sent is still unwritten, and nothing can be sent
             // while `order` is held: these bytes are next on the socket.
@@ -105,14 +111,8 @@ impl Queue {
         }
         self.queued.fetch_add(msgs, Ordering::Relaxed);
         self.unwritten.fetch_add(1, Ordering::AcqRel);
-        self.tx.try_send(Chunk { bytes, msgs }).map_err(|e| {
-            self.queued.fetch_sub(msgs, Ordering::Relaxed);
-            self.unwritten.fetch_sub(1, Ordering::AcqRel);
-            match e {
-                mpsc::error::TrySendError::Full(_) => Refused::Full,
-                mpsc::error::TrySendError::Closed(_) => Refused::Closed,
-            }
-        })
+        permit.send(Chunk { bytes, msgs });
+        Ok(())
     }
 
     /// Deliveries waiting.
@@ -250,6 +250,25 @@ mod tests {
         }
         assert_eq!(out, whole);
         assert_eq!(batch.remaining(), 0);
+    }
+
+    #[tokio::test]
+    async fn no_part_of_a_delivery_is_written_without_room_for_the_rest() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        let (_r, w) = ours.into_split();
+        let (q, _rx) = Queue::new(1, Some(Arc::new(w)));
+        // The one slot is taken (as by a control frame about to be sent),
+        // though nothing is unwritten yet.
+        let permit = q.tx.try_reserve().unwrap();
+        let big = Bytes::from(vec![b'x'; 16 << 20]);
+        assert_eq!(q.deliver(big, 1), Err(Refused::Full));
+        drop(permit);
+        q.deliver(Bytes::from_static(b"ok"), 1).unwrap();
+        let mut first = [0u8; 2];
+        tokio::io::AsyncReadExt::read_exact(&mut peer, &mut first).await.unwrap();
+        assert_eq!(&first, b"ok", "nothing of the refused delivery reached the socket");
     }
 
     #[tokio::test]

@@ -90,9 +90,14 @@ pub async fn write_loop(out: WriteHalf, mut rx: QueueRx) {
 /// to take more when it is full.
 async fn write_all_tcp(w: &OwnedWriteHalf, buf: &mut impl Buf) -> io::Result<()> {
     while buf.has_remaining() {
-        let mut slices = [IoSlice::new(&[]); 64];
-        let n = buf.chunks_vectored(&mut slices);
-        match w.try_write_vectored(&slices[..n]) {
+        // The slices live only for the call, not across the await below:
+        // every idle connection's writer task would carry them.
+        let written = {
+            let mut slices = [IoSlice::new(&[]); 64];
+            let n = buf.chunks_vectored(&mut slices);
+            w.try_write_vectored(&slices[..n])
+        };
+        match written {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(k) => buf.advance(k),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.writable().await?,
@@ -117,6 +122,18 @@ mod tests {
         let (ours, _) = listener.accept().await.unwrap();
         let (r, w) = ours.split();
         (r, w, peer)
+    }
+
+    #[tokio::test]
+    async fn an_idle_writer_task_is_small() {
+        let (_r, w, _peer) = pair().await;
+        let (_queue, rx) = Queue::new(10, w.direct());
+        // Every connection's writer task is this future; most wait idle.
+        // (About 570 bytes in a debug build; 1.6 KB when the write's slice
+        // array was held across an await.)
+        let task = write_loop(w, rx);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 768, "the writer task's future is {size} bytes");
     }
 
     #[tokio::test]

@@ -143,3 +143,35 @@ async fn a_silent_server_is_given_up_after_the_connect_timeout() {
     assert!(reconnects.get() >= 1, "the silent server's attempt is counted");
     held.abort();
 }
+
+#[tokio::test]
+async fn given_one_seed_it_fails_over_to_the_cluster_members_info_named() {
+    let (ca, cb) = (flotilla_testsupport::free_port(), flotilla_testsupport::free_port());
+    let mut a = NatsServer::start_clustered(ca, &[cb]);
+    let b = NatsServer::start_clustered(cb, &[ca]);
+    let got = Collect::default();
+    // Only `a` is configured.
+    let up = Upstream::start(options(&a), got.clone());
+    up.subscribe(7, "logs.acme.>", None);
+    let publisher = async_nats::connect(b.url()).await.unwrap();
+    // Through b while the connection is on a: once the route carries the
+    // interest, messages arrive.
+    assert!(arrives(&publisher, &got, "via a").await, "never delivered through the seed");
+    a.stop();
+    // Now only b is left; it was never configured.
+    assert!(arrives(&publisher, &got, "via b").await, "not delivered after the seed went away");
+    drop(up);
+}
+
+/// Publish `text` through `publisher` every 100 ms until the sink has it (20 s at most).
+async fn arrives(publisher: &async_nats::Client, got: &Collect, text: &str) -> bool {
+    for _ in 0..200 {
+        let _ = publisher.publish("logs.acme.web.iad.h1", text.to_string().into()).await;
+        let _ = publisher.flush().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if got.take().iter().any(|m| m.0 == 7 && m.4 == text.as_bytes()) {
+            return true;
+        }
+    }
+    false
+}

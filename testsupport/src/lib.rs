@@ -16,14 +16,37 @@ pub struct NatsServer {
     child: Child,
     port: u16,
     store: tempfile::TempDir,
+    /// Arguments beyond the defaults (a cluster node's), for restarts.
+    extra: Vec<String>,
 }
 
 impl NatsServer {
     /// Start `nats-server -js` on a random loopback port.
     pub fn start() -> NatsServer {
+        NatsServer::start_with(&[])
+    }
+
+    /// A node of a cluster: routes listen on `cluster_port` and connect to
+    /// the other nodes' `routes` (cluster ports).
+    pub fn start_clustered(cluster_port: u16, routes: &[u16]) -> NatsServer {
+        let routes: Vec<String> = routes.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
+        let args = [
+            "--server_name".to_string(),
+            format!("n{cluster_port}"),
+            "--cluster_name".into(),
+            "flotilla-test".into(),
+            "--cluster".into(),
+            format!("nats://127.0.0.1:{cluster_port}"),
+            "--routes".into(),
+            routes.join(","),
+        ];
+        NatsServer::start_with(&args)
+    }
+
+    fn start_with(extra: &[String]) -> NatsServer {
         let store = tempfile::tempdir().expect("temp dir for JetStream store");
-        let (child, port) = spawn(store.path(), None);
-        NatsServer { child, port, store }
+        let (child, port) = spawn(store.path(), None, extra);
+        NatsServer { child, port, store, extra: extra.to_vec() }
     }
 
     pub fn port(&self) -> u16 {
@@ -37,7 +60,7 @@ impl NatsServer {
     /// Kill the server (SIGKILL) and start it again on the same port and store.
     pub fn restart(&mut self) {
         self.stop();
-        let (child, _) = spawn(self.store.path(), Some(self.port));
+        let (child, _) = spawn(self.store.path(), Some(self.port), &self.extra);
         self.child = child;
     }
 
@@ -55,12 +78,13 @@ impl Drop for NatsServer {
     }
 }
 
-fn spawn(store: &Path, port: Option<u16>) -> (Child, u16) {
+fn spawn(store: &Path, port: Option<u16>, extra: &[String]) -> (Child, u16) {
     let port_arg = port.map(|p| p.to_string()).unwrap_or_else(|| "-1".into());
     for attempt in 0..50 {
         let spawned = Command::new(nats_server_bin())
             .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd"])
             .arg(store)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn();

@@ -34,6 +34,55 @@ pub fn plain_addrs(servers: &[ServerAddr]) -> Option<Vec<String>> {
     Some(servers.iter().map(|s| format!("{}:{}", s.host(), s.port())).collect())
 }
 
+/// Most servers a [`ServerList`] holds: what INFO names beyond that is
+/// ignored (a server listening on every interface may name many).
+const MAX_SERVERS: usize = 64;
+
+/// The servers a connection of our own (not async-nats) tries in turn: the
+/// configured ones, and the cluster members the servers name in INFO
+/// (`connect_urls`). A connection made through one seed URL can then reach
+/// the rest of the cluster when that server goes away, as stock clients do.
+#[derive(Debug, Clone)]
+pub struct ServerList {
+    addrs: Vec<String>,
+    next: usize,
+}
+
+impl ServerList {
+    /// `host:port` entries, the first try at `start` (mod the count).
+    pub fn new(configured: Vec<String>, start: usize) -> ServerList {
+        let next = start % configured.len().max(1);
+        ServerList { addrs: configured, next }
+    }
+
+    /// The server to try next (`None` if there are none).
+    pub fn next(&mut self) -> Option<String> {
+        let addr = self.addrs.get(self.next % self.addrs.len().max(1))?.clone();
+        self.next = (self.next + 1) % self.addrs.len();
+        Some(addr)
+    }
+
+    /// Add the `connect_urls` of a server's INFO (its JSON) not known yet.
+    pub fn learn(&mut self, info_json: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct Info {
+            #[serde(default)]
+            connect_urls: Vec<String>,
+        }
+        let Ok(info) = serde_json::from_slice::<Info>(info_json) else { return };
+        for url in info.connect_urls {
+            let addr = url.trim_start_matches("nats://").to_string();
+            if self.addrs.len() < MAX_SERVERS && !addr.is_empty() && !self.addrs.contains(&addr) {
+                self.addrs.push(addr);
+            }
+        }
+    }
+
+    pub fn addrs(&self) -> &[String] {
+        &self.addrs
+    }
+}
+
 /// Connect with `opts` to the servers of a `url` value; the error says what
 /// was wrong with the list or the connection.
 pub async fn connect(opts: async_nats::ConnectOptions, url: &str) -> Result<async_nats::Client, String> {
@@ -55,5 +104,23 @@ mod tests {
         for bad in ["", "nats://a:1,", "nats://a:1,,nats://b:2", "http://a:1", "nats://a:1,b:2", "nats://a:99999"] {
             assert!(servers(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_server_list_learns_cluster_members_from_info() {
+        let mut list = ServerList::new(vec!["a:1".into(), "b:2".into()], 1);
+        assert_eq!(list.next().as_deref(), Some("b:2"), "starts where asked");
+        assert_eq!(list.next().as_deref(), Some("a:1"));
+        list.learn(br#"{"server_id":"x","connect_urls":["b:2","c:3","[::1]:4"]}"#);
+        assert_eq!(list.addrs(), ["a:1", "b:2", "c:3", "[::1]:4"], "new members added once, in order");
+        list.learn(b"{}");
+        list.learn(b"not json");
+        assert_eq!(list.addrs().len(), 4, "nothing learnt from INFO without members");
+        let order: Vec<String> = (0..4).filter_map(|_| list.next()).collect();
+        assert_eq!(order, ["b:2", "c:3", "[::1]:4", "a:1"], "every server in turn");
+        let many: Vec<String> = (0..100).map(|i| format!("\"h{i}:1\"")).collect();
+        list.learn(format!("{{\"connect_urls\":[{}]}}", many.join(",")).as_bytes());
+        assert_eq!(list.addrs().len(), MAX_SERVERS);
+        assert_eq!(ServerList::new(vec![], 3).next(), None);
     }
 }

@@ -2,7 +2,8 @@
 //! subscribes and reads, handing each `MSG`/`HMSG` to a [`Sink`] as slices
 //! of its read buffer. It answers PINGs, sends its own (a connection that
 //! stops answering is dropped), and on any failure reconnects with full
-//! jitter backoff and subscribes again to everything it had.
+//! jitter backoff and subscribes again to everything it had: to the next
+//! configured server, or to a cluster member the servers named in INFO.
 //!
 //! `nats://` servers only for now: `tls://` upstreams stay on async-nats.
 
@@ -13,6 +14,8 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+
+use flotilla_core::nats::ServerList;
 
 use super::frames::{self, ServerOp};
 use crate::delivery::Raw;
@@ -89,15 +92,14 @@ enum Ended {
 async fn run(opts: Options, mut sink: impl Sink, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
     let mut subs: BTreeMap<u64, (String, Option<String>)> = BTreeMap::new();
     let mut failures: u32 = 0;
-    let mut next_server = 0;
-    if opts.servers.is_empty() {
-        tracing::error!("upstream delivery connection: no servers to connect to");
-        return;
-    }
+    let mut servers = ServerList::new(opts.servers.clone(), 0);
     loop {
-        let server = &opts.servers[next_server % opts.servers.len()];
-        next_server += 1;
-        match session(server, &opts, &mut sink, &mut cmds, &mut subs, &mut failures).await {
+        let Some(server) = servers.next() else {
+            tracing::error!("upstream delivery connection: no servers to connect to");
+            return;
+        };
+        let mut link = Link { sink: &mut sink, cmds: &mut cmds, subs: &mut subs, servers: &mut servers };
+        match session(&server, &opts, &mut link, &mut failures).await {
             Ended::Done => return,
             e => {
                 opts.reconnects.inc();
@@ -110,18 +112,21 @@ async fn run(opts: Options, mut sink: impl Sink, mut cmds: mpsc::UnboundedReceiv
     }
 }
 
-async fn session(
-    server: &str,
-    opts: &Options,
-    sink: &mut impl Sink,
-    cmds: &mut mpsc::UnboundedReceiver<Cmd>,
-    subs: &mut BTreeMap<u64, (String, Option<String>)>,
-    failures: &mut u32,
-) -> Ended {
+/// What a session works with and leaves for the next one.
+struct Link<'a, S> {
+    sink: &'a mut S,
+    cmds: &'a mut mpsc::UnboundedReceiver<Cmd>,
+    subs: &'a mut BTreeMap<u64, (String, Option<String>)>,
+    servers: &'a mut ServerList,
+}
+
+async fn session<S: Sink>(server: &str, opts: &Options, link: &mut Link<'_, S>, failures: &mut u32) -> Ended {
+    let Link { sink, cmds, subs, servers } = link;
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     // INFO first; then CONNECT, every subscription, and a PING whose PONG
     // says the server took them.
-    let (mut stream, max_payload) = match tokio::time::timeout(opts.connect_timeout, open(server, &mut rbuf)).await {
+    let opened = tokio::time::timeout(opts.connect_timeout, open(server, &mut rbuf, servers)).await;
+    let (mut stream, max_payload) = match opened {
         Ok(Ok(opened)) => opened,
         Ok(Err(e)) => return e,
         Err(_) => return Ended::Timeout(opts.connect_timeout),
@@ -192,7 +197,9 @@ async fn session(
                                 }
                                 tracing::warn!(error = %text, "upstream delivery connection: server error");
                             }
-                            ServerOp::Info(_) | ServerOp::Ok => {}
+                            // Cluster members that joined since.
+                            ServerOp::Info(json) => servers.learn(json),
+                            ServerOp::Ok => {}
                         }
                         at += used;
                     }
@@ -214,19 +221,20 @@ async fn session(
     }
 }
 
-/// Connect and read the server's INFO.
-async fn open(server: &str, rbuf: &mut BytesMut) -> Result<(TcpStream, usize), Ended> {
+/// Connect and read the server's INFO (learning the cluster it names).
+async fn open(server: &str, rbuf: &mut BytesMut, servers: &mut ServerList) -> Result<(TcpStream, usize), Ended> {
     let mut stream = TcpStream::connect(server).await?;
     let _ = stream.set_nodelay(true);
-    let max_payload = read_info(&mut stream, rbuf).await?;
+    let max_payload = read_info(&mut stream, rbuf, servers).await?;
     Ok((stream, max_payload))
 }
 
 /// Read the server's INFO; its `max_payload` (1 MiB if it gives none).
-async fn read_info(stream: &mut TcpStream, rbuf: &mut BytesMut) -> Result<usize, Ended> {
+async fn read_info(stream: &mut TcpStream, rbuf: &mut BytesMut, servers: &mut ServerList) -> Result<usize, Ended> {
     loop {
         if let Some((op, used)) = frames::parse(rbuf, usize::MAX)? {
             let ServerOp::Info(json) = op else { return Err(Ended::Refused("no INFO first".into())) };
+            servers.learn(json);
             let info: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
             if info["tls_required"].as_bool() == Some(true) {
                 return Err(Ended::Refused("the server requires TLS".into()));

@@ -56,7 +56,7 @@ impl ServerList {
     }
 
     /// The server to try next (`None` if there are none).
-    pub fn next(&mut self) -> Option<String> {
+    pub fn next_addr(&mut self) -> Option<String> {
         let addr = self.addrs.get(self.next % self.addrs.len().max(1))?.clone();
         self.next = (self.next + 1) % self.addrs.len();
         Some(addr)
@@ -109,18 +109,18 @@ mod tests {
     #[test]
     fn a_server_list_learns_cluster_members_from_info() {
         let mut list = ServerList::new(vec!["a:1".into(), "b:2".into()], 1);
-        assert_eq!(list.next().as_deref(), Some("b:2"), "starts where asked");
-        assert_eq!(list.next().as_deref(), Some("a:1"));
+        assert_eq!(list.next_addr().as_deref(), Some("b:2"), "starts where asked");
+        assert_eq!(list.next_addr().as_deref(), Some("a:1"));
         list.learn(br#"{"server_id":"x","connect_urls":["b:2","c:3","[::1]:4"]}"#);
         assert_eq!(list.addrs(), ["a:1", "b:2", "c:3", "[::1]:4"], "new members added once, in order");
         list.learn(b"{}");
         list.learn(b"not json");
         assert_eq!(list.addrs().len(), 4, "nothing learnt from INFO without members");
-        let order: Vec<String> = (0..4).filter_map(|_| list.next()).collect();
+        let order: Vec<String> = (0..4).filter_map(|_| list.next_addr()).collect();
         assert_eq!(order, ["b:2", "c:3", "[::1]:4", "a:1"], "every server in turn");
         let many: Vec<String> = (0..100).map(|i| format!("\"h{i}:1\"")).collect();
         list.learn(format!("{{\"connect_urls\":[{}]}}", many.join(",")).as_bytes());
         assert_eq!(list.addrs().len(), MAX_SERVERS);
-        assert_eq!(ServerList::new(vec![], 3).next(), None);
+        assert_eq!(ServerList::new(vec![], 3).next_addr(), None);
     }
 }

@@ -94,7 +94,7 @@ async fn run(opts: Options, mut sink: impl Sink, mut cmds: mpsc::UnboundedReceiv
     let mut failures: u32 = 0;
     let mut servers = ServerList::new(opts.servers.clone(), 0);
     loop {
-        let Some(server) = servers.next() else {
+        let Some(server) = servers.next_addr() else {
             tracing::error!("upstream delivery connection: no servers to connect to");
             return;
         };

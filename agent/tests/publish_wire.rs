@@ -220,3 +220,53 @@ async fn a_refused_connect_is_an_error_and_a_tls_server_moves_publishes_to_the_t
     assert!(acks.wait(s).await.is_ok());
     assert_eq!(stream_len(&js).await, 1);
 }
+
+#[tokio::test]
+async fn given_one_seed_a_source_reconnects_to_a_cluster_member_info_named() {
+    let (ca, cb) = (flotilla_testsupport::free_port(), flotilla_testsupport::free_port());
+    let mut a = flotilla_testsupport::NatsServer::start_clustered(ca, &[cb]);
+    let b = flotilla_testsupport::NatsServer::start_clustered(cb, &[ca]);
+    let client = async_nats::connect(b.url()).await.unwrap();
+    // Only `a` is configured. No stream takes the subject: every publish
+    // is answered "no responders" by whichever server the source is on.
+    let (opts, connects, _) = options(format!("127.0.0.1:{}", a.port()));
+    let mut acks = Acks::new(Route { client, direct: Some(opts), ack_timeout: Duration::from_secs(2) }).await.unwrap();
+    let subject: async_nats::Subject = "nothing.stores.this".into();
+    // Once the cluster has formed, a's INFO names b.
+    let mut answered = false;
+    for i in 0..100 {
+        if let Ok(s) = acks.publish(&subject, headers(&format!("a{i}"), i + 1), Bytes::from_static(b"{}")).await {
+            answered = acks.wait(s).await == Err(AckError::NoResponders);
+        }
+        if answered && b_is_known(&a).await {
+            break;
+        }
+        acks.forget();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered, "no answer through the seed");
+    a.stop();
+    // b was never configured: the source gets there through what a said.
+    let mut through_b = false;
+    for i in 0..100 {
+        if let Ok(s) = acks.publish(&subject, headers(&format!("b{i}"), i + 1), Bytes::from_static(b"{}")).await {
+            if acks.wait(s).await == Err(AckError::NoResponders) {
+                through_b = true;
+                break;
+            }
+        }
+        acks.forget();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(through_b, "no answer after the seed went away");
+    assert!(connects.get() >= 2, "connected again, elsewhere");
+}
+
+/// Whether a's INFO names another server yet (the cluster has formed).
+async fn b_is_known(a: &flotilla_testsupport::NatsServer) -> bool {
+    use tokio::io::AsyncBufReadExt;
+    let Ok(sock) = tokio::net::TcpStream::connect(("127.0.0.1", a.port())).await else { return false };
+    let mut info = String::new();
+    let _ = tokio::io::BufReader::new(sock).read_line(&mut info).await;
+    info.contains("connect_urls")
+}

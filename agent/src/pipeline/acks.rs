@@ -17,6 +17,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::wire::{self, Wire, WireError};
+use flotilla_core::nats::ServerList;
 use flotilla_core::origin::HDR_DROPPED;
 use flotilla_core::{HDR_MSG_ID, HDR_SEQ};
 
@@ -97,7 +98,12 @@ type Outcome = Result<Stored, AckError>;
 /// `nats://` servers) or the agent's async-nats client (TLS).
 enum Link {
     Client(async_nats::Subscriber),
-    Direct { opts: Arc<wire::Options>, conn: Option<Wire>, next_server: usize },
+    /// `servers`: the configured ones and the cluster members they named.
+    Direct {
+        opts: Arc<wire::Options>,
+        conn: Option<Wire>,
+        servers: ServerList,
+    },
 }
 
 /// Where a source's publishes go: the agent's client, the source's own
@@ -130,8 +136,9 @@ impl Acks {
         let Route { client, direct, ack_timeout: timeout } = route;
         let (link, inbox) = match direct {
             Some(opts) => {
-                let next_server = rand::random_range(0..opts.servers.len().max(1));
-                (Link::Direct { opts, conn: None, next_server }, format!("_INBOX.{}", random_token()))
+                // The first server at random, so agents spread over a cluster.
+                let servers = ServerList::new(opts.servers.clone(), rand::random_range(0..opts.servers.len().max(1)));
+                (Link::Direct { opts, conn: None, servers }, format!("_INBOX.{}", random_token()))
             }
             None => {
                 let inbox = client.new_inbox();
@@ -267,14 +274,15 @@ impl Acks {
 
     /// Make the source's connection if there is none.
     async fn connect(&mut self) -> Result<(), AckError> {
-        let Link::Direct { opts, conn, next_server } = &mut self.link else {
+        let Link::Direct { opts, conn, servers } = &mut self.link else {
             return Err(AckError::Closed);
         };
         if conn.is_none() {
-            let server = &opts.servers[*next_server % opts.servers.len().max(1)];
-            *next_server += 1;
+            let Some(server) = servers.next_addr() else {
+                return Err(AckError::Connection("no NATS servers to connect to".into()));
+            };
             let inbox = format!("{}*", self.prefix);
-            match Wire::connect(opts, server, &inbox).await {
+            match Wire::connect(opts, &server, &inbox, servers).await {
                 Ok(w) => {
                     opts.connects.inc();
                     *conn = Some(w);
@@ -299,9 +307,13 @@ impl Acks {
 
     /// The connection failed: drop it (the next publish connects again).
     fn lost(&mut self, e: WireError) -> AckError {
-        if let Link::Direct { opts, conn, .. } = &mut self.link {
-            if conn.take().is_some() {
+        if let Link::Direct { opts, conn, servers } = &mut self.link {
+            if let Some(lost) = conn.take() {
                 opts.disconnects.inc();
+                // Members that joined while it was up are tried too.
+                if let Some(info) = lost.later_info() {
+                    servers.learn(info);
+                }
             }
         }
         AckError::Connection(e.to_string())

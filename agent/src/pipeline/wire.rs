@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 
 use flotilla_core::metrics::Counter;
 use flotilla_core::nats::frames::{self, FrameError, ServerOp};
+use flotilla_core::nats::ServerList;
 
 /// Queued bytes past which a publish writes without waiting for an ack.
 const WRITE_AT: usize = 64 * 1024;
@@ -116,18 +117,31 @@ pub struct Wire {
     rbuf: BytesMut,
     wbuf: BytesMut,
     max_payload: usize,
+    /// The last INFO the server sent after the first (cluster changes).
+    later_info: Option<Vec<u8>>,
 }
 
 impl Wire {
     /// Connect to `server`, say who we are and subscribe `inbox` as sid 1;
-    /// returns once the server answered the PING after them.
-    pub async fn connect(opts: &Options, server: &str, inbox: &str) -> Result<Wire, WireError> {
+    /// returns once the server answered the PING after them. The cluster
+    /// members its INFO names are added to `servers`.
+    pub async fn connect(
+        opts: &Options,
+        server: &str,
+        inbox: &str,
+        servers: &mut ServerList,
+    ) -> Result<Wire, WireError> {
         let open = async {
             let stream = TcpStream::connect(server).await?;
             let _ = stream.set_nodelay(true);
-            let mut wire =
-                Wire { stream, rbuf: BytesMut::with_capacity(16 * 1024), wbuf: BytesMut::new(), max_payload: 0 };
-            wire.max_payload = wire.read_info().await?;
+            let mut wire = Wire {
+                stream,
+                rbuf: BytesMut::with_capacity(16 * 1024),
+                wbuf: BytesMut::new(),
+                max_payload: 0,
+                later_info: None,
+            };
+            wire.max_payload = wire.read_info(servers).await?;
             wire.wbuf.put_slice(connect_line(opts).as_bytes());
             for part in ["SUB ", inbox, " 1\r\nPING\r\n"] {
                 wire.wbuf.put_slice(part.as_bytes());
@@ -200,13 +214,23 @@ impl Wire {
                     tracing::warn!(error = %text, "NATS server error");
                     None
                 }
-                ServerOp::Pong | ServerOp::Ok | ServerOp::Info(_) => None,
+                ServerOp::Info(json) => {
+                    self.later_info = Some(json.to_vec());
+                    None
+                }
+                ServerOp::Pong | ServerOp::Ok => None,
             };
             self.rbuf.advance(used);
             if got.is_some() {
                 return Ok(got);
             }
         }
+    }
+
+    /// The last INFO the server sent since connecting (it names the
+    /// cluster's members as they change), if any.
+    pub fn later_info(&self) -> Option<&[u8]> {
+        self.later_info.as_deref()
     }
 
     /// Write what is queued and wait until more has been read.
@@ -241,10 +265,11 @@ impl Wire {
     }
 
     /// The server's INFO: its `max_payload` (1 MiB if it gives none).
-    async fn read_info(&mut self) -> Result<usize, WireError> {
+    async fn read_info(&mut self, servers: &mut ServerList) -> Result<usize, WireError> {
         loop {
             if let Some((op, used)) = frames::parse(&self.rbuf, usize::MAX)? {
                 let ServerOp::Info(json) = op else { return Err(WireError::Refused("no INFO first".into())) };
+                servers.learn(json);
                 let info: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
                 if info["tls_required"].as_bool() == Some(true) {
                     return Err(WireError::NeedsTls);

@@ -543,8 +543,12 @@ async fn open_objects_and_unacked_events_are_capped() {
     // oldest as the third and fourth open.
     let four: Vec<_> = (1..=40u64).map(|i| event("acme", ["a", "b", "c", "d"][(i % 4) as usize], i, now)).collect();
     publish_all(&js, four).await;
-    wait_for("two objects closed, two open", Duration::from_secs(30), || async {
-        objects_in(archive.path()).len() == 2 && gauge(&shipper, "flotilla_shipper_open_objects") == 2
+    // An object's file appears before its events are counted committed:
+    // wait for both.
+    wait_for("two objects closed and committed, two open", Duration::from_secs(30), || async {
+        objects_in(archive.path()).len() == 2
+            && gauge(&shipper, "flotilla_shipper_open_objects") == 2
+            && shipper.committed() >= 20
     })
     .await;
     assert_eq!(shipper.committed(), 20);

@@ -162,6 +162,10 @@ async fn run_sources(config: Config, metrics: AgentMetrics, shutdown: Cancellati
                 max_in_flight: config.nats.max_in_flight,
             })
         };
+        // Sources that cannot be read again write to a spill queue first.
+        let spill = |settings, rate_limit| {
+            queued(&config, &name, settings, rate_limit, stats.clone(), &metrics, &route, &host, &tracker, &shutdown)
+        };
         match source {
             SourceConfig::File(f) | SourceConfig::Docker(f) => {
                 let docker = matches!(source, SourceConfig::Docker(_));
@@ -169,49 +173,16 @@ async fn run_sources(config: Config, metrics: AgentMetrics, shutdown: Cancellati
                 tracker.spawn(src.run(shutdown.clone()));
             }
             SourceConfig::Stdin(c) => {
-                let emitter = queued(
-                    &config,
-                    &name,
-                    &c.queue,
-                    c.rate_limit,
-                    stats,
-                    &metrics,
-                    &route,
-                    &host,
-                    &tracker,
-                    &shutdown,
-                )?;
+                let emitter = spill(&c.queue, c.rate_limit)?;
                 tracker.spawn(sources::stdin::run(c.clone(), emitter, shutdown.clone()));
             }
             SourceConfig::Syslog(c) => {
                 let listeners = bind_syslog(c).await?;
-                let emitter = queued(
-                    &config,
-                    &name,
-                    &c.queue,
-                    c.rate_limit,
-                    stats,
-                    &metrics,
-                    &route,
-                    &host,
-                    &tracker,
-                    &shutdown,
-                )?;
+                let emitter = spill(&c.queue, c.rate_limit)?;
                 tracker.spawn(sources::syslog::source::run(c.clone(), listeners, emitter, shutdown.clone()));
             }
             SourceConfig::Journald(c) => {
-                let emitter = queued(
-                    &config,
-                    &name,
-                    &c.queue,
-                    c.rate_limit,
-                    stats,
-                    &metrics,
-                    &route,
-                    &host,
-                    &tracker,
-                    &shutdown,
-                )?;
+                let emitter = spill(&c.queue, c.rate_limit)?;
                 let cursor = config.data_dir.join("journald").join(format!("{name}.cursor"));
                 if let Some(dir) = cursor.parent() {
                     let _ = std::fs::create_dir_all(dir);

@@ -91,7 +91,7 @@ pub fn system_busy_secs() -> io::Result<f64> {
 }
 
 /// All CPUs' time since boot, seconds, from the `cpu` line of `/proc/stat`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct SystemCpu {
     /// Everything but idle and iowait (steal included).
     pub busy: f64,
@@ -101,14 +101,29 @@ pub struct SystemCpu {
 }
 
 impl SystemCpu {
-    /// Steal as a share of all CPU time between `self` and a later reading.
-    pub fn steal_share_until(&self, later: &SystemCpu) -> f64 {
-        let total = later.total - self.total;
-        if total > 0.0 {
-            (later.steal - self.steal) / total
+    /// What was spent between `earlier` and this reading.
+    pub fn since(&self, earlier: &SystemCpu) -> SystemCpu {
+        SystemCpu {
+            busy: self.busy - earlier.busy,
+            steal: self.steal - earlier.steal,
+            total: self.total - earlier.total,
+        }
+    }
+
+    /// Steal as a share of all the CPU time (of a span: see [`SystemCpu::since`]).
+    pub fn steal_share(&self) -> f64 {
+        if self.total > 0.0 {
+            self.steal / self.total
         } else {
             0.0
         }
+    }
+}
+
+impl std::ops::AddAssign for SystemCpu {
+    fn add_assign(&mut self, other: SystemCpu) {
+        (self.busy, self.steal, self.total) =
+            (self.busy + other.busy, self.steal + other.steal, self.total + other.total);
     }
 }
 
@@ -165,7 +180,7 @@ mod tests {
         let c = parse_system_cpu(stat, 100.0).unwrap();
         assert_eq!(c, SystemCpu { busy: 1.9, steal: 0.35, total: 10.0 });
         let later = SystemCpu { busy: 3.0, steal: 0.85, total: 12.0 };
-        assert!((c.steal_share_until(&later) - 0.25).abs() < 1e-9);
+        assert!((later.since(&c).steal_share() - 0.25).abs() < 1e-9);
         assert_eq!(parse_system_cpu("cpu  1 2 3\n", 100.0), None, "too few fields");
         assert_eq!(parse_system_cpu("intr 5\n", 100.0), None);
     }

@@ -519,16 +519,16 @@ async fn latency(stack: &Stack, rate: u64, secs: u64) -> Result<Latency, BenchEr
         // The floor: a second direct subscriber in the proxy's place
         // (nats-server delivers each message twice in every run).
         let second = wire::Recorder::open(nats_addr, None, "logs.acme.>")?;
-        floor.add(&paced(stack, rate, second).await?)?;
+        floor.add(&paced(stack, rate, second).await?);
         let forwarder = wire::Hop::start(nats_addr, "logs.acme.>", "logs.acme.", rate)?;
         let second = wire::Recorder::open(&forwarder.addr, None, "logs.>")?;
-        hop.add(&paced(stack, rate, second).await?)?;
+        hop.add(&paced(stack, rate, second).await?);
         tokio::task::spawn_blocking(move || forwarder.join())
             .await
             .map_err(|e| BenchError::Failed(format!("hop: {e}")))??;
         let second =
             wire::Recorder::open(wire::addr(&stack.proxy_url), Some(("acme", stack.secret("acme")?)), "logs.>")?;
-        proxy.add(&paced(stack, rate, second).await?)?;
+        proxy.add(&paced(stack, rate, second).await?);
     }
     let drops1 = stack.drops().await?;
     let pct = |h: &Histogram<u64>| Percentiles {
@@ -564,17 +564,17 @@ struct Paths {
     added: Histogram<u64>,
     sent: u64,
     secs: f64,
-    stolen: f64,
-    cpu: f64,
+    /// All CPUs' time during these turns.
+    cpu: procstat::SystemCpu,
 }
 
 impl Paths {
     fn new() -> Result<Paths, BenchError> {
         let h = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| BenchError::Failed(e.to_string()));
-        Ok(Paths { direct: h()?, second: h()?, added: h()?, sent: 0, secs: 0.0, stolen: 0.0, cpu: 0.0 })
+        Ok(Paths { direct: h()?, second: h()?, added: h()?, sent: 0, secs: 0.0, cpu: Default::default() })
     }
 
-    fn add(&mut self, run: &Paced) -> Result<(), BenchError> {
+    fn add(&mut self, run: &Paced) {
         let us = |ns: u64| (ns / 1000).max(1);
         for ((&sent, &d), &s) in run.sent_at.iter().zip(&run.direct).zip(&run.second) {
             if d > 0 {
@@ -589,9 +589,7 @@ impl Paths {
         }
         self.sent += run.sent_at.len() as u64;
         self.secs += run.secs;
-        self.stolen += run.cpu.1.steal - run.cpu.0.steal;
-        self.cpu += run.cpu.1.total - run.cpu.0.total;
-        Ok(())
+        self.cpu += run.cpu;
     }
 
     fn achieved_rate(&self) -> f64 {
@@ -604,11 +602,7 @@ impl Paths {
 
     /// Steal's share of all CPU time during these turns.
     fn steal(&self) -> f64 {
-        if self.cpu > 0.0 {
-            self.stolen / self.cpu
-        } else {
-            0.0
-        }
+        self.cpu.steal_share()
     }
 }
 
@@ -621,8 +615,8 @@ struct Paced {
     direct: Vec<u64>,
     /// At `second`.
     second: Vec<u64>,
-    /// All CPUs' time before and after.
-    cpu: (procstat::SystemCpu, procstat::SystemCpu),
+    /// All CPUs' time during the run.
+    cpu: procstat::SystemCpu,
 }
 
 /// `rate` messages in one second from the paced publisher, recorded by a
@@ -647,7 +641,7 @@ async fn paced(stack: &Stack, rate: u64, second: wire::Recorder) -> Result<Paced
     let join = |r: std::thread::Result<Vec<u64>>| r.map_err(|_| BenchError::Failed("a receiver panicked".into()));
     let (first, second) = (join(first)?, join(second)?);
     let secs = if achieved_rate > 0.0 { sent_at.len() as f64 / achieved_rate } else { 0.0 };
-    Ok(Paced { sent_at, secs, direct: first, second, cpu: (cpu0, cpu()?) })
+    Ok(Paced { sent_at, secs, direct: first, second, cpu: cpu()?.since(&cpu0) })
 }
 
 async fn idle(stack: &Stack, n: usize) -> Result<Idle, BenchError> {

@@ -98,8 +98,7 @@ async fn run(opts: Options, mut sink: impl Sink, mut cmds: mpsc::UnboundedReceiv
             tracing::error!("upstream delivery connection: no servers to connect to");
             return;
         };
-        let mut link = Link { sink: &mut sink, cmds: &mut cmds, subs: &mut subs, servers: &mut servers };
-        match session(&server, &opts, &mut link, &mut failures).await {
+        match session(&server, &opts, &mut sink, &mut cmds, &mut subs, &mut servers, &mut failures).await {
             Ended::Done => return,
             e => {
                 opts.reconnects.inc();
@@ -112,16 +111,15 @@ async fn run(opts: Options, mut sink: impl Sink, mut cmds: mpsc::UnboundedReceiv
     }
 }
 
-/// What a session works with and leaves for the next one.
-struct Link<'a, S> {
-    sink: &'a mut S,
-    cmds: &'a mut mpsc::UnboundedReceiver<Cmd>,
-    subs: &'a mut BTreeMap<u64, (String, Option<String>)>,
-    servers: &'a mut ServerList,
-}
-
-async fn session<S: Sink>(server: &str, opts: &Options, link: &mut Link<'_, S>, failures: &mut u32) -> Ended {
-    let Link { sink, cmds, subs, servers } = link;
+async fn session(
+    server: &str,
+    opts: &Options,
+    sink: &mut impl Sink,
+    cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+    subs: &mut BTreeMap<u64, (String, Option<String>)>,
+    servers: &mut ServerList,
+    failures: &mut u32,
+) -> Ended {
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     // INFO first; then CONNECT, every subscription, and a PING whose PONG
     // says the server took them.

@@ -95,6 +95,13 @@ pub struct Upstream {
     pub url: String,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// PEM CA certificates that sign the servers' TLS certificates, trusted
+    /// instead of the system's roots.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate chain and key, for servers that verify
+    /// clients (`verify: true` in nats-server's `tls` block).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 fn default_http_addr() -> String {
@@ -125,6 +132,15 @@ impl Validate for Config {
             "upstream",
             "give both user and password, or neither",
         );
+        let u = &self.upstream;
+        v.check(u.tls_cert.is_some() == u.tls_key.is_some(), "upstream", "give both tls_cert and tls_key, or neither");
+        for (key, path) in
+            [("upstream.tls_ca", &u.tls_ca), ("upstream.tls_cert", &u.tls_cert), ("upstream.tls_key", &u.tls_key)]
+        {
+            if let Some(path) = path {
+                v.check(path.is_file(), key, format!("{} is not a readable file", path.display()));
+            }
+        }
         v.check(!self.tokens.as_os_str().is_empty(), "tokens", "path to the tokens file is empty");
         v.check((1..=64 * 1024 * 1024).contains(&self.max_payload), "max_payload", "must be between 1 and 67108864");
         v.check(self.client_queue > 0, "client_queue", "must be at least 1");
@@ -147,9 +163,22 @@ mod tests {
 
     #[test]
     fn reports_every_problem() {
-        let text = "listen = \"x\"\nhttp_addr = \"y\"\ntokens = \"\"\nping_interval = \"soon\"\n[upstream]\nurl = \"http://n\"\nuser = \"u\"\n";
+        let text = "listen = \"x\"\nhttp_addr = \"y\"\ntokens = \"\"\nping_interval = \"soon\"\n[upstream]\nurl = \"http://n\"\nuser = \"u\"\ntls_ca = \"/nonexistent/ca.pem\"\ntls_cert = \"/nonexistent/c.pem\"\n";
         let err = flotilla_core::config::parse::<Config>(text, |_| None).err().unwrap();
         let paths: Vec<_> = err.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(paths, ["listen", "http_addr", "upstream.url", "upstream", "tokens", "ping_interval"]);
+        assert_eq!(
+            paths,
+            [
+                "listen",
+                "http_addr",
+                "upstream.url",
+                "upstream",
+                "upstream",
+                "upstream.tls_ca",
+                "upstream.tls_cert",
+                "tokens",
+                "ping_interval"
+            ]
+        );
     }
 }

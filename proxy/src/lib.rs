@@ -74,17 +74,18 @@ impl Shared {
     }
 }
 
-/// The fan-out: deliveries read by the proxy's own delivery connection when
-/// every upstream server is plain `nats://`, by async-nats otherwise.
+/// The fan-out: deliveries read by the proxy's own delivery connection
+/// (`nats://` and `tls://` servers), by async-nats for websocket ones.
 fn fanout(
     config: &Config,
     client: async_nats::Client,
     gauge: flotilla_core::metrics::Gauge,
     reconnects: flotilla_core::metrics::Counter,
+    tls: tokio_rustls::TlsConnector,
 ) -> fanout::Fanout {
     let fanout = fanout::Fanout::new(client, gauge);
     let servers = flotilla_core::nats::servers(&config.upstream.url).unwrap_or_default();
-    let Some(servers) = flotilla_core::nats::plain_addrs(&servers) else {
+    let Some((servers, tls_required)) = flotilla_core::nats::tcp_addrs(&servers) else {
         return fanout;
     };
     let opts = upstream::conn::Options {
@@ -95,6 +96,7 @@ fn fanout(
         connect_timeout: Duration::from_secs(5),
         max_backoff: Duration::from_secs(5),
         reconnects,
+        tls: Some(upstream::conn::TlsOptions { connector: tls, required: tls_required }),
     };
     fanout.with_direct(|sink| upstream::conn::Upstream::start(opts, sink))
 }
@@ -120,6 +122,14 @@ pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyErr
     if let (Some(u), Some(p)) = (&config.upstream.user, &config.upstream.password) {
         opts = opts.user_and_password(u.clone(), p.clone());
     }
+    // The delivery connection's TLS first: it names a bad file clearly.
+    let upstream_tls = tls::connector(&config.upstream)?;
+    if let Some(ca) = &config.upstream.tls_ca {
+        opts = opts.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&config.upstream.tls_cert, &config.upstream.tls_key) {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
     let upstream = flotilla_core::nats::connect(opts, &config.upstream.url)
         .await
         .map_err(|message| ProxyError::Upstream { url: config.upstream.url.clone(), message })?;
@@ -143,7 +153,7 @@ pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyErr
     let limits = &config.limits;
     let shared = Arc::new(Shared {
         ping_interval: parse_duration(&config.ping_interval).unwrap_or(Duration::from_secs(120)),
-        fanout: fanout(&config, upstream.clone(), metrics.upstream_subscriptions.clone(), reconnects),
+        fanout: fanout(&config, upstream.clone(), metrics.upstream_subscriptions.clone(), reconnects, upstream_tls),
         registry: registry::Registry::default(),
         auth_throttle: limits::AuthThrottle::new(limits.auth_failures_per_minute),
         org_rates: limits::OrgRates::new(limits.org_publish_msgs_per_sec, limits.org_publish_bytes_per_sec),

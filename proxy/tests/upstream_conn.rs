@@ -55,6 +55,7 @@ fn options(nats: &NatsServer) -> Options {
         connect_timeout: Duration::from_secs(5),
         max_backoff: Duration::from_millis(500),
         reconnects: flotilla_core::metrics::Registry::default().counter("reconnects", "test", &[]),
+        tls: None,
     }
 }
 

@@ -43,7 +43,8 @@ impl NatsServer {
         NatsServer::start_with(&args)
     }
 
-    fn start_with(extra: &[String]) -> NatsServer {
+    /// `nats-server -js` with more arguments (TLS, a monitoring port...).
+    pub fn start_with(extra: &[String]) -> NatsServer {
         let store = tempfile::tempdir().expect("temp dir for JetStream store");
         let (child, port) = spawn(store.path(), None, extra);
         NatsServer { child, port, store, extra: extra.to_vec() }

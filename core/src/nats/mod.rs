@@ -34,6 +34,23 @@ pub fn plain_addrs(servers: &[ServerAddr]) -> Option<Vec<String>> {
     Some(servers.iter().map(|s| format!("{}:{}", s.host(), s.port())).collect())
 }
 
+/// `host:port` of every server, and whether any is `tls://` (then every
+/// connection must use TLS, as async-nats does); `None` if any is
+/// websocket, or there are none.
+pub fn tcp_addrs(servers: &[ServerAddr]) -> Option<(Vec<String>, bool)> {
+    if servers.is_empty() || servers.iter().any(|s| s.is_websocket()) {
+        return None;
+    }
+    let addrs = servers.iter().map(|s| format!("{}:{}", s.host(), s.port())).collect();
+    Some((addrs, servers.iter().any(|s| s.tls_required())))
+}
+
+/// The host of a `host:port` entry (an IPv6 host without its brackets).
+pub fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
+}
+
 /// Most servers a [`ServerList`] holds: what INFO names beyond that is
 /// ignored (a server listening on every interface may name many).
 const MAX_SERVERS: usize = 64;
@@ -101,9 +118,20 @@ mod tests {
         assert_eq!(plain_addrs(&servers("nats://a:4222, nats://b:4223").unwrap()).unwrap(), ["a:4222", "b:4223"]);
         assert_eq!(plain_addrs(&three), None, "one is tls://");
         assert_eq!(plain_addrs(&[]), None);
+        assert_eq!(tcp_addrs(&three), Some((vec!["a:4222".into(), "b:4223".into(), "c:4224".into()], true)));
+        assert_eq!(tcp_addrs(&servers("nats://a:4222").unwrap()), Some((vec!["a:4222".into()], false)));
+        assert_eq!(tcp_addrs(&[]), None);
         for bad in ["", "nats://a:1,", "nats://a:1,,nats://b:2", "http://a:1", "nats://a:1,b:2", "nats://a:99999"] {
             assert!(servers(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_host_of_an_address() {
+        assert_eq!(host_of("nats.example.com:4222"), "nats.example.com");
+        assert_eq!(host_of("10.0.0.1:4222"), "10.0.0.1");
+        assert_eq!(host_of("[::1]:4222"), "::1");
+        assert_eq!(host_of("bare"), "bare");
     }
 
     #[test]

@@ -1,21 +1,27 @@
-//! The delivery connection: one plain NATS connection upstream that only
+//! The delivery connection: one NATS connection upstream that only
 //! subscribes and reads, handing each `MSG`/`HMSG` to a [`Sink`] as slices
 //! of its read buffer. It answers PINGs, sends its own (a connection that
 //! stops answering is dropped), and on any failure reconnects with full
 //! jitter backoff and subscribes again to everything it had: to the next
 //! configured server, or to a cluster member the servers named in INFO.
 //!
-//! `nats://` servers only for now: `tls://` upstreams stay on async-nats.
+//! TLS (rustls) after the server's plaintext INFO, as NATS clients do: to
+//! every server when a `tls://` URL is configured, else to a server whose
+//! INFO requires it. The certificate is checked against the host name
+//! the connection was made to (a cluster member's as INFO names it).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
 
-use flotilla_core::nats::ServerList;
+use flotilla_core::nats::{host_of, ServerList};
 
 use super::frames::{self, ServerOp};
 use crate::delivery::Raw;
@@ -41,7 +47,19 @@ pub struct Options {
     pub max_backoff: Duration,
     /// Counts connections that ended or could not be made.
     pub reconnects: flotilla_core::metrics::Counter,
+    /// Without it, a server that requires TLS is not used.
+    pub tls: Option<TlsOptions>,
 }
+
+#[derive(Clone)]
+pub struct TlsOptions {
+    pub connector: tokio_rustls::TlsConnector,
+    /// Every server must use TLS (a `tls://` URL was configured);
+    /// otherwise only those whose INFO requires it.
+    pub required: bool,
+}
+
+type Stream = Either<TcpStream, TlsStream<TcpStream>>;
 
 enum Cmd {
     Sub { sid: u64, subject: String, queue: Option<String> },
@@ -77,6 +95,8 @@ impl Upstream {
 enum Ended {
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
     #[error("protocol: {0}")]
     Frame(#[from] frames::FrameError),
     #[error("the server stopped answering PINGs")]
@@ -123,7 +143,7 @@ async fn session(
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     // INFO first; then CONNECT, every subscription, and a PING whose PONG
     // says the server took them.
-    let opened = tokio::time::timeout(opts.connect_timeout, open(server, &mut rbuf, servers)).await;
+    let opened = tokio::time::timeout(opts.connect_timeout, open(server, opts.tls.as_ref(), &mut rbuf, servers)).await;
     let (mut stream, max_payload) = match opened {
         Ok(Ok(opened)) => opened,
         Ok(Err(e)) => return e,
@@ -134,7 +154,7 @@ async fn session(
         out.extend_from_slice(sub_line(*sid, subject, queue.as_deref()).as_bytes());
     }
     out.extend_from_slice(b"PING\r\n");
-    if let Err(e) = stream.write_all(&out).await {
+    if let Err(e) = write(&mut stream, &out).await {
         return e.into();
     }
     let mut ping = tokio::time::interval(opts.ping_interval);
@@ -211,7 +231,7 @@ async fn session(
         }
         rbuf.advance(at);
         if !out.is_empty() {
-            if let Err(e) = stream.write_all(&out).await {
+            if let Err(e) = write(&mut stream, &out).await {
                 return e.into();
             }
             out.clear();
@@ -219,27 +239,65 @@ async fn session(
     }
 }
 
-/// Connect and read the server's INFO (learning the cluster it names).
-async fn open(server: &str, rbuf: &mut BytesMut, servers: &mut ServerList) -> Result<(TcpStream, usize), Ended> {
-    let mut stream = TcpStream::connect(server).await?;
-    let _ = stream.set_nodelay(true);
-    let max_payload = read_info(&mut stream, rbuf, servers).await?;
-    Ok((stream, max_payload))
+/// Write and flush (TLS holds what it encrypts until flushed).
+async fn write(stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
-/// Read the server's INFO; its `max_payload` (1 MiB if it gives none).
-async fn read_info(stream: &mut TcpStream, rbuf: &mut BytesMut, servers: &mut ServerList) -> Result<usize, Ended> {
+/// Connect, read the server's INFO (learning the cluster it names) and
+/// start TLS if it is due; the stream and the server's `max_payload`.
+async fn open(
+    server: &str,
+    tls: Option<&TlsOptions>,
+    rbuf: &mut BytesMut,
+    servers: &mut ServerList,
+) -> Result<(Stream, usize), Ended> {
+    let mut tcp = TcpStream::connect(server).await?;
+    let _ = tcp.set_nodelay(true);
+    let info = read_info(&mut tcp, rbuf, servers).await?;
+    let tls = match tls {
+        Some(t) if t.required || info.tls_required => t,
+        None if info.tls_required => return Err(Ended::Refused("the server requires TLS".into())),
+        _ => return Ok((Either::Left(tcp), info.max_payload)),
+    };
+    if !(info.tls_required || info.tls_available) {
+        return Err(Ended::Refused("a tls:// server URL is configured, but the server does not offer TLS".into()));
+    }
+    if !rbuf.is_empty() {
+        return Err(Ended::Refused("the server sent more than INFO before the TLS handshake".into()));
+    }
+    let name = ServerName::try_from(host_of(server).to_string())
+        .map_err(|e| Ended::Refused(format!("{server} is no name to check a certificate against: {e}")))?;
+    let stream = tls.connector.connect(name, tcp).await.map_err(Ended::Tls)?;
+    Ok((Either::Right(stream), info.max_payload))
+}
+
+/// What the delivery connection needs of a server's INFO.
+#[derive(serde::Deserialize)]
+struct Info {
+    #[serde(default = "default_max_payload")]
+    max_payload: usize,
+    #[serde(default)]
+    tls_required: bool,
+    #[serde(default)]
+    tls_available: bool,
+}
+
+fn default_max_payload() -> usize {
+    1 << 20
+}
+
+/// Read the server's INFO.
+async fn read_info(stream: &mut TcpStream, rbuf: &mut BytesMut, servers: &mut ServerList) -> Result<Info, Ended> {
     loop {
         if let Some((op, used)) = frames::parse(rbuf, usize::MAX)? {
             let ServerOp::Info(json) = op else { return Err(Ended::Refused("no INFO first".into())) };
             servers.learn(json);
-            let info: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
-            if info["tls_required"].as_bool() == Some(true) {
-                return Err(Ended::Refused("the server requires TLS".into()));
-            }
-            let max = info["max_payload"].as_u64().map_or(1 << 20, |m| m as usize);
+            let info =
+                serde_json::from_slice(json).map_err(|e| Ended::Refused(format!("INFO that does not parse: {e}")))?;
             rbuf.advance(used);
-            return Ok(max);
+            return Ok(info);
         }
         if stream.read_buf(rbuf).await? == 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());

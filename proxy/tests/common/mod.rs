@@ -58,6 +58,12 @@ pub async fn stack() -> Stack {
 
 pub async fn stack_with(extra: Extra<'_>) -> Stack {
     let nats = NatsServer::start();
+    let url = nats.url();
+    stack_over(nats, &url, extra).await
+}
+
+/// The proxy in front of `nats`, reached at `url` (e.g. `tls://...`).
+pub async fn stack_over(nats: NatsServer, url: &str, extra: Extra<'_>) -> Stack {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.toml");
     let acme = token(&tokens, Role::Tenant, &["acme"], Some("acme-read"), false);
@@ -70,7 +76,7 @@ pub async fn stack_with(extra: Extra<'_>) -> Stack {
         "listen = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ntokens = {:?}\n{}\n[upstream]\nurl = \"{}\"\n{}\n",
         tokens.display().to_string(),
         extra.top,
-        nats.url(),
+        url,
         extra.tables,
     );
     let config: Config = flotilla_core::config::parse(&text, |_| None).unwrap();

@@ -1,0 +1,199 @@
+//! `tls://` upstreams against a real nats-server that requires TLS and
+//! verifies client certificates: the delivery connection speaks TLS, trusts
+//! only `upstream.tls_ca`, presents `upstream.tls_cert`, and carries the
+//! tenants' deliveries itself (nats-server's `/connz` shows it did).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+
+use common::*;
+use flotilla_core::metrics::Counter;
+use flotilla_proxy::config::Upstream as UpstreamConfig;
+use flotilla_proxy::delivery::Raw as RawMsg;
+use flotilla_proxy::upstream::conn::{Options, Sink, TlsOptions, Upstream};
+use flotilla_testsupport::{free_port, NatsServer};
+
+/// A CA, a server certificate for 127.0.0.1 and localhost, and a client
+/// certificate, all as PEM files.
+struct Pki {
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+    server: (PathBuf, PathBuf),
+    client: (PathBuf, PathBuf),
+}
+
+fn make_pki(dir: tempfile::TempDir, ca_name: &str) -> Pki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, ca_name);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, stem: &str| {
+        let mut params = CertificateParams::new(names).unwrap();
+        params.extended_key_usages = vec![usage];
+        params.distinguished_name.push(DnType::CommonName, stem);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca).unwrap();
+        let (c, k) = (dir.path().join(format!("{stem}.pem")), dir.path().join(format!("{stem}-key.pem")));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    };
+    let server = leaf(vec!["127.0.0.1".into(), "localhost".into()], ExtendedKeyUsagePurpose::ServerAuth, "server");
+    let client = leaf(vec![], ExtendedKeyUsagePurpose::ClientAuth, "client");
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    Pki { _dir: dir, ca: ca_path, server, client }
+}
+
+/// nats-server requiring TLS from every client and a certificate signed by
+/// the CA; its monitoring endpoint on `monitor`.
+fn tls_nats(pki: &Pki, monitor: u16) -> NatsServer {
+    let p = |p: &Path| p.display().to_string();
+    NatsServer::start_with(&[
+        "--tls".into(),
+        "--tlscert".into(),
+        p(&pki.server.0),
+        "--tlskey".into(),
+        p(&pki.server.1),
+        "--tlsverify".into(),
+        "--tlscacert".into(),
+        p(&pki.ca),
+        "-m".into(),
+        monitor.to_string(),
+    ])
+}
+
+/// A platform-side client straight to the TLS nats-server.
+async fn direct(pki: &Pki, nats: &NatsServer) -> async_nats::Client {
+    async_nats::ConnectOptions::new()
+        .add_root_certificates(pki.ca.clone())
+        .add_client_certificate(pki.client.0.clone(), pki.client.1.clone())
+        .connect(format!("tls://127.0.0.1:{}", nats.port()))
+        .await
+        .expect("a TLS client straight to nats-server")
+}
+
+#[tokio::test]
+async fn tenants_get_their_deliveries_over_a_verified_tls_delivery_connection() {
+    let pki = make_pki(tempfile::tempdir().unwrap(), "flotilla test CA");
+    let monitor = free_port();
+    let nats = tls_nats(&pki, monitor);
+    let url = format!("tls://127.0.0.1:{}", nats.port());
+    let tables = format!(
+        "tls_ca = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n",
+        pki.ca.display().to_string(),
+        pki.client.0.display().to_string(),
+        pki.client.1.display().to_string()
+    );
+    let s = stack_over(nats, &url, Extra { top: "", tables: &tables }).await;
+    let platform = direct(&pki, &s.nats).await;
+
+    let tenant = s.client("acme", &s.acme).await;
+    let mut sub = tenant.subscribe("logs.>").await.unwrap();
+    tenant.flush().await.unwrap();
+    // Published until the first arrives: the proxy's upstream subscription
+    // is live once one does.
+    let mut first = None;
+    for _ in 0..100 {
+        platform.publish("logs.acme.web.iad.h1", "prime".into()).await.unwrap();
+        platform.flush().await.unwrap();
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
+            first = Some(m);
+            break;
+        }
+    }
+    let first = first.expect("a delivery through the proxy from a TLS upstream");
+    assert_eq!(first.subject.as_str(), "logs.web.iad.h1", "rewritten into the tenant's view");
+    platform.publish("logs.globex.web.iad.h1", "globex only".into()).await.unwrap();
+    platform.publish("logs.acme.db.iad.h2", "after".into()).await.unwrap();
+    platform.flush().await.unwrap();
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.expect("in time").expect("open");
+        assert_ne!(&m.payload[..], b"globex only", "another org's message leaked");
+        if &m.payload[..] == b"after" {
+            assert_eq!(m.subject.as_str(), "logs.db.iad.h2");
+            break;
+        }
+    }
+
+    // nats-server's view: the proxy's delivery connection, over TLS, is
+    // what delivered them (not its async-nats connection).
+    let addr = format!("127.0.0.1:{monitor}").parse().unwrap();
+    let connz: serde_json::Value = serde_json::from_str(&http_get(addr, "/connz").await).unwrap();
+    let conns = connz["connections"].as_array().expect("connections");
+    let delivery = conns
+        .iter()
+        .find(|c| c["name"] == "flotilla-proxy deliveries")
+        .unwrap_or_else(|| panic!("no delivery connection in {conns:?}"));
+    assert!(delivery["tls_version"].as_str().is_some_and(|v| !v.is_empty()), "{delivery}");
+    assert!(delivery["out_msgs"].as_u64() >= Some(2), "{delivery}");
+    let other = conns.iter().find(|c| c["name"] == "flotilla-proxy").expect("the async-nats connection");
+    assert_eq!(other["out_msgs"].as_u64(), Some(0), "deliveries went the slow way: {other}");
+}
+
+#[derive(Clone, Default)]
+struct Count(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Sink for Count {
+    fn deliver(&mut self, msgs: &[RawMsg<'_>]) {
+        self.0.fetch_add(msgs.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn options(nats: &NatsServer, pki: &Pki, trust: &Path, reconnects: &Counter) -> Options {
+    let cfg = UpstreamConfig {
+        url: String::new(),
+        user: None,
+        password: None,
+        tls_ca: Some(trust.to_path_buf()),
+        tls_cert: Some(pki.client.0.clone()),
+        tls_key: Some(pki.client.1.clone()),
+    };
+    Options {
+        servers: vec![format!("127.0.0.1:{}", nats.port())],
+        user: None,
+        password: None,
+        ping_interval: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(5),
+        max_backoff: Duration::from_millis(200),
+        reconnects: reconnects.clone(),
+        // Not required by the URL (`nats://`): the server's INFO asks for it.
+        tls: Some(TlsOptions { connector: flotilla_proxy::tls::connector(&cfg).unwrap(), required: false }),
+    }
+}
+
+#[tokio::test]
+async fn a_server_certificate_from_another_ca_is_refused() {
+    let pki = make_pki(tempfile::tempdir().unwrap(), "flotilla test CA");
+    let stranger = make_pki(tempfile::tempdir().unwrap(), "someone else's CA");
+    let nats = tls_nats(&pki, free_port());
+    let platform = direct(&pki, &nats).await;
+    let registry = flotilla_core::metrics::Registry::default();
+    let (failed, ok_failed) = (registry.counter("wrong", "test", &[]), registry.counter("right", "test", &[]));
+
+    // Trusting the wrong CA: every handshake fails, nothing is delivered.
+    let (wrong, right) = (Count::default(), Count::default());
+    let up = Upstream::start(options(&nats, &pki, &stranger.ca, &failed), wrong.clone());
+    up.subscribe(1, "logs.acme.>", None);
+    // Trusting the right one (and upgrading because INFO requires it).
+    let ok = Upstream::start(options(&nats, &pki, &pki.ca, &ok_failed), right.clone());
+    ok.subscribe(1, "logs.acme.>", None);
+    let mut n = 0;
+    while right.0.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(n < 100, "the connection trusting the right CA got nothing");
+        platform.publish("logs.acme.web.iad.h1", "x".into()).await.unwrap();
+        platform.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        n += 1;
+    }
+    assert_eq!(wrong.0.load(std::sync::atomic::Ordering::Relaxed), 0, "a server nobody vouched for was used");
+    assert!(failed.get() >= 1, "failed handshakes are counted");
+    assert_eq!(ok_failed.get(), 0, "the right CA's connection never failed");
+    drop(up);
+    drop(ok);
+}

@@ -4,6 +4,14 @@
 //! one of its members here, round robin) through their bounded queues.
 //! The subscriptions live on the delivery connection ([`crate::upstream`])
 //! when there is one, on async-nats otherwise.
+//!
+//! An entry's receivers are a shared list replaced whole on every change
+//! (subscribe, unsubscribe, a limit reached): a delivery takes the current
+//! list and writes to the clients without holding any lock, so subscribing
+//! to a busy subject with many receivers never waits for a delivery's
+//! socket writes. A delivery already under way may still reach a client
+//! that has just unsubscribed, as with nats-server (clients ignore
+//! messages for a sid they have dropped).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -32,8 +40,10 @@ pub struct Receiver {
     pub limit: Arc<Limit>,
 }
 
+type Receivers = Arc<Vec<Arc<Receiver>>>;
+
 struct Entry {
-    receivers: Mutex<Vec<Receiver>>,
+    receivers: Mutex<Receivers>,
     next: AtomicUsize,
     queue: bool,
     /// Its subscription on the delivery connection, if it has one.
@@ -118,14 +128,14 @@ impl Fanout {
     pub async fn add(&self, key: Key, receiver: Receiver) -> Result<(), async_nats::SubscribeError> {
         let mut entries = self.entries.lock().await;
         if let Some(entry) = entries.get(&key) {
-            lock(&entry.receivers).push(receiver);
+            entry.change(|r| r.push(Arc::new(receiver)));
             return Ok(());
         }
         let queue = key.queue.is_some();
         if let Some((upstream, by_sid)) = &self.direct {
             let sid = self.next_sid.fetch_add(1, Ordering::Relaxed) + 1;
             let entry = Arc::new(Entry {
-                receivers: Mutex::new(vec![receiver]),
+                receivers: Mutex::new(Arc::new(vec![Arc::new(receiver)])),
                 next: AtomicUsize::new(0),
                 queue,
                 sid: Some(sid),
@@ -142,7 +152,7 @@ impl Fanout {
             Some(q) => self.client.queue_subscribe(key.subject.clone(), q.clone()).await?,
         };
         let entry = Arc::new(Entry {
-            receivers: Mutex::new(vec![receiver]),
+            receivers: Mutex::new(Arc::new(vec![Arc::new(receiver)])),
             next: AtomicUsize::new(0),
             queue,
             sid: None,
@@ -166,11 +176,7 @@ impl Fanout {
     pub async fn remove(&self, key: &Key, conn: u64, sid: &str) {
         let mut entries = self.entries.lock().await;
         let Some(entry) = entries.get(key) else { return };
-        let empty = {
-            let mut r = lock(&entry.receivers);
-            r.retain(|x| !(x.conn == conn && x.sid == sid));
-            r.is_empty()
-        };
+        let empty = entry.change(|r| r.retain(|x| !(x.conn == conn && x.sid == sid)));
         if empty {
             if let Some(entry) = entries.remove(key) {
                 if let Some(t) = lock(&entry.task).take() {
@@ -189,7 +195,7 @@ impl Fanout {
     pub async fn limit(&self, key: &Key, conn: u64, sid: &str, max: u64) -> bool {
         let entries = self.entries.lock().await;
         let Some(entry) = entries.get(key) else { return false };
-        let r = lock(&entry.receivers);
+        let r = entry.current();
         match r.iter().find(|x| x.conn == conn && x.sid == sid) {
             Some(x) if max > x.limit.delivered.load(Ordering::Relaxed) => {
                 x.limit.max.store(max, Ordering::Relaxed);
@@ -200,11 +206,47 @@ impl Fanout {
     }
 }
 
+impl Entry {
+    /// The receivers now (a delivery's list: no lock is held while it is used).
+    fn current(&self) -> Receivers {
+        lock(&self.receivers).clone()
+    }
+
+    /// Replace the list with `f` applied to a copy; whether it is now empty.
+    fn change(&self, f: impl FnOnce(&mut Vec<Arc<Receiver>>)) -> bool {
+        let mut list = lock(&self.receivers);
+        let mut next = Vec::clone(&list);
+        f(&mut next);
+        let empty = next.is_empty();
+        *list = Arc::new(next);
+        empty
+    }
+
+    /// Take out the receivers a delivery found done (limit reached, client
+    /// gone), whatever changed since.
+    fn forget(&self, done: &[Arc<Receiver>]) {
+        if !done.is_empty() {
+            self.change(|r| r.retain(|x| !done.iter().any(|d| Arc::ptr_eq(d, x))));
+        }
+    }
+}
+
 /// Deliver a batch of upstream messages: each client's frames are gathered
 /// over the batch and queued as one chunk (one wake-up and one write per
 /// client per batch, not per message).
 fn deliver<M: Delivery>(entry: &Entry, batch: &[M], queue: bool) {
-    let mut receivers = lock(&entry.receivers);
+    let list = entry.current();
+    let mut receivers: Vec<&Arc<Receiver>> = list.iter().collect();
+    let mut gone: Vec<Arc<Receiver>> = Vec::new();
+    let mut done_with = |receivers: &mut Vec<&Arc<Receiver>>| {
+        receivers.retain(|r| {
+            let done = r.limit.exhausted() || r.outlet.queue.is_closed();
+            if done {
+                gone.push(Arc::clone(r));
+            }
+            !done
+        })
+    };
     // What each receiver is expected to get from the batch (a sizing hint).
     let share = |n: usize| if queue { batch.len() / n.max(1) + 1 } else { batch.len() };
     let mut pending: Vec<Pending> = Vec::new();
@@ -212,12 +254,12 @@ fn deliver<M: Delivery>(entry: &Entry, batch: &[M], queue: bool) {
     pending.resize_with(receivers.len(), || Pending::expecting(expect));
     for m in batch {
         if receivers.is_empty() {
-            return;
+            break;
         }
         let mut done = false;
         if queue {
             let i = entry.next.fetch_add(1, Ordering::Relaxed) % receivers.len();
-            done |= !add(&receivers[i], &mut pending[i], m);
+            done |= !add(receivers[i], &mut pending[i], m);
         } else {
             for (r, p) in receivers.iter().zip(pending.iter_mut()) {
                 done |= !add(r, p, m);
@@ -228,15 +270,16 @@ fn deliver<M: Delivery>(entry: &Entry, batch: &[M], queue: bool) {
             // out before the next message (a queue group's next member
             // must get that one).
             flush(&receivers, &mut pending);
-            receivers.retain(|r| !r.limit.exhausted() && !r.outlet.queue.is_closed());
+            done_with(&mut receivers);
             pending.clear();
             let expect = share(receivers.len());
             pending.resize_with(receivers.len(), || Pending::expecting(expect));
         }
     }
     if !flush(&receivers, &mut pending) {
-        receivers.retain(|r| !r.limit.exhausted() && !r.outlet.queue.is_closed());
+        done_with(&mut receivers);
     }
+    entry.forget(&gone);
 }
 
 /// Add one message for `r`; false when `r` is done (limit reached, client gone).
@@ -256,10 +299,97 @@ fn add(r: &Receiver, pending: &mut Pending, m: &impl Delivery) -> bool {
 }
 
 /// Queue every receiver's pending frames; false if a client is gone.
-fn flush(receivers: &[Receiver], pending: &mut [Pending]) -> bool {
+fn flush(receivers: &[&Arc<Receiver>], pending: &mut [Pending]) -> bool {
     let mut all = true;
     for (r, p) in receivers.iter().zip(pending.iter_mut()) {
         all &= r.outlet.flush(p);
     }
     all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+
+    use crate::config::SlowConsumer;
+    use crate::metrics::ProxyMetrics;
+    use crate::queue::{Queue, QueueRx};
+    use crate::scope::Scope;
+
+    /// A message that parks the delivery reading it until the test says go.
+    struct Parked {
+        reached: mpsc::Sender<()>,
+        go: Mutex<mpsc::Receiver<()>>,
+    }
+
+    impl Delivery for Parked {
+        fn subject(&self) -> &str {
+            let _ = self.reached.send(());
+            let _ = lock(&self.go).recv();
+            "logs.acme.web.iad.h1"
+        }
+        fn reply(&self) -> Option<&str> {
+            None
+        }
+        fn payload(&self) -> &[u8] {
+            b"x"
+        }
+        fn header_block(&self) -> Option<Cow<'_, [u8]>> {
+            None
+        }
+        fn is_status(&self) -> bool {
+            false
+        }
+        fn echo_digest(&self) -> u64 {
+            0
+        }
+    }
+
+    fn receiver(conn: u64) -> (Receiver, QueueRx) {
+        let (queue, rx) = Queue::new(16, None);
+        let org = ProxyMetrics::new(Default::default()).org("acme");
+        let outlet = Outlet::new(queue, Scope::Admin, false, org, SlowConsumer::Drop, CancellationToken::new());
+        (Receiver { conn, sid: "1".into(), outlet, limit: Arc::default() }, rx)
+    }
+
+    #[test]
+    fn subscribers_come_and_go_while_a_delivery_is_under_way() {
+        let (first, _rx1) = receiver(1);
+        let first_queue = first.outlet.queue.clone();
+        let entry = Arc::new(Entry {
+            receivers: Mutex::new(Arc::new(vec![Arc::new(first)])),
+            next: AtomicUsize::new(0),
+            queue: false,
+            sid: None,
+            task: Mutex::new(None),
+        });
+        let (reached_tx, reached) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel();
+        let parked = Parked { reached: reached_tx, go: Mutex::new(go_rx) };
+        let e = entry.clone();
+        let delivery = std::thread::spawn(move || deliver(&e, &[parked], false));
+        reached.recv_timeout(Duration::from_secs(10)).expect("the delivery is under way");
+
+        // While it is parked, one client subscribes and the first leaves.
+        let (second, _rx2) = receiver(2);
+        let (changed_tx, changed) = mpsc::channel();
+        let e = entry.clone();
+        std::thread::spawn(move || {
+            e.change(|r| r.push(Arc::new(second)));
+            let _ = changed_tx.send(e.change(|r| r.retain(|x| x.conn != 1)));
+        });
+        let now_empty = changed.recv_timeout(Duration::from_secs(10)).expect("subscribing waited for a delivery");
+        assert!(!now_empty);
+        go.send(()).expect("the delivery is waiting");
+        delivery.join().expect("the delivery ends");
+
+        // It went to the list it started with; the changes made meanwhile stand.
+        assert_eq!(first_queue.depth(), 1);
+        assert_eq!(entry.current().iter().map(|r| r.conn).collect::<Vec<_>>(), [2]);
+    }
 }

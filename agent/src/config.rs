@@ -51,6 +51,22 @@ pub struct Nats {
     /// How long a publish waits for its ack before it is resent.
     #[serde(default = "default_ack_timeout")]
     pub ack_timeout: String,
+    /// PEM CAs that sign the server's (e.g. the proxy's) TLS certificate,
+    /// trusted instead of the system's roots.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate and key, for servers that verify clients.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Nats {
+    pub fn tls_files(&self) -> flotilla_core::nats::TlsFiles<'_> {
+        flotilla_core::nats::TlsFiles {
+            ca: self.tls_ca.as_deref(),
+            cert: self.tls_cert.as_deref(),
+            key: self.tls_key.as_deref(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -294,6 +310,7 @@ impl Validate for Config {
             "nats",
             "give both user and password, or neither",
         );
+        self.nats.tls_files().validate(v, "nats");
         v.check((1..=65536).contains(&self.nats.max_in_flight), "nats.max_in_flight", "must be between 1 and 65536");
         v.duration("nats.ack_timeout", &self.nats.ack_timeout);
         v.check(!self.region.is_empty(), "region", "must not be empty");

@@ -288,6 +288,7 @@ async fn connect(config: &Config, host: &str, metrics: &AgentMetrics) -> Result<
     if let (Some(u), Some(p)) = (&config.nats.user, &config.nats.password) {
         opts = opts.user_and_password(u.clone(), p.clone());
     }
+    opts = config.nats.tls_files().apply(opts);
     flotilla_core::nats::connect(opts, &config.nats.url)
         .await
         .map_err(|message| AgentError::Nats { url: config.nats.url.clone(), message })

@@ -154,3 +154,33 @@ async fn a_comma_separated_url_list_reaches_the_live_server() {
     agent.stop().await;
     assert_eq!(events(&js).await.len(), 10);
 }
+
+/// A NATS server (or proxy) with a certificate from a private CA that also
+/// verifies clients: `tls_ca`, `tls_cert` and `tls_key` in `[nats]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_server_of_a_private_ca_that_verifies_clients() {
+    let pki = flotilla_testsupport::tls::Pki::new("flotilla test CA");
+    let nats = NatsServer::start_tls(&pki, &[]);
+    let client = async_nats::ConnectOptions::new()
+        .add_root_certificates(pki.ca.clone())
+        .add_client_certificate(pki.client.0.clone(), pki.client.1.clone())
+        .connect(nats.tls_url())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    common::create_stream(&js).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, data) = (dir.path().join("logs"), dir.path().join("data"));
+    append(&logs.join("acme/web/app.log"), 0, 50);
+    let sources = format!(
+        "{}[[sources]]\ntype = \"file\"\ninclude = [\"{}/{{org}}/{{app}}/*.log\"]\ncodec = \"json\"\npoll_interval = \"50ms\"\n",
+        pki.config_lines(),
+        logs.display()
+    );
+    let agent = Agent::start(common::config(&data, &nats.tls_url(), &sources));
+    wait_for(&js, 50).await;
+    agent.stop().await;
+    let got = events(&js).await;
+    assert_eq!(got.len(), 50);
+    assert!(got.iter().enumerate().all(|(i, (_, m, _))| m == &format!("line-{i}")));
+}

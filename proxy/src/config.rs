@@ -104,6 +104,16 @@ pub struct Upstream {
     pub tls_key: Option<PathBuf>,
 }
 
+impl Upstream {
+    pub fn tls_files(&self) -> flotilla_core::nats::TlsFiles<'_> {
+        flotilla_core::nats::TlsFiles {
+            ca: self.tls_ca.as_deref(),
+            cert: self.tls_cert.as_deref(),
+            key: self.tls_key.as_deref(),
+        }
+    }
+}
+
 fn default_http_addr() -> String {
     "127.0.0.1:8080".into()
 }
@@ -132,15 +142,7 @@ impl Validate for Config {
             "upstream",
             "give both user and password, or neither",
         );
-        let u = &self.upstream;
-        v.check(u.tls_cert.is_some() == u.tls_key.is_some(), "upstream", "give both tls_cert and tls_key, or neither");
-        for (key, path) in
-            [("upstream.tls_ca", &u.tls_ca), ("upstream.tls_cert", &u.tls_cert), ("upstream.tls_key", &u.tls_key)]
-        {
-            if let Some(path) = path {
-                v.check(path.is_file(), key, format!("{} is not a readable file", path.display()));
-            }
-        }
+        self.upstream.tls_files().validate(v, "upstream");
         v.check(!self.tokens.as_os_str().is_empty(), "tokens", "path to the tokens file is empty");
         v.check((1..=64 * 1024 * 1024).contains(&self.max_payload), "max_payload", "must be between 1 and 67108864");
         v.check(self.client_queue > 0, "client_queue", "must be at least 1");

@@ -124,12 +124,7 @@ pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyErr
     }
     // The delivery connection's TLS first: it names a bad file clearly.
     let upstream_tls = tls::connector(&config.upstream)?;
-    if let Some(ca) = &config.upstream.tls_ca {
-        opts = opts.add_root_certificates(ca.clone());
-    }
-    if let (Some(cert), Some(key)) = (&config.upstream.tls_cert, &config.upstream.tls_key) {
-        opts = opts.add_client_certificate(cert.clone(), key.clone());
-    }
+    opts = config.upstream.tls_files().apply(opts);
     let upstream = flotilla_core::nats::connect(opts, &config.upstream.url)
         .await
         .map_err(|message| ProxyError::Upstream { url: config.upstream.url.clone(), message })?;

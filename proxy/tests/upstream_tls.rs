@@ -5,92 +5,36 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 
 use common::*;
 use flotilla_core::metrics::Counter;
 use flotilla_proxy::config::Upstream as UpstreamConfig;
 use flotilla_proxy::delivery::Raw as RawMsg;
 use flotilla_proxy::upstream::conn::{Options, Sink, TlsOptions, Upstream};
+use flotilla_testsupport::tls::Pki;
 use flotilla_testsupport::{free_port, NatsServer};
-
-/// A CA, a server certificate for 127.0.0.1 and localhost, and a client
-/// certificate, all as PEM files.
-struct Pki {
-    _dir: tempfile::TempDir,
-    ca: PathBuf,
-    server: (PathBuf, PathBuf),
-    client: (PathBuf, PathBuf),
-}
-
-fn make_pki(dir: tempfile::TempDir, ca_name: &str) -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, ca_name);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, stem: &str| {
-        let mut params = CertificateParams::new(names).unwrap();
-        params.extended_key_usages = vec![usage];
-        params.distinguished_name.push(DnType::CommonName, stem);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &ca).unwrap();
-        let (c, k) = (dir.path().join(format!("{stem}.pem")), dir.path().join(format!("{stem}-key.pem")));
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        (c, k)
-    };
-    let server = leaf(vec!["127.0.0.1".into(), "localhost".into()], ExtendedKeyUsagePurpose::ServerAuth, "server");
-    let client = leaf(vec![], ExtendedKeyUsagePurpose::ClientAuth, "client");
-    let ca_path = dir.path().join("ca.pem");
-    std::fs::write(&ca_path, ca.pem()).unwrap();
-    Pki { _dir: dir, ca: ca_path, server, client }
-}
-
-/// nats-server requiring TLS from every client and a certificate signed by
-/// the CA; its monitoring endpoint on `monitor`.
-fn tls_nats(pki: &Pki, monitor: u16) -> NatsServer {
-    let p = |p: &Path| p.display().to_string();
-    NatsServer::start_with(&[
-        "--tls".into(),
-        "--tlscert".into(),
-        p(&pki.server.0),
-        "--tlskey".into(),
-        p(&pki.server.1),
-        "--tlsverify".into(),
-        "--tlscacert".into(),
-        p(&pki.ca),
-        "-m".into(),
-        monitor.to_string(),
-    ])
-}
 
 /// A platform-side client straight to the TLS nats-server.
 async fn direct(pki: &Pki, nats: &NatsServer) -> async_nats::Client {
     async_nats::ConnectOptions::new()
         .add_root_certificates(pki.ca.clone())
         .add_client_certificate(pki.client.0.clone(), pki.client.1.clone())
-        .connect(format!("tls://127.0.0.1:{}", nats.port()))
+        .connect(nats.tls_url())
         .await
         .expect("a TLS client straight to nats-server")
 }
 
 #[tokio::test]
 async fn tenants_get_their_deliveries_over_a_verified_tls_delivery_connection() {
-    let pki = make_pki(tempfile::tempdir().unwrap(), "flotilla test CA");
+    let pki = Pki::new("flotilla test CA");
     let monitor = free_port();
-    let nats = tls_nats(&pki, monitor);
-    let url = format!("tls://127.0.0.1:{}", nats.port());
-    let tables = format!(
-        "tls_ca = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n",
-        pki.ca.display().to_string(),
-        pki.client.0.display().to_string(),
-        pki.client.1.display().to_string()
-    );
-    let s = stack_over(nats, &url, Extra { top: "", tables: &tables }).await;
+    let nats = NatsServer::start_tls(&pki, &["-m".into(), monitor.to_string()]);
+    let url = nats.tls_url();
+    let s = stack_over(nats, &url, Extra { top: "", tables: &pki.config_lines() }).await;
     let platform = direct(&pki, &s.nats).await;
 
     let tenant = s.client("acme", &s.acme).await;
@@ -169,9 +113,9 @@ fn options(nats: &NatsServer, pki: &Pki, trust: &Path, reconnects: &Counter) -> 
 
 #[tokio::test]
 async fn a_server_certificate_from_another_ca_is_refused() {
-    let pki = make_pki(tempfile::tempdir().unwrap(), "flotilla test CA");
-    let stranger = make_pki(tempfile::tempdir().unwrap(), "someone else's CA");
-    let nats = tls_nats(&pki, free_port());
+    let pki = Pki::new("flotilla test CA");
+    let stranger = Pki::new("someone else's CA");
+    let nats = NatsServer::start_tls(&pki, &[]);
     let platform = direct(&pki, &nats).await;
     let registry = flotilla_core::metrics::Registry::default();
     let (failed, ok_failed) = (registry.counter("wrong", "test", &[]), registry.counter("right", "test", &[]));

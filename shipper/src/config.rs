@@ -34,6 +34,22 @@ pub struct NatsConfig {
     pub url: String,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// PEM CAs that sign the servers' TLS certificates, trusted instead of
+    /// the system's roots.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate and key, for servers that verify clients.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl NatsConfig {
+    pub fn tls_files(&self) -> flotilla_core::nats::TlsFiles<'_> {
+        flotilla_core::nats::TlsFiles {
+            ca: self.tls_ca.as_deref(),
+            cert: self.tls_cert.as_deref(),
+            key: self.tls_key.as_deref(),
+        }
+    }
 }
 
 /// A JetStream stream the shipper makes sure exists.
@@ -533,6 +549,7 @@ impl Validate for Config {
         v.socket_addr("http_addr", &self.http_addr);
         v.nats_url("nats.url", &self.nats.url);
         v.check(self.nats.password.is_none() || self.nats.user.is_some(), "nats.password", "a password needs a user");
+        self.nats.tls_files().validate(v, "nats");
 
         v.check(!self.streams.is_empty(), "streams", "at least one stream is required");
         let mut stream_names = HashSet::new();

@@ -54,6 +54,9 @@ pub async fn run(config: Config, signals: Signals) -> Result<(), ShipperError> {
 /// [`run`], with metrics recorded in `registry` (for embedding and tests).
 pub async fn run_with_registry(config: Config, signals: Signals, registry: Registry) -> Result<(), ShipperError> {
     validate(&config)?;
+    // TLS to NATS and the object stores: rustls needs its provider named
+    // (the binary's start-up does it too; this covers embedding).
+    flotilla_core::daemon::install_crypto_provider();
     // Metrics stay up while the sinks drain.
     let _http = serve_http(&config, &registry).await?;
     run_generation(config, registry, signals.shutdown).await
@@ -224,6 +227,7 @@ async fn connect(cfg: &NatsConfig, shutdown: &CancellationToken) -> Option<async
         if let Some(user) = &cfg.user {
             opts = opts.user_and_password(user.clone(), cfg.password.clone().unwrap_or_default());
         }
+        opts = cfg.tls_files().apply(opts);
         tokio::select! {
             _ = shutdown.cancelled() => return None,
             r = flotilla_core::nats::connect(opts, &cfg.url) => match r {

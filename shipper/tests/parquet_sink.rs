@@ -674,3 +674,33 @@ async fn memory_stays_bounded_whatever_the_partition_count() {
     assert_eq!(rows.keys().copied().collect::<Vec<_>>(), (1..=8000).collect::<Vec<_>>());
     assert!(rows.values().all(|r| r.len() == 1), "a row was written twice");
 }
+
+/// NATS with a certificate from a private CA that also verifies clients:
+/// `tls_ca`, `tls_cert` and `tls_key` in `[nats]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_server_of_a_private_ca_that_verifies_clients() {
+    // This test's own TLS client, as the shipper's start-up does.
+    flotilla_core::daemon::install_crypto_provider();
+    let pki = flotilla_testsupport::tls::Pki::new("flotilla test CA");
+    let nats = NatsServer::start_tls(&pki, &[]);
+    let archive = tempfile::tempdir().expect("temp dir");
+    let rest = format!(
+        "{}[[sinks]]\nname = \"archive\"\ntype = \"parquet\"\nurl = \"file://{}\"\nroll_max_age = \"1s\"\n",
+        pki.config_lines(),
+        archive.path().display()
+    );
+    let shipper = Shipper::start(common::config(&nats.tls_url(), &rest));
+    let client = async_nats::ConnectOptions::new()
+        .add_root_certificates(pki.ca.clone())
+        .add_client_certificate(pki.client.0.clone(), pki.client.1.clone())
+        .connect(nats.tls_url())
+        .await
+        .expect("a TLS client");
+    let js = jetstream::new(client);
+    wait_for("stream LOGS", Duration::from_secs(30), || async { js.get_stream("LOGS").await.is_ok() }).await;
+    let msgs = (1..=20).map(|i| event("acme", "web", i, Utc::now())).collect();
+    let seqs = publish_all(&js, msgs).await;
+    wait_for("20 events committed", Duration::from_secs(30), || async { shipper.committed() >= 20 }).await;
+    shipper.stop().await;
+    assert_eq!(read_archive(archive.path()).keys().copied().collect::<Vec<_>>(), seqs);
+}

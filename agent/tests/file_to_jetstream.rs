@@ -159,6 +159,9 @@ async fn a_comma_separated_url_list_reaches_the_live_server() {
 /// verifies clients: `tls_ca`, `tls_cert` and `tls_key` in `[nats]`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_server_of_a_private_ca_that_verifies_clients() {
+    // As the agent's start-up does: with ring and aws-lc-rs both compiled
+    // in (the workspace's object stores), rustls will not pick one itself.
+    flotilla_core::daemon::install_crypto_provider();
     let pki = flotilla_testsupport::tls::Pki::new("flotilla test CA");
     let nats = NatsServer::start_tls(&pki, &[]);
     let client = async_nats::ConnectOptions::new()

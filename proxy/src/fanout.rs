@@ -258,11 +258,21 @@ fn deliver<M: Delivery>(entry: &Entry, batch: &[M], queue: bool) {
         }
         let mut done = false;
         if queue {
-            let i = entry.next.fetch_add(1, Ordering::Relaxed) % receivers.len();
-            done |= !add(receivers[i], &mut pending[i], m);
+            // The next member in turn; one that turns out to be done
+            // (its limit set meanwhile, its client gone) passes the
+            // message on to the one after it.
+            let first = entry.next.fetch_add(1, Ordering::Relaxed);
+            for k in 0..receivers.len() {
+                let i = first.wrapping_add(k) % receivers.len();
+                let took = add(receivers[i], &mut pending[i], m);
+                done |= took != Took::Yes;
+                if took != Took::Refused {
+                    break;
+                }
+            }
         } else {
             for (r, p) in receivers.iter().zip(pending.iter_mut()) {
-                done |= !add(r, p, m);
+                done |= add(r, p, m) != Took::Yes;
             }
         }
         if done {
@@ -282,20 +292,35 @@ fn deliver<M: Delivery>(entry: &Entry, batch: &[M], queue: bool) {
     entry.forget(&gone);
 }
 
-/// Add one message for `r`; false when `r` is done (limit reached, client gone).
-fn add(r: &Receiver, pending: &mut Pending, m: &impl Delivery) -> bool {
+/// What became of a message offered to a receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Took {
+    /// Taken (or skipped as the client's own echo); more may follow.
+    Yes,
+    /// Taken, and that was the last its limit allows.
+    Last,
+    /// Not taken: the limit was already reached, or the client is gone.
+    Refused,
+}
+
+/// Offer one message to `r`.
+fn add(r: &Receiver, pending: &mut Pending, m: &impl Delivery) -> Took {
     if r.outlet.queue.is_closed() {
-        return false; // the client is gone
+        return Took::Refused; // the client is gone
     }
     if r.outlet.echoes.as_ref().is_some_and(|e| lock(e).is_echo(m)) {
-        return true; // its own publish, and it asked for no echo
+        return Took::Yes; // its own publish, and it asked for no echo
     }
     if !r.limit.take() {
-        return false;
+        return Took::Refused;
     }
     let subject = r.outlet.scope.deliver(m.subject());
     r.outlet.add(pending, &subject, &r.sid, m);
-    !r.limit.exhausted()
+    if r.limit.exhausted() {
+        Took::Last
+    } else {
+        Took::Yes
+    }
 }
 
 /// Queue every receiver's pending frames; false if a client is gone.
@@ -321,23 +346,36 @@ mod tests {
     use crate::queue::{Queue, QueueRx};
     use crate::scope::Scope;
 
-    /// A message that parks the delivery reading it until the test says go.
+    /// A message that parks the delivery reading it until the test says go
+    /// (the first time it is read).
     struct Parked {
         reached: mpsc::Sender<()>,
-        go: Mutex<mpsc::Receiver<()>>,
+        go: Mutex<Option<mpsc::Receiver<()>>>,
+        payload: &'static [u8],
+    }
+
+    impl Parked {
+        /// The message, and what the test learns and says by.
+        fn new(payload: &'static [u8]) -> (Parked, mpsc::Receiver<()>, mpsc::Sender<()>) {
+            let (reached_tx, reached) = mpsc::channel();
+            let (go, go_rx) = mpsc::channel();
+            (Parked { reached: reached_tx, go: Mutex::new(Some(go_rx)), payload }, reached, go)
+        }
     }
 
     impl Delivery for Parked {
         fn subject(&self) -> &str {
-            let _ = self.reached.send(());
-            let _ = lock(&self.go).recv();
+            if let Some(go) = lock(&self.go).take() {
+                let _ = self.reached.send(());
+                let _ = go.recv();
+            }
             "logs.acme.web.iad.h1"
         }
         fn reply(&self) -> Option<&str> {
             None
         }
         fn payload(&self) -> &[u8] {
-            b"x"
+            self.payload
         }
         fn header_block(&self) -> Option<Cow<'_, [u8]>> {
             None
@@ -368,9 +406,7 @@ mod tests {
             sid: None,
             task: Mutex::new(None),
         });
-        let (reached_tx, reached) = mpsc::channel();
-        let (go, go_rx) = mpsc::channel();
-        let parked = Parked { reached: reached_tx, go: Mutex::new(go_rx) };
+        let (parked, reached, go) = Parked::new(b"x");
         let e = entry.clone();
         let delivery = std::thread::spawn(move || deliver(&e, &[parked], false));
         reached.recv_timeout(Duration::from_secs(10)).expect("the delivery is under way");
@@ -391,5 +427,52 @@ mod tests {
         // It went to the list it started with; the changes made meanwhile stand.
         assert_eq!(first_queue.depth(), 1);
         assert_eq!(entry.current().iter().map(|r| r.conn).collect::<Vec<_>>(), [2]);
+    }
+
+    fn entry_of(receivers: Vec<Receiver>, queue: bool) -> Arc<Entry> {
+        Arc::new(Entry {
+            receivers: Mutex::new(Arc::new(receivers.into_iter().map(Arc::new).collect())),
+            next: AtomicUsize::new(0),
+            queue,
+            sid: None,
+            task: Mutex::new(None),
+        })
+    }
+
+    /// As if `UNSUB <sid> <n>` had been answered while a delivery ran.
+    fn exhaust(r: &Receiver) {
+        r.limit.max.store(1, Ordering::Relaxed);
+        r.limit.delivered.store(1, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn a_queue_member_whose_limit_was_reached_meanwhile_passes_its_turn_on() {
+        // Before the delivery: the member in turn is already done.
+        let ((a, _rxa), (b, _rxb)) = (receiver(1), receiver(2));
+        let (qa, qb) = (a.outlet.queue.clone(), b.outlet.queue.clone());
+        exhaust(&a);
+        let entry = entry_of(vec![a, b], true);
+        let (m, _reached, go) = Parked::new(b"one");
+        drop(go);
+        deliver(&entry, &[m], true);
+        assert_eq!((qa.depth(), qb.depth()), (0, 1), "the message went to the member that could take it");
+        assert_eq!(entry.current().iter().map(|r| r.conn).collect::<Vec<_>>(), [2]);
+
+        // During the delivery: the next member in turn ends while the
+        // first message is being handed over; the second goes round.
+        let ((a, _rxa), (b, _rxb)) = (receiver(1), receiver(2));
+        let (qa, qb) = (a.outlet.queue.clone(), b.outlet.queue.clone());
+        let entry = entry_of(vec![a, b], true);
+        let (first, reached, go) = Parked::new(b"first");
+        let (second, _r, g) = Parked::new(b"second");
+        drop(g);
+        let e = entry.clone();
+        let delivery = std::thread::spawn(move || deliver(&e, &[first, second], true));
+        reached.recv_timeout(Duration::from_secs(10)).expect("the delivery is under way");
+        exhaust(&entry.current()[1]);
+        go.send(()).expect("the delivery is waiting");
+        delivery.join().expect("the delivery ends");
+        assert_eq!((qa.depth(), qb.depth()), (2, 0), "both messages reached the one member left");
+        assert_eq!(entry.current().iter().map(|r| r.conn).collect::<Vec<_>>(), [1]);
     }
 }

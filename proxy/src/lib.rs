@@ -110,6 +110,9 @@ pub struct Running {
 
 /// Connect upstream, bind the listeners and start accepting clients.
 pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyError> {
+    // TLS (clients, upstream): rustls needs its provider named (the
+    // binary's start-up does it too; this covers embedding and tests).
+    flotilla_core::daemon::install_crypto_provider();
     let tokens = auth::TokenStore::open(&config.tokens)?;
     let registry = Registry::default();
     let upstream_drops = metrics::upstream_drops(&registry);

@@ -106,13 +106,31 @@ const MAX_SERVERS: usize = 64;
 pub struct ServerList {
     addrs: Vec<String>,
     next: usize,
+    /// The first `configured` addresses are the configured ones.
+    configured: usize,
 }
 
 impl ServerList {
     /// `host:port` entries, the first try at `start` (mod the count).
     pub fn new(configured: Vec<String>, start: usize) -> ServerList {
         let next = start % configured.len().max(1);
-        ServerList { addrs: configured, next }
+        ServerList { next, configured: configured.len(), addrs: configured }
+    }
+
+    /// The name `addr`'s TLS certificate is checked against: its host, but
+    /// for a member learnt from INFO by IP address, the first configured
+    /// host name, as nats.go does (a cluster's certificates name the
+    /// cluster, INFO names its members by address).
+    pub fn tls_name<'a>(&'a self, addr: &'a str) -> &'a str {
+        let host = host_of(addr);
+        let configured = &self.addrs[..self.configured.min(self.addrs.len())];
+        let is_ip = |h: &str| h.parse::<std::net::IpAddr>().is_ok();
+        if is_ip(host) && !configured.iter().any(|a| a == addr) {
+            if let Some(name) = configured.iter().map(|a| host_of(a)).find(|h| !is_ip(h)) {
+                return name;
+            }
+        }
+        host
     }
 
     /// The server to try next (`None` if there are none).
@@ -185,6 +203,20 @@ mod tests {
         assert_eq!(problems(TlsFiles { ca: Some(&missing), ..Default::default() }), ["nats.tls_ca"]);
         assert_eq!(problems(TlsFiles { cert: Some(&ca), ..Default::default() }), ["nats"]);
         assert_eq!(problems(TlsFiles { cert: Some(&ca), key: Some(&missing), ca: None }), ["nats.tls_key"]);
+    }
+
+    #[test]
+    fn learnt_members_named_by_address_are_checked_against_the_configured_name() {
+        let mut list = ServerList::new(vec!["10.0.0.9:4222".into(), "nats.example.com:4222".into()], 0);
+        list.learn(br#"{"connect_urls":["10.0.0.2:4222","n3.example.com:4222","[fd00::3]:4222"]}"#);
+        assert_eq!(list.tls_name("10.0.0.9:4222"), "10.0.0.9", "configured by address: as given");
+        assert_eq!(list.tls_name("nats.example.com:4222"), "nats.example.com");
+        assert_eq!(list.tls_name("10.0.0.2:4222"), "nats.example.com");
+        assert_eq!(list.tls_name("[fd00::3]:4222"), "nats.example.com");
+        assert_eq!(list.tls_name("n3.example.com:4222"), "n3.example.com", "learnt by name: its own");
+        let mut by_ip = ServerList::new(vec!["10.0.0.9:4222".into()], 0);
+        by_ip.learn(br#"{"connect_urls":["10.0.0.2:4222"]}"#);
+        assert_eq!(by_ip.tls_name("10.0.0.2:4222"), "10.0.0.2", "no configured name to use");
     }
 
     #[test]

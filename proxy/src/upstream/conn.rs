@@ -7,8 +7,11 @@
 //!
 //! TLS (rustls) after the server's plaintext INFO, as NATS clients do: to
 //! every server when a `tls://` URL is configured, else to a server whose
-//! INFO requires it. The certificate is checked against the host name
-//! the connection was made to (a cluster member's as INFO names it).
+//! INFO requires it. The certificate is checked against the host the
+//! connection was made to, or for a cluster member INFO names by address,
+//! the configured host name ([`ServerList::tls_name`]). The cluster
+//! members a plaintext INFO names are learnt only once TLS has verified
+//! the server.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
-use flotilla_core::nats::{host_of, ServerList};
+use flotilla_core::nats::ServerList;
 
 use super::frames::{self, ServerOp};
 use crate::delivery::Raw;
@@ -255,11 +258,14 @@ async fn open(
 ) -> Result<(Stream, usize), Ended> {
     let mut tcp = TcpStream::connect(server).await?;
     let _ = tcp.set_nodelay(true);
-    let info = read_info(&mut tcp, rbuf, servers).await?;
+    let (info, json) = read_info(&mut tcp, rbuf).await?;
     let tls = match tls {
         Some(t) if t.required || info.tls_required => t,
         None if info.tls_required => return Err(Ended::Refused("the server requires TLS".into())),
-        _ => return Ok((Either::Left(tcp), info.max_payload)),
+        _ => {
+            servers.learn(&json);
+            return Ok((Either::Left(tcp), info.max_payload));
+        }
     };
     if !(info.tls_required || info.tls_available) {
         return Err(Ended::Refused("a tls:// server URL is configured, but the server does not offer TLS".into()));
@@ -267,9 +273,12 @@ async fn open(
     if !rbuf.is_empty() {
         return Err(Ended::Refused("the server sent more than INFO before the TLS handshake".into()));
     }
-    let name = ServerName::try_from(host_of(server).to_string())
+    let name = ServerName::try_from(servers.tls_name(server).to_string())
         .map_err(|e| Ended::Refused(format!("{server} is no name to check a certificate against: {e}")))?;
     let stream = tls.connector.connect(name, tcp).await.map_err(Ended::Tls)?;
+    // Only now: a plaintext INFO's members are trusted once the server has
+    // proven who it is.
+    servers.learn(&json);
     Ok((Either::Right(stream), info.max_payload))
 }
 
@@ -288,16 +297,16 @@ fn default_max_payload() -> usize {
     1 << 20
 }
 
-/// Read the server's INFO.
-async fn read_info(stream: &mut TcpStream, rbuf: &mut BytesMut, servers: &mut ServerList) -> Result<Info, Ended> {
+/// Read the server's INFO: what it says, and its JSON.
+async fn read_info(stream: &mut TcpStream, rbuf: &mut BytesMut) -> Result<(Info, Vec<u8>), Ended> {
     loop {
         if let Some((op, used)) = frames::parse(rbuf, usize::MAX)? {
             let ServerOp::Info(json) = op else { return Err(Ended::Refused("no INFO first".into())) };
-            servers.learn(json);
             let info =
                 serde_json::from_slice(json).map_err(|e| Ended::Refused(format!("INFO that does not parse: {e}")))?;
+            let json = json.to_vec();
             rbuf.advance(used);
-            return Ok(info);
+            return Ok((info, json));
         }
         if stream.read_buf(rbuf).await? == 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());

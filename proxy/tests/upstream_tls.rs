@@ -144,3 +144,53 @@ async fn a_server_certificate_from_another_ca_is_refused() {
     drop(up);
     drop(ok);
 }
+
+/// A TLS cluster whose certificates name the cluster (`localhost`), not
+/// its members' addresses, as INFO does: with only one seed configured by
+/// name, the delivery connection fails over to the member INFO named by
+/// address, checking that member's certificate against the seed's name.
+#[tokio::test]
+async fn it_fails_over_to_a_tls_member_learnt_by_address() {
+    flotilla_core::daemon::install_crypto_provider();
+    let pki = Pki::for_server("flotilla test CA", &["localhost"]);
+    let (ca, cb) = (free_port(), free_port());
+    let node = |own: u16, other: u16| {
+        NatsServer::start_with(&[pki.server_args(), flotilla_testsupport::cluster_args(own, &[other])].concat())
+    };
+    let (mut a, b) = (node(ca, cb), node(cb, ca));
+    let platform = async_nats::ConnectOptions::new()
+        .add_root_certificates(pki.ca.clone())
+        .add_client_certificate(pki.client.0.clone(), pki.client.1.clone())
+        .connect(format!("tls://localhost:{}", b.port()))
+        .await
+        .expect("a TLS client of b");
+    let failed = flotilla_core::metrics::Registry::default().counter("failed", "test", &[]);
+    let mut opts = options(&a, &pki, &pki.ca, &failed);
+    opts.servers = vec![format!("localhost:{}", a.port())];
+    opts.tls = opts.tls.map(|t| TlsOptions { required: true, ..t });
+    let got = Count::default();
+    let up = Upstream::start(opts, got.clone());
+    up.subscribe(1, "logs.acme.>", None);
+
+    let arrives = |what: &'static str| {
+        let (got, platform) = (got.clone(), platform.clone());
+        async move {
+            let before = got.0.load(std::sync::atomic::Ordering::Relaxed);
+            for _ in 0..200 {
+                let _ = platform.publish("logs.acme.web.iad.h1", what.into()).await;
+                let _ = platform.flush().await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if got.0.load(std::sync::atomic::Ordering::Relaxed) > before {
+                    return true;
+                }
+            }
+            false
+        }
+    };
+    assert!(arrives("via a").await, "never delivered through the seed");
+    a.stop();
+    // Only b is left, known by the address INFO gave, 127.0.0.1, which its
+    // certificate does not name.
+    assert!(arrives("via b").await, "not delivered after the seed went away");
+    drop(up);
+}

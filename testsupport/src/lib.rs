@@ -31,18 +31,7 @@ impl NatsServer {
     /// A node of a cluster: routes listen on `cluster_port` and connect to
     /// the other nodes' `routes` (cluster ports).
     pub fn start_clustered(cluster_port: u16, routes: &[u16]) -> NatsServer {
-        let routes: Vec<String> = routes.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
-        let args = [
-            "--server_name".to_string(),
-            format!("n{cluster_port}"),
-            "--cluster_name".into(),
-            "flotilla-test".into(),
-            "--cluster".into(),
-            format!("nats://127.0.0.1:{cluster_port}"),
-            "--routes".into(),
-            routes.join(","),
-        ];
-        NatsServer::start_with(&args)
+        NatsServer::start_with(&cluster_args(cluster_port, routes))
     }
 
     /// `nats-server -js` with more arguments (TLS, a monitoring port...).
@@ -174,6 +163,22 @@ pub fn repo_root() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     package.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// nats-server's arguments for a cluster node whose routes listen on
+/// `cluster_port` and connect to the other nodes' `routes`.
+pub fn cluster_args(cluster_port: u16, routes: &[u16]) -> Vec<String> {
+    let routes: Vec<String> = routes.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
+    vec![
+        "--server_name".to_string(),
+        format!("n{cluster_port}"),
+        "--cluster_name".into(),
+        "flotilla-test".into(),
+        "--cluster".into(),
+        format!("nats://127.0.0.1:{cluster_port}"),
+        "--routes".into(),
+        routes.join(","),
+    ]
 }
 
 /// A free loopback port (bound then released).

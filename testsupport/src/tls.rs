@@ -20,6 +20,11 @@ pub struct Pki {
 impl Pki {
     /// A new CA named `ca_name` and the certificates it signs.
     pub fn new(ca_name: &str) -> Pki {
+        Pki::for_server(ca_name, &["127.0.0.1", "localhost"])
+    }
+
+    /// [`Pki::new`] with a server certificate for `names` only.
+    pub fn for_server(ca_name: &str, names: &[&str]) -> Pki {
         let dir = tempfile::tempdir().expect("temp dir for certificates");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -36,11 +41,26 @@ impl Pki {
             std::fs::write(&k, key.serialize_pem()).expect("write key");
             (c, k)
         };
-        let server = leaf(vec!["127.0.0.1".into(), "localhost".into()], ExtendedKeyUsagePurpose::ServerAuth, "server");
+        let names = names.iter().map(|n| n.to_string()).collect();
+        let server = leaf(names, ExtendedKeyUsagePurpose::ServerAuth, "server");
         let client = leaf(vec![], ExtendedKeyUsagePurpose::ClientAuth, "client");
         let ca_path = dir.path().join("ca.pem");
         std::fs::write(&ca_path, ca.pem()).expect("write CA");
         Pki { _dir: dir, ca: ca_path, server, client }
+    }
+
+    /// nats-server's arguments for requiring TLS and client certificates.
+    pub fn server_args(&self) -> Vec<String> {
+        vec![
+            "--tls".to_string(),
+            "--tlscert".into(),
+            display(&self.server.0),
+            "--tlskey".into(),
+            display(&self.server.1),
+            "--tlsverify".into(),
+            "--tlscacert".into(),
+            display(&self.ca),
+        ]
     }
 
     /// `tls_ca`, `tls_cert` and `tls_key` lines for a config section.
@@ -62,16 +82,7 @@ impl NatsServer {
     /// nats-server with JetStream requiring TLS from every client and a
     /// client certificate signed by `pki`'s CA; `more` arguments after.
     pub fn start_tls(pki: &Pki, more: &[String]) -> NatsServer {
-        let mut args = vec![
-            "--tls".to_string(),
-            "--tlscert".into(),
-            display(&pki.server.0),
-            "--tlskey".into(),
-            display(&pki.server.1),
-            "--tlsverify".into(),
-            "--tlscacert".into(),
-            display(&pki.ca),
-        ];
+        let mut args = pki.server_args();
         args.extend_from_slice(more);
         NatsServer::start_with(&args)
     }

@@ -37,6 +37,14 @@ ensure_nats_server() {
   command -v nats-server >/dev/null 2>&1 || { echo "nats-server could not be installed" >&2; exit 1; }
 }
 
+# Prometheus, to scrape the daemons' /metrics in tests: Debian's package
+# (its service is not started; tests run their own on a free port).
+ensure_prometheus() {
+  if command -v prometheus >/dev/null 2>&1; then return; fi
+  say "installing prometheus (Debian)"
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+}
+
 # Node.js and the npm packages of proxy/tests/js (nats.js, for the proxy's
 # compatibility tests): Debian's nodejs and npm if node is missing, then
 # `npm ci` there whenever package-lock.json is newer than what is installed.

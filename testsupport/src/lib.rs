@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub mod prometheus;
 pub mod tls;
 
 const INSTALL_HINT: &str =

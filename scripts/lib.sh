@@ -7,13 +7,20 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+# Debian packages, as root or through sudo.
+apt_install() {
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 # A Python virtualenv with the given PyPI packages, on PATH.
 ensure_venv() {
   if [ ! -x "$VENV/bin/python" ]; then
     say "creating $VENV"
     if ! python3 -m venv "$VENV" 2>/dev/null; then
       say "installing python3-venv (Debian)"
-      apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+      apt_install python3-venv
       python3 -m venv "$VENV"
     fi
   fi
@@ -42,7 +49,7 @@ ensure_nats_server() {
 ensure_prometheus() {
   if command -v prometheus >/dev/null 2>&1; then return; fi
   say "installing prometheus (Debian)"
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  apt_install prometheus
 }
 
 # Node.js and the npm packages of proxy/tests/js (nats.js, for the proxy's
@@ -51,7 +58,7 @@ ensure_prometheus() {
 ensure_node_deps() {
   if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     say "installing nodejs and npm (Debian)"
-    apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+    apt_install nodejs npm
   fi
   local dir="$ROOT/proxy/tests/js"
   local stamp="$dir/node_modules/.package-lock.json"

@@ -1,6 +1,8 @@
 //! The whole trip: files → agent → proxy → JetStream → shipper → Parquet,
 //! read back by DuckDB; and a tenant tailing through the proxy with nats.py
-//! sees exactly its own org.
+//! sees exactly its own org. Once over plain TCP, and once with TLS on
+//! every hop: a private CA, nats-server verifying client certificates,
+//! the proxy's `[tls]` for the agent and the tenant.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write as _};
@@ -10,6 +12,7 @@ use std::time::Duration;
 
 use flotilla_core::shutdown::Signals;
 use flotilla_proxy::auth::Role;
+use flotilla_testsupport::tls::Pki;
 use flotilla_testsupport::{python, repo_root, NatsServer};
 
 /// (org, app, lines): 10,000 lines in all.
@@ -51,7 +54,25 @@ async fn consumer_idle(js: &async_nats::jetstream::Context, total: u64) -> bool 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_lines_travel_end_to_end_exactly_once() {
-    let nats = NatsServer::start();
+    trip(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_lines_travel_end_to_end_over_tls_exactly_once() {
+    // The test's own TLS clients: ring and aws-lc-rs are both built in.
+    flotilla_core::daemon::install_crypto_provider();
+    trip(Some(&Pki::new("flotilla e2e CA"))).await;
+}
+
+/// The trip; with `pki`, every connection uses TLS with its certificates.
+async fn trip(pki: Option<&Pki>) {
+    let nats = match pki {
+        Some(pki) => NatsServer::start_tls(pki, &[]),
+        None => NatsServer::start(),
+    };
+    let nats_url = if pki.is_some() { nats.tls_url() } else { nats.url() };
+    // `tls_ca`, `tls_cert`, `tls_key` for a `[nats]` or `[upstream]` section.
+    let tls_lines = pki.map(Pki::config_lines).unwrap_or_default();
     let dir = tempfile::tempdir().unwrap();
     let (logs, data, archive, tokens) =
         (dir.path().join("logs"), dir.path().join("agent"), dir.path().join("archive"), dir.path().join("tokens.toml"));
@@ -68,11 +89,14 @@ async fn ten_thousand_lines_travel_end_to_end_exactly_once() {
         flotilla_proxy::cli::token_new(&tokens, Role::Tenant, &["acme".into()], None, None, false).unwrap();
 
     let shutdown_all = Signals::default();
+    let proxy_tls = pki.map_or(String::new(), |p| {
+        format!("[tls]\ncert = {:?}\nkey = {:?}\n", p.server.0.display().to_string(), p.server.1.display().to_string())
+    });
     let proxy = flotilla_proxy::start(
         parse(&format!(
-            "listen = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ntokens = \"{}\"\nclient_queue = 65536\n[upstream]\nurl = \"{}\"\n",
+            "listen = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ntokens = \"{}\"\nclient_queue = 65536\n[upstream]\nurl = \"{}\"\n{tls_lines}{proxy_tls}",
             tokens.display(),
-            nats.url()
+            nats_url
         )),
         shutdown_all.clone(),
     )
@@ -82,8 +106,8 @@ async fn ten_thousand_lines_travel_end_to_end_exactly_once() {
     let shipper_signals = Signals::default();
     let shipper = tokio::spawn(flotilla_shipper::run(
         parse(&format!(
-            "http_addr = \"127.0.0.1:0\"\n[nats]\nurl = \"{}\"\n[[sinks]]\nname = \"archive\"\ntype = \"parquet\"\nurl = \"file://{}\"\nbatch_max_age = \"1s\"\nroll_max_age = \"2s\"\n",
-            nats.url(),
+            "http_addr = \"127.0.0.1:0\"\n[nats]\nurl = \"{}\"\n{tls_lines}[[sinks]]\nname = \"archive\"\ntype = \"parquet\"\nurl = \"file://{}\"\nbatch_max_age = \"1s\"\nroll_max_age = \"2s\"\n",
+            nats_url,
             archive.display()
         )),
         shipper_signals.clone(),
@@ -97,13 +121,20 @@ async fn ten_thousand_lines_travel_end_to_end_exactly_once() {
     // The acme tenant tails through the proxy with nats.py.
     let acme_total: usize = FILES.iter().filter(|f| f.0 == "acme").map(|f| f.2).sum();
     let script = repo_root().join("loadtest/tests/py/tenant_tail.py");
-    let mut tail = Command::new(python())
-        .arg(&script)
-        .args(["--url", &format!("nats://{}", proxy.addr), "--user", "acme", "--password", &acme_secret])
-        .args(["--expect", &acme_total.to_string(), "--idle", "15"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python with nats-py (run ./scripts/test, or set FLOTILLA_PYTHON)");
+    let scheme = if pki.is_some() { "tls" } else { "nats" };
+    let proxy_url = format!("{scheme}://{}", proxy.addr);
+    let mut tail = Command::new(python());
+    tail.arg(&script).args(["--url", &proxy_url, "--user", "acme", "--password", &acme_secret]).args([
+        "--expect",
+        &acme_total.to_string(),
+        "--idle",
+        "15",
+    ]);
+    if let Some(pki) = pki {
+        tail.arg("--ca").arg(&pki.ca);
+    }
+    let mut tail =
+        tail.stdout(Stdio::piped()).spawn().expect("python with nats-py (run ./scripts/test, or set FLOTILLA_PYTHON)");
     let mut tail_out = BufReader::new(tail.stdout.take().unwrap());
     let mut first = String::new();
     tail_out.read_line(&mut first).unwrap();
@@ -117,9 +148,10 @@ async fn ten_thousand_lines_travel_end_to_end_exactly_once() {
         data_dir = "{}"
         http_addr = "127.0.0.1:0"
         [nats]
-        url = "nats://{}"
+        url = "{proxy_url}"
         user = "e2e-agent"
         password = "{agent_secret}"
+        {tls_lines}
         [[sources]]
         type = "file"
         include = ["{}/{{org}}/{{app}}/*.log"]
@@ -127,7 +159,6 @@ async fn ten_thousand_lines_travel_end_to_end_exactly_once() {
         poll_interval = "100ms"
         "#,
         data.display(),
-        proxy.addr,
         logs.display()
     ));
     let agent = tokio::spawn(flotilla_agent::run(agent_cfg, agent_signals.clone()));
@@ -136,7 +167,13 @@ async fn ten_thousand_lines_travel_end_to_end_exactly_once() {
         write_lines(&logs, org, app, n / 2, n);
     }
 
-    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let mut opts = async_nats::ConnectOptions::new();
+    if let Some(pki) = pki {
+        opts = opts
+            .add_root_certificates(pki.ca.clone())
+            .add_client_certificate(pki.client.0.clone(), pki.client.1.clone());
+    }
+    let js = async_nats::jetstream::new(opts.connect(&nats_url).await.unwrap());
     let mut idle = false;
     for _ in 0..600 {
         if consumer_idle(&js, 10_000).await {

@@ -76,17 +76,9 @@ enum Flow {
     Close,
 }
 
-pub async fn serve(stream: impl ClientSocket, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let id = shared.next_client_id();
-    let (mut rd, wr) = stream.split();
-    let (queue, rx) = Queue::new(shared.config.client_queue, wr.direct());
-    let writer = tokio::spawn(write_loop(wr, rx));
-    let (close_tx, close_rx) = watch::channel(None);
-    let caps = Caps {
-        per_ip: shared.config.limits.max_connections_per_ip,
-        per_org: shared.config.limits.max_connections_per_org,
-    };
-    let info = serde_json::json!({
+/// The INFO a client gets first: as nats-server's, with its id and address.
+pub fn info(shared: &Shared, id: u64, peer: SocketAddr) -> serde_json::Value {
+    serde_json::json!({
         "server_id": "FLOTILLA-PROXY",
         "server_name": "flotilla-proxy",
         "version": "2.10.0",
@@ -97,7 +89,29 @@ pub async fn serve(stream: impl ClientSocket, peer: SocketAddr, shared: Arc<Shar
         "max_payload": shared.config.max_payload,
         "client_id": id,
         "client_ip": peer.ip().to_string(),
-    });
+    })
+}
+
+/// Serve one client. `greeted`: the id of the INFO it already got in
+/// plaintext before a TLS upgrade (no second INFO then: nats.py reads the
+/// line after its CONNECT and PING as the PONG, as nats-server sends it);
+/// `None`: send INFO first.
+pub async fn serve(
+    stream: impl ClientSocket,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    greeted: Option<u64>,
+) {
+    let id = greeted.unwrap_or_else(|| shared.next_client_id());
+    let (mut rd, wr) = stream.split();
+    let (queue, rx) = Queue::new(shared.config.client_queue, wr.direct());
+    let writer = tokio::spawn(write_loop(wr, rx));
+    let (close_tx, close_rx) = watch::channel(None);
+    let caps = Caps {
+        per_ip: shared.config.limits.max_connections_per_ip,
+        per_org: shared.config.limits.max_connections_per_org,
+    };
     let opened = shared.registry.open(id, peer.ip(), close_tx, queue.clone(), &caps);
     let mut conn = Conn {
         id,
@@ -121,7 +135,8 @@ pub async fn serve(stream: impl ClientSocket, peer: SocketAddr, shared: Arc<Shar
     // Unregisters even if this task panics; fan-out entries of a gone client
     // are dropped at their next delivery.
     let mut registered = Registered { shared: shared.clone(), id, done: false };
-    if conn.send(writer::info(&info.to_string())).await {
+    let greeting = greeted.is_some() || conn.send(writer::info(&info(&shared, id, peer).to_string())).await;
+    if greeting {
         if opened {
             conn.run(&mut rd, close_rx, shutdown).await;
         } else {

@@ -173,7 +173,7 @@ pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyErr
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         match shared.tls.clone() {
-                            None => tracker.spawn(conn::serve(stream, peer, shared.clone(), shutdown.clone())),
+                            None => tracker.spawn(conn::serve(stream, peer, shared.clone(), shutdown.clone(), None)),
                             Some(acceptor) => tracker.spawn(accept_tls(stream, peer, acceptor, shared.clone(), shutdown.clone())),
                         };
                     }
@@ -213,9 +213,9 @@ async fn housekeeping(shared: Arc<Shared>, signals: Signals) {
     }
 }
 
-/// A TLS client: either it starts with the handshake, or it reads the
-/// plaintext INFO and then upgrades (INFO is sent again inside TLS, which
-/// clients accept).
+/// A TLS client: either it starts with the handshake ("handshake first"),
+/// or it reads the plaintext INFO and then upgrades; then, as with
+/// nats-server, no second INFO comes inside TLS.
 async fn accept_tls(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -227,17 +227,18 @@ async fn accept_tls(
     let mut stream = stream;
     let mut first = [0u8; 1];
     let handshake_first = matches!(tokio::time::timeout(Duration::from_millis(50), stream.peek(&mut first)).await, Ok(Ok(1)) if first[0] == 0x16);
-    if !handshake_first {
-        let info = serde_json::json!({
-            "server_id": "FLOTILLA-PROXY", "server_name": "flotilla-proxy", "version": "2.10.0", "proto": 1,
-            "headers": true, "auth_required": true, "tls_required": true, "max_payload": shared.config.max_payload,
-        });
+    let greeted = if handshake_first {
+        None
+    } else {
+        let id = shared.next_client_id();
+        let info = conn::info(&shared, id, peer);
         if stream.write_all(format!("INFO {info}\r\n").as_bytes()).await.is_err() {
             return;
         }
-    }
+        Some(id)
+    };
     match tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => conn::serve(tls, peer, shared, shutdown).await,
+        Ok(Ok(tls)) => conn::serve(tls, peer, shared, shutdown, greeted).await,
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }

@@ -6,7 +6,9 @@ JSON summary line."""
 import argparse
 import asyncio
 import json
+import ssl
 import sys
+import traceback
 
 import nats
 
@@ -19,11 +21,20 @@ async def main() -> None:
     ap.add_argument("--subject", default="logs.>")
     ap.add_argument("--expect", type=int, required=True)
     ap.add_argument("--idle", type=float, default=10.0)
+    ap.add_argument("--ca", help="PEM CA of the server's TLS certificate (tls:// URLs)")
     args = ap.parse_args()
 
-    nc = await nats.connect(args.url, user=args.user, password=args.password,
-                            allow_reconnect=False, max_reconnect_attempts=0)
+    tls = ssl.create_default_context(cafile=args.ca) if args.ca else None
+    async def on_error(e):
+        print(f"tenant_tail: nats error: {e!r}", file=sys.stderr, flush=True)
+
+    async def on_disconnect():
+        print(f"tenant_tail: connection ended after {len(got)} messages", file=sys.stderr, flush=True)
+
     got = []
+    nc = await nats.connect(args.url, user=args.user, password=args.password, tls=tls,
+                            allow_reconnect=False, max_reconnect_attempts=0,
+                            error_cb=on_error, disconnected_cb=on_disconnect)
     done = asyncio.Event()
 
     async def on_msg(msg):
@@ -58,5 +69,6 @@ if __name__ == "__main__":
     try:
         asyncio.run(main())
     except Exception as e:  # a clear line for the Rust test's failure message
+        traceback.print_exc()
         print(f"tenant_tail failed: {e!r}", file=sys.stderr)
         sys.exit(1)

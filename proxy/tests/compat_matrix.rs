@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use common::*;
+use flotilla_testsupport::tls::Pki;
 use flotilla_testsupport::{python, repo_root};
 
 // ---------------------------------------------------------------------------
@@ -251,14 +252,25 @@ fn check_tail(client: &str, org: &str, got: &Value) {
 // ---------------------------------------------------------------------------
 // Tenants: wildcards, queue groups, only their org, rewritten subjects.
 
-async fn tail_with_script(lang: Lang) {
-    let s = stack().await;
-    let url = s.proxy_url();
+async fn tail_with_script(lang: Lang, pki: Option<&Pki>) {
+    let tables = pki.map_or(String::new(), |p| {
+        format!("[tls]\ncert = {:?}\nkey = {:?}\n", p.server.0.display().to_string(), p.server.1.display().to_string())
+    });
+    let s = stack_with(Extra { top: "", tables: &tables }).await;
+    let url = match pki {
+        Some(_) => format!("tls://localhost:{}", s.addr.port()),
+        None => s.proxy_url(),
+    };
     let args = |org: &'static str, secret: &str| -> Vec<String> {
-        ["tail", "--url", &url, "--user", org, "--password", secret, "--expect", "4", "--idle", "1"]
-            .iter()
-            .map(|a| a.to_string())
-            .collect()
+        let mut v: Vec<String> =
+            ["tail", "--url", &url, "--user", org, "--password", secret, "--expect", "4", "--idle", "1"]
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+        if let Some(p) = pki {
+            v.extend(["--ca".to_string(), p.ca.display().to_string()]);
+        }
+        v
     };
     let (a_args, g_args) = (args("acme", &s.acme), args("globex", &s.globex));
     let mut acme = Script::spawn(lang, &a_args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -276,12 +288,23 @@ async fn tail_with_script(lang: Lang) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_py_tenants_get_their_org_with_wildcards_and_queue_groups() {
-    tail_with_script(Lang::Py).await;
+    tail_with_script(Lang::Py, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_js_tenants_get_their_org_with_wildcards_and_queue_groups() {
-    tail_with_script(Lang::Js).await;
+    tail_with_script(Lang::Js, None).await;
+}
+
+/// The same through the proxy's `[tls]`, the clients trusting its CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_py_tenants_over_tls() {
+    tail_with_script(Lang::Py, Some(&Pki::new("flotilla test CA"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_js_tenants_over_tls() {
+    tail_with_script(Lang::Js, Some(&Pki::new("flotilla test CA"))).await;
 }
 
 /// Collect (subject, payload) from `sub` until `quiet` passes without one;

@@ -3,7 +3,7 @@
 // proxy/tests/py/compat_client.py (see there); each prints progress lines
 // (`ready`, `primed`) and ends with one JSON line on stdout.
 //
-//   node compat_client.mjs <command> --url nats://host:port [--user U --password P] [...]
+//   node compat_client.mjs <command> --url nats://host:port [--user U --password P] [--ca PEM] [...]
 
 import { connect, StringCodec, headers } from "nats";
 
@@ -156,10 +156,13 @@ async function errprobe(a, nc, statuses) {
 
 async function main() {
   const a = parseArgs(process.argv.slice(2));
-  const opts = { servers: a.url.replace(/^nats:\/\//, ""), reconnect: false, timeout: 5000 };
+  const opts = { servers: a.url.replace(/^(nats|tls):\/\//, ""), reconnect: false, timeout: 5000 };
   if (a.user !== undefined) {
     opts.user = a.user;
     opts.pass = a.password;
+  }
+  if (a.ca !== undefined) {
+    opts.tls = { caFile: a.ca };
   }
   const nc = await connect(opts);
   const statuses = [];

@@ -23,6 +23,7 @@ progress lines (`ready`, `primed`) and ends with one JSON line on stdout.
 import argparse
 import asyncio
 import json
+import ssl
 import sys
 
 import nats
@@ -155,6 +156,7 @@ async def main() -> None:
     ap.add_argument("--expect", type=int, default=0)
     ap.add_argument("--count", type=int, default=1)
     ap.add_argument("--idle", type=float, default=5.0)
+    ap.add_argument("--ca", help="PEM CA of the proxy's TLS certificate (tls:// URLs)")
     a = ap.parse_args()
 
     errors = []
@@ -165,6 +167,8 @@ async def main() -> None:
     opts = dict(allow_reconnect=False, max_reconnect_attempts=0, error_cb=error_cb, connect_timeout=5)
     if a.user is not None:
         opts.update(user=a.user, password=a.password)
+    if a.ca is not None:
+        opts.update(tls=ssl.create_default_context(cafile=a.ca))
     nc = await nats.connect(a.url, **opts)
     if a.command == "tail":
         result = await tail(a, nc)

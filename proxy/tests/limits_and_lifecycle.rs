@@ -329,6 +329,20 @@ async fn tls_clients_connect_and_receive() {
     direct.flush().await.unwrap();
     let m = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
     assert_eq!((m.subject.as_str(), &m.payload[..]), ("logs.web.iad.h1", &b"over tls"[..]));
+    // A client that starts with the handshake ("handshake first") gets its
+    // INFO inside TLS.
+    let first = async_nats::ConnectOptions::with_user_and_password("acme".into(), acme.clone())
+        .tls_first()
+        .add_root_certificates(cert_path.clone())
+        .connect(format!("tls://localhost:{}", s.addr.port()))
+        .await
+        .expect("a handshake-first client connects");
+    let mut sub = first.subscribe("logs.>").await.unwrap();
+    first.flush().await.unwrap();
+    direct.publish("logs.acme.web.iad.h1", "tls first".into()).await.unwrap();
+    direct.flush().await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
+    assert_eq!((m.subject.as_str(), &m.payload[..]), ("logs.web.iad.h1", &b"tls first"[..]));
     // Plaintext is refused: the handshake never completes.
     let mut raw = Raw::connect(s.addr).await;
     raw.send(&format!("CONNECT {}\r\nPING\r\n", serde_json::json!({"user": "acme", "pass": acme}))).await;

@@ -9,6 +9,7 @@ use async_nats::ServerAddr;
 use crate::config::Validator;
 
 pub mod frames;
+pub mod tls;
 
 /// The TLS files of a connection to NATS: a config section's `tls_ca`
 /// (CAs that sign the servers' certificates, trusted instead of the

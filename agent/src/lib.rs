@@ -128,6 +128,9 @@ async fn serve_http(config: &Config, metrics: &AgentMetrics, signals: &Signals) 
 async fn run_sources(config: Config, metrics: AgentMetrics, shutdown: CancellationToken) -> Result<(), AgentError> {
     let host = config.host();
     let client = connect(&config, &host, &metrics).await?;
+    // The sources' own connections' TLS, from the same files as async-nats's.
+    let tls = flotilla_core::nats::tls::connector(config.nats.tls_files(), "nats")
+        .map_err(|e| AgentError::Nats { url: config.nats.url.clone(), message: e.to_string() })?;
     let ack_timeout = parse_duration(&config.nats.ack_timeout).unwrap_or(Duration::from_secs(5));
     let direct = pipeline::wire::Options::for_url(
         &config.nats.url,
@@ -136,6 +139,7 @@ async fn run_sources(config: Config, metrics: AgentMetrics, shutdown: Cancellati
         format!("flotilla-agent {host}"),
         metrics.reconnects.clone(),
         metrics.disconnects.clone(),
+        Some(tls),
     )
     .map(Arc::new);
     let route = pipeline::acks::Route { client: client.clone(), direct, ack_timeout };

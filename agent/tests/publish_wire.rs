@@ -30,6 +30,7 @@ fn options(server: String) -> (Arc<Options>, Counter, Counter) {
         connect_timeout: Duration::from_secs(2),
         connects: connects.clone(),
         disconnects: disconnects.clone(),
+        tls: None,
     };
     (Arc::new(opts), connects, disconnects)
 }
@@ -269,4 +270,42 @@ async fn b_is_known(a: &flotilla_testsupport::NatsServer) -> bool {
     let mut info = String::new();
     let _ = tokio::io::BufReader::new(sock).read_line(&mut info).await;
     info.contains("connect_urls")
+}
+
+/// Over TLS to a server of a private CA that verifies client certificates:
+/// a full window of large publishes (more than rustls buffers at once)
+/// and their acks, on the source's own connection.
+#[tokio::test]
+async fn acks_over_tls_on_its_own_connection() {
+    flotilla_core::daemon::install_crypto_provider();
+    let pki = flotilla_testsupport::tls::Pki::new("flotilla test CA");
+    let nats = flotilla_testsupport::NatsServer::start_tls(&pki, &[]);
+    let files =
+        flotilla_core::nats::TlsFiles { ca: Some(&pki.ca), cert: Some(&pki.client.0), key: Some(&pki.client.1) };
+    let client = files.apply(async_nats::ConnectOptions::new()).connect(nats.tls_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    create_stream(&js).await;
+    let r = Registry::default();
+    let (connects, disconnects) = (r.counter("c", "c", &[]), r.counter("d", "d", &[]));
+    let tls = flotilla_core::nats::tls::connector(files, "nats").unwrap();
+    let opts =
+        Options::for_url(&nats.tls_url(), None, None, "test".into(), connects.clone(), disconnects.clone(), Some(tls))
+            .unwrap();
+    let route = Route { client, direct: Some(Arc::new(opts)), ack_timeout: Duration::from_secs(10) };
+    let mut acks = Acks::new(route).await.unwrap();
+    let subject: async_nats::Subject = "logs.acme.web.iad.h1".into();
+    let body = Bytes::from(vec![b'x'; 4000]);
+    for round in 0..4u64 {
+        let mut sent = vec![];
+        for i in 0..200u64 {
+            let n = round * 200 + i;
+            let id = format!("h1/f/n/{n}");
+            sent.push(acks.publish(&subject, headers(&id, n + 1), body.clone()).await.unwrap());
+        }
+        for s in sent {
+            assert_eq!(acks.wait(s).await, Ok(flotilla_agent::pipeline::acks::Stored { duplicate: false }));
+        }
+    }
+    assert_eq!(stream_len(&js).await, 800);
+    assert_eq!((connects.get(), disconnects.get()), (1, 0), "one TLS connection of its own all along");
 }

@@ -6,6 +6,7 @@
 
 pub mod acks;
 pub mod emit;
+pub mod link;
 pub mod publisher;
 pub mod record;
 pub mod wire;

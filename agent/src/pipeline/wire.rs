@@ -1,7 +1,8 @@
-//! A source's own publish connection to a plain `nats://` server: HPUBs are
-//! written straight into one buffer and acks are read in place off the
-//! socket, by the source's own task. No client task, no channel hop, no
-//! header map per event.
+//! A source's own publish connection: HPUBs are written straight into one
+//! buffer and acks are read in place off the socket, by the source's own
+//! task. No client task, no channel hop, no header map per event. Over
+//! plain TCP, or TLS ([`super::link`]) to every server when a `tls://` URL
+//! is configured, else to a server whose INFO requires it.
 //!
 //! Cancel-safe: every await is a readiness wait, and every change to the
 //! buffers happens between awaits, so a future dropped in a `select!`
@@ -17,8 +18,10 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+
+use super::link::Link;
 
 use flotilla_core::metrics::Counter;
 use flotilla_core::nats::frames::{self, FrameError, ServerOp};
@@ -42,11 +45,20 @@ pub struct Options {
     pub connects: Counter,
     /// Counts connections lost (or refused).
     pub disconnects: Counter,
+    /// TLS settings; without them a server that requires TLS is left to
+    /// async-nats ([`WireError::NeedsTls`]).
+    pub tls: Option<TlsOptions>,
+}
+
+pub struct TlsOptions {
+    pub connector: tokio_rustls::TlsConnector,
+    /// Every server must use TLS (a `tls://` URL was configured).
+    pub required: bool,
 }
 
 impl Options {
-    /// Options for the servers of a `url` value, or `None` when any of them
-    /// is `tls://` (those stay on async-nats). Credentials: `user` and
+    /// Options for the servers of a `url` value (`None` if it has none).
+    /// `tls`: the settings for TLS servers. Credentials: `user` and
     /// `password`, else the URL's own (`nats://user:pass@...`, or
     /// `nats://token@...`).
     pub fn for_url(
@@ -56,9 +68,10 @@ impl Options {
         name: String,
         connects: Counter,
         disconnects: Counter,
+        tls: Option<tokio_rustls::TlsConnector>,
     ) -> Option<Options> {
         let servers = flotilla_core::nats::servers(url).ok()?;
-        let addrs = flotilla_core::nats::plain_addrs(&servers)?;
+        let (addrs, required) = flotilla_core::nats::tcp_addrs(&servers)?;
         let first = &servers[0];
         let (user, password, token) = match (user, password, first.username(), first.password()) {
             (Some(u), Some(p), _, _) => (Some(u.to_string()), Some(p.to_string()), None),
@@ -75,6 +88,7 @@ impl Options {
             connect_timeout: Duration::from_secs(5),
             connects,
             disconnects,
+            tls: tls.map(|connector| TlsOptions { connector, required }),
         })
     }
 }
@@ -91,6 +105,8 @@ pub enum WireError {
     Refused(String),
     #[error("the server requires TLS")]
     NeedsTls,
+    #[error("TLS: {0}")]
+    Tls(io::Error),
     #[error("no answer from {0} within {1:?}")]
     Timeout(String, Duration),
     /// Refused here, nothing written: the connection stays.
@@ -113,7 +129,7 @@ impl Headers<'_> {
 }
 
 pub struct Wire {
-    stream: TcpStream,
+    link: Link,
     rbuf: BytesMut,
     wbuf: BytesMut,
     max_payload: usize,
@@ -135,18 +151,37 @@ impl Wire {
             let stream = TcpStream::connect(server).await?;
             let _ = stream.set_nodelay(true);
             let mut wire = Wire {
-                stream,
+                link: Link::plain(stream),
                 rbuf: BytesMut::with_capacity(16 * 1024),
                 wbuf: BytesMut::new(),
                 max_payload: 0,
                 later_info: None,
             };
-            wire.max_payload = wire.read_info(servers).await?;
+            let (info, json) = wire.read_info().await?;
+            wire.max_payload = info.max_payload;
+            match &opts.tls {
+                Some(tls) if tls.required || info.tls_required => {
+                    if !(info.tls_required || info.tls_available) {
+                        return Err(WireError::Refused("tls:// is configured, but the server offers no TLS".into()));
+                    }
+                    if !wire.rbuf.is_empty() {
+                        return Err(WireError::Refused("the server sent more than INFO before TLS".into()));
+                    }
+                    let name = ServerName::try_from(servers.tls_name(server).to_string())
+                        .map_err(|e| WireError::Refused(format!("{server}: no name to check a certificate by: {e}")))?;
+                    wire.link = wire.link.upgrade(&tls.connector, name).await.map_err(WireError::Tls)?;
+                }
+                None if info.tls_required => return Err(WireError::NeedsTls),
+                _ => {}
+            }
+            // A plaintext INFO's cluster members only once TLS, if due,
+            // has verified the server.
+            servers.learn(&json);
             wire.wbuf.put_slice(connect_line(opts).as_bytes());
             for part in ["SUB ", inbox, " 1\r\nPING\r\n"] {
                 wire.wbuf.put_slice(part.as_bytes());
             }
-            wire.stream.write_all_buf(&mut wire.wbuf).await?;
+            wire.link.write_all(&mut wire.wbuf).await?;
             wire.await_pong().await?;
             Ok(wire)
         };
@@ -240,45 +275,33 @@ impl Wire {
             if self.rbuf.capacity() - self.rbuf.len() < 4096 {
                 self.rbuf.reserve(16 * 1024);
             }
-            match self.stream.try_read_buf(&mut self.rbuf) {
+            match self.link.try_read(&mut self.rbuf) {
                 Ok(0) => return Err(WireError::Closed),
                 Ok(_) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e.into()),
             }
-            let interest =
-                if self.wbuf.is_empty() { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
-            self.stream.ready(interest).await?;
+            self.link.ready(&self.wbuf).await?;
         }
     }
 
     /// Write as much of the queue as the socket takes without waiting.
     fn write_now(&mut self) -> io::Result<()> {
-        while !self.wbuf.is_empty() {
-            match self.stream.try_write(&self.wbuf) {
-                Ok(n) => self.wbuf.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        self.link.try_write(&mut self.wbuf)
     }
 
-    /// The server's INFO: its `max_payload` (1 MiB if it gives none).
-    async fn read_info(&mut self, servers: &mut ServerList) -> Result<usize, WireError> {
+    /// The server's INFO: what it says, and its JSON.
+    async fn read_info(&mut self) -> Result<(Info, Vec<u8>), WireError> {
         loop {
             if let Some((op, used)) = frames::parse(&self.rbuf, usize::MAX)? {
                 let ServerOp::Info(json) = op else { return Err(WireError::Refused("no INFO first".into())) };
-                servers.learn(json);
-                let info: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
-                if info["tls_required"].as_bool() == Some(true) {
-                    return Err(WireError::NeedsTls);
-                }
-                let max = info["max_payload"].as_u64().map_or(1 << 20, |m| m as usize);
+                let info = serde_json::from_slice(json)
+                    .map_err(|e| WireError::Refused(format!("INFO that does not parse: {e}")))?;
+                let json = json.to_vec();
                 self.rbuf.advance(used);
-                return Ok(max);
+                return Ok((info, json));
             }
-            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+            if self.link.read(&mut self.rbuf, &mut self.wbuf).await? == 0 {
                 return Err(WireError::Closed);
             }
         }
@@ -303,12 +326,27 @@ impl Wire {
                     return done;
                 }
             }
-            self.stream.write_all_buf(&mut self.wbuf).await?;
-            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+            self.link.write_all(&mut self.wbuf).await?;
+            if self.link.read(&mut self.rbuf, &mut self.wbuf).await? == 0 {
                 return Err(WireError::Closed);
             }
         }
     }
+}
+
+/// What a publish connection needs of the server's INFO.
+#[derive(serde::Deserialize)]
+struct Info {
+    #[serde(default = "default_max_payload")]
+    max_payload: usize,
+    #[serde(default)]
+    tls_required: bool,
+    #[serde(default)]
+    tls_available: bool,
+}
+
+fn default_max_payload() -> usize {
+    1 << 20
 }
 
 fn connect_line(opts: &Options) -> String {
@@ -347,7 +385,7 @@ mod tests {
 
     fn for_url(url: &str, user: Option<&str>, password: Option<&str>) -> Option<Options> {
         let r = flotilla_core::metrics::Registry::default();
-        Options::for_url(url, user, password, "t".into(), r.counter("c", "c", &[]), r.counter("d", "d", &[]))
+        Options::for_url(url, user, password, "t".into(), r.counter("c", "c", &[]), r.counter("d", "d", &[]), None)
     }
 
     #[test]
@@ -361,9 +399,13 @@ mod tests {
         assert_eq!((o.user, o.token.as_deref()), (None, Some("s3cret")));
         let o = for_url("nats://u:p@a:4222", Some("cfg"), Some("pw")).unwrap();
         assert_eq!((o.user.as_deref(), o.password.as_deref()), (Some("cfg"), Some("pw")), "the config wins");
-        assert!(for_url("tls://a:4222", None, None).is_none(), "TLS stays on async-nats");
-        assert!(for_url("nats://a:4222,tls://b:4222", None, None).is_none());
+        assert_eq!(for_url("nats://a:4222,tls://b:4222", None, None).unwrap().servers, ["a:4222", "b:4222"]);
         assert!(for_url("not a url", None, None).is_none());
+        let r = flotilla_core::metrics::Registry::default();
+        let tls = flotilla_core::nats::tls::connector(Default::default(), "nats").unwrap();
+        let (c, d) = (r.counter("c", "c", &[]), r.counter("d", "d", &[]));
+        let o = Options::for_url("nats://a:1,tls://b:2", None, None, "t".into(), c, d, Some(tls)).unwrap();
+        assert!(o.tls.is_some_and(|t| t.required), "one tls:// URL: TLS to every server");
     }
 
     #[test]

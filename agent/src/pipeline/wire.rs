@@ -72,6 +72,9 @@ impl Options {
     ) -> Option<Options> {
         let servers = flotilla_core::nats::servers(url).ok()?;
         let (addrs, required) = flotilla_core::nats::tcp_addrs(&servers)?;
+        if required && tls.is_none() {
+            return None; // tls:// without TLS settings: async-nats's
+        }
         let first = &servers[0];
         let (user, password, token) = match (user, password, first.username(), first.password()) {
             (Some(u), Some(p), _, _) => (Some(u.to_string()), Some(p.to_string()), None),
@@ -170,13 +173,13 @@ impl Wire {
                     let name = ServerName::try_from(servers.tls_name(server).to_string())
                         .map_err(|e| WireError::Refused(format!("{server}: no name to check a certificate by: {e}")))?;
                     wire.link = wire.link.upgrade(&tls.connector, name).await.map_err(WireError::Tls)?;
+                    // The plaintext INFO could have been written by anyone
+                    // on the path.
+                    servers.learn_unverified(&json);
                 }
                 None if info.tls_required => return Err(WireError::NeedsTls),
-                _ => {}
+                _ => servers.learn(&json),
             }
-            // A plaintext INFO's cluster members only once TLS, if due,
-            // has verified the server.
-            servers.learn(&json);
             wire.wbuf.put_slice(connect_line(opts).as_bytes());
             for part in ["SUB ", inbox, " 1\r\nPING\r\n"] {
                 wire.wbuf.put_slice(part.as_bytes());
@@ -399,7 +402,7 @@ mod tests {
         assert_eq!((o.user, o.token.as_deref()), (None, Some("s3cret")));
         let o = for_url("nats://u:p@a:4222", Some("cfg"), Some("pw")).unwrap();
         assert_eq!((o.user.as_deref(), o.password.as_deref()), (Some("cfg"), Some("pw")), "the config wins");
-        assert_eq!(for_url("nats://a:4222,tls://b:4222", None, None).unwrap().servers, ["a:4222", "b:4222"]);
+        assert!(for_url("nats://a:4222,tls://b:4222", None, None).is_none(), "tls:// needs TLS settings");
         assert!(for_url("not a url", None, None).is_none());
         let r = flotilla_core::metrics::Registry::default();
         let tls = flotilla_core::nats::tls::connector(Default::default(), "nats").unwrap();

@@ -143,6 +143,19 @@ impl ServerList {
 
     /// Add the `connect_urls` of a server's INFO (its JSON) not known yet.
     pub fn learn(&mut self, info_json: &[u8]) {
+        self.learn_where(info_json, |_| true);
+    }
+
+    /// [`ServerList::learn`] for the plaintext INFO before a TLS handshake,
+    /// which anyone on the path could have written: only members named by
+    /// address, whose certificates are checked against a configured name
+    /// ([`ServerList::tls_name`]). Members named by host name are learnt
+    /// from INFOs that come over TLS.
+    pub fn learn_unverified(&mut self, info_json: &[u8]) {
+        self.learn_where(info_json, |addr| host_of(addr).parse::<std::net::IpAddr>().is_ok());
+    }
+
+    fn learn_where(&mut self, info_json: &[u8], keep: impl Fn(&str) -> bool) {
         #[derive(serde::Deserialize)]
         struct Info {
             #[serde(default)]
@@ -151,7 +164,7 @@ impl ServerList {
         let Ok(info) = serde_json::from_slice::<Info>(info_json) else { return };
         for url in info.connect_urls {
             let addr = url.trim_start_matches("nats://").to_string();
-            if self.addrs.len() < MAX_SERVERS && !addr.is_empty() && !self.addrs.contains(&addr) {
+            if self.addrs.len() < MAX_SERVERS && !addr.is_empty() && !self.addrs.contains(&addr) && keep(&addr) {
                 self.addrs.push(addr);
             }
         }
@@ -215,6 +228,9 @@ mod tests {
         assert_eq!(list.tls_name("10.0.0.2:4222"), "nats.example.com");
         assert_eq!(list.tls_name("[fd00::3]:4222"), "nats.example.com");
         assert_eq!(list.tls_name("n3.example.com:4222"), "n3.example.com", "learnt by name: its own");
+        let mut plaintext = ServerList::new(vec!["nats.example.com:4222".into()], 0);
+        plaintext.learn_unverified(br#"{"connect_urls":["10.0.0.2:4222","evil.example.net:4222"]}"#);
+        assert_eq!(plaintext.addrs(), ["nats.example.com:4222", "10.0.0.2:4222"], "no names from plaintext INFO");
         let mut by_ip = ServerList::new(vec!["10.0.0.9:4222".into()], 0);
         by_ip.learn(br#"{"connect_urls":["10.0.0.2:4222"]}"#);
         assert_eq!(by_ip.tls_name("10.0.0.2:4222"), "10.0.0.2", "no configured name to use");

@@ -9,9 +9,9 @@
 //! every server when a `tls://` URL is configured, else to a server whose
 //! INFO requires it. The certificate is checked against the host the
 //! connection was made to, or for a cluster member INFO names by address,
-//! the configured host name ([`ServerList::tls_name`]). The cluster
-//! members a plaintext INFO names are learnt only once TLS has verified
-//! the server.
+//! the configured host name ([`ServerList::tls_name`]). From the plaintext
+//! INFO before the handshake only members named by address are learnt
+//! ([`ServerList::learn_unverified`]); INFOs over TLS name the rest.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -276,9 +276,8 @@ async fn open(
     let name = ServerName::try_from(servers.tls_name(server).to_string())
         .map_err(|e| Ended::Refused(format!("{server} is no name to check a certificate against: {e}")))?;
     let stream = tls.connector.connect(name, tcp).await.map_err(Ended::Tls)?;
-    // Only now: a plaintext INFO's members are trusted once the server has
-    // proven who it is.
-    servers.learn(&json);
+    // The plaintext INFO could have been written by anyone on the path.
+    servers.learn_unverified(&json);
     Ok((Either::Right(stream), info.max_payload))
 }
 

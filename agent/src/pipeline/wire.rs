@@ -18,13 +18,14 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
-use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::link::Link;
 
 use flotilla_core::metrics::Counter;
 use flotilla_core::nats::frames::{self, FrameError, ServerOp};
+pub use flotilla_core::nats::tls::TlsOptions;
+use flotilla_core::nats::tls::{self, ServerInfo};
 use flotilla_core::nats::ServerList;
 
 /// Queued bytes past which a publish writes without waiting for an ack.
@@ -48,12 +49,6 @@ pub struct Options {
     /// TLS settings; without them a server that requires TLS is left to
     /// async-nats ([`WireError::NeedsTls`]).
     pub tls: Option<TlsOptions>,
-}
-
-pub struct TlsOptions {
-    pub connector: tokio_rustls::TlsConnector,
-    /// Every server must use TLS (a `tls://` URL was configured).
-    pub required: bool,
 }
 
 impl Options {
@@ -162,23 +157,16 @@ impl Wire {
             };
             let (info, json) = wire.read_info().await?;
             wire.max_payload = info.max_payload;
-            match &opts.tls {
-                Some(tls) if tls.required || info.tls_required => {
-                    if !(info.tls_required || info.tls_available) {
-                        return Err(WireError::Refused("tls:// is configured, but the server offers no TLS".into()));
-                    }
-                    if !wire.rbuf.is_empty() {
-                        return Err(WireError::Refused("the server sent more than INFO before TLS".into()));
-                    }
-                    let name = ServerName::try_from(servers.tls_name(server).to_string())
-                        .map_err(|e| WireError::Refused(format!("{server}: no name to check a certificate by: {e}")))?;
-                    wire.link = wire.link.upgrade(&tls.connector, name).await.map_err(WireError::Tls)?;
+            match tls::upgrade(opts.tls.as_ref(), &info, wire.rbuf.len(), server, servers) {
+                Ok(Some((connector, name))) => {
+                    wire.link = wire.link.upgrade(connector, name).await.map_err(WireError::Tls)?;
                     // The plaintext INFO could have been written by anyone
                     // on the path.
                     servers.learn_unverified(&json);
                 }
-                None if info.tls_required => return Err(WireError::NeedsTls),
-                _ => servers.learn(&json),
+                Ok(None) => servers.learn(&json),
+                Err(tls::Refusal::NeedsTls) => return Err(WireError::NeedsTls),
+                Err(e) => return Err(WireError::Refused(e.to_string())),
             }
             wire.wbuf.put_slice(connect_line(opts).as_bytes());
             for part in ["SUB ", inbox, " 1\r\nPING\r\n"] {
@@ -294,7 +282,7 @@ impl Wire {
     }
 
     /// The server's INFO: what it says, and its JSON.
-    async fn read_info(&mut self) -> Result<(Info, Vec<u8>), WireError> {
+    async fn read_info(&mut self) -> Result<(ServerInfo, Vec<u8>), WireError> {
         loop {
             if let Some((op, used)) = frames::parse(&self.rbuf, usize::MAX)? {
                 let ServerOp::Info(json) = op else { return Err(WireError::Refused("no INFO first".into())) };
@@ -335,21 +323,6 @@ impl Wire {
             }
         }
     }
-}
-
-/// What a publish connection needs of the server's INFO.
-#[derive(serde::Deserialize)]
-struct Info {
-    #[serde(default = "default_max_payload")]
-    max_payload: usize,
-    #[serde(default)]
-    tls_required: bool,
-    #[serde(default)]
-    tls_available: bool,
-}
-
-fn default_max_payload() -> usize {
-    1 << 20
 }
 
 fn connect_line(opts: &Options) -> String {

@@ -1,7 +1,8 @@
-//! rustls client settings for our own NATS connections (the proxy's
-//! delivery connection, the agent's publish connections), from a config
-//! section's TLS files: trust `tls_ca` (or the system's roots without it)
-//! and present `tls_cert` if given, as async-nats does with the same files.
+//! TLS for our own NATS connections (the proxy's delivery connection, the
+//! agent's publish connections): rustls client settings from a config
+//! section's TLS files (trust `tls_ca`, or the system's roots without it,
+//! and present `tls_cert` if given, as async-nats does with the same
+//! files), and whether a connection upgrades after the server's INFO.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +11,74 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsConnector;
 
-use super::TlsFiles;
+use rustls::pki_types::ServerName;
+
+use super::{ServerList, TlsFiles};
+
+/// What our own connections need of a server's INFO.
+#[derive(Debug, serde::Deserialize)]
+pub struct ServerInfo {
+    #[serde(default = "default_max_payload")]
+    pub max_payload: usize,
+    #[serde(default)]
+    pub tls_required: bool,
+    #[serde(default)]
+    pub tls_available: bool,
+}
+
+fn default_max_payload() -> usize {
+    1 << 20
+}
+
+/// A connection's TLS settings.
+#[derive(Clone)]
+pub struct TlsOptions {
+    pub connector: TlsConnector,
+    /// Every server must use TLS (a `tls://` URL was configured);
+    /// otherwise only those whose INFO requires it.
+    pub required: bool,
+}
+
+/// Why a connection cannot go on after the server's INFO.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("the server requires TLS")]
+    NeedsTls,
+    #[error("a tls:// server URL is configured, but the server does not offer TLS")]
+    NotOffered,
+    #[error("the server sent more than INFO before the TLS handshake")]
+    BeforeHandshake,
+    #[error("{0} is no name to check a certificate against")]
+    NoName(String),
+}
+
+/// After `info` from `server` (with `pending` bytes read past it): the
+/// connector and the name to check the certificate against if TLS is due,
+/// `None` to go on in plaintext. Learn the INFO's members afterwards with
+/// [`ServerList::learn`] in plaintext, [`ServerList::learn_unverified`]
+/// after a handshake.
+pub fn upgrade<'a>(
+    tls: Option<&'a TlsOptions>,
+    info: &ServerInfo,
+    pending: usize,
+    server: &str,
+    servers: &ServerList,
+) -> Result<Option<(&'a TlsConnector, ServerName<'static>)>, Refusal> {
+    let tls = match tls {
+        Some(t) if t.required || info.tls_required => t,
+        None if info.tls_required => return Err(Refusal::NeedsTls),
+        _ => return Ok(None),
+    };
+    if !(info.tls_required || info.tls_available) {
+        return Err(Refusal::NotOffered);
+    }
+    if pending > 0 {
+        return Err(Refusal::BeforeHandshake);
+    }
+    let name =
+        ServerName::try_from(servers.tls_name(server).to_string()).map_err(|_| Refusal::NoName(server.to_string()))?;
+    Ok(Some((&tls.connector, name)))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {

@@ -17,13 +17,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
+pub use flotilla_core::nats::tls::TlsOptions;
+use flotilla_core::nats::tls::{self, ServerInfo};
 use flotilla_core::nats::ServerList;
 
 use super::frames::{self, ServerOp};
@@ -52,14 +53,6 @@ pub struct Options {
     pub reconnects: flotilla_core::metrics::Counter,
     /// Without it, a server that requires TLS is not used.
     pub tls: Option<TlsOptions>,
-}
-
-#[derive(Clone)]
-pub struct TlsOptions {
-    pub connector: tokio_rustls::TlsConnector,
-    /// Every server must use TLS (a `tls://` URL was configured);
-    /// otherwise only those whose INFO requires it.
-    pub required: bool,
 }
 
 type Stream = Either<TcpStream, TlsStream<TcpStream>>;
@@ -259,45 +252,20 @@ async fn open(
     let mut tcp = TcpStream::connect(server).await?;
     let _ = tcp.set_nodelay(true);
     let (info, json) = read_info(&mut tcp, rbuf).await?;
-    let tls = match tls {
-        Some(t) if t.required || info.tls_required => t,
-        None if info.tls_required => return Err(Ended::Refused("the server requires TLS".into())),
-        _ => {
-            servers.learn(&json);
-            return Ok((Either::Left(tcp), info.max_payload));
-        }
+    let Some((connector, name)) =
+        tls::upgrade(tls, &info, rbuf.len(), server, servers).map_err(|e| Ended::Refused(e.to_string()))?
+    else {
+        servers.learn(&json);
+        return Ok((Either::Left(tcp), info.max_payload));
     };
-    if !(info.tls_required || info.tls_available) {
-        return Err(Ended::Refused("a tls:// server URL is configured, but the server does not offer TLS".into()));
-    }
-    if !rbuf.is_empty() {
-        return Err(Ended::Refused("the server sent more than INFO before the TLS handshake".into()));
-    }
-    let name = ServerName::try_from(servers.tls_name(server).to_string())
-        .map_err(|e| Ended::Refused(format!("{server} is no name to check a certificate against: {e}")))?;
-    let stream = tls.connector.connect(name, tcp).await.map_err(Ended::Tls)?;
+    let stream = connector.connect(name, tcp).await.map_err(Ended::Tls)?;
     // The plaintext INFO could have been written by anyone on the path.
     servers.learn_unverified(&json);
     Ok((Either::Right(stream), info.max_payload))
 }
 
-/// What the delivery connection needs of a server's INFO.
-#[derive(serde::Deserialize)]
-struct Info {
-    #[serde(default = "default_max_payload")]
-    max_payload: usize,
-    #[serde(default)]
-    tls_required: bool,
-    #[serde(default)]
-    tls_available: bool,
-}
-
-fn default_max_payload() -> usize {
-    1 << 20
-}
-
 /// Read the server's INFO: what it says, and its JSON.
-async fn read_info(stream: &mut TcpStream, rbuf: &mut BytesMut) -> Result<(Info, Vec<u8>), Ended> {
+async fn read_info(stream: &mut TcpStream, rbuf: &mut BytesMut) -> Result<(ServerInfo, Vec<u8>), Ended> {
     loop {
         if let Some((op, used)) = frames::parse(rbuf, usize::MAX)? {
             let ServerOp::Info(json) = op else { return Err(Ended::Refused("no INFO first".into())) };

@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -67,8 +67,16 @@ struct InboxSub {
 }
 
 enum SubEntry {
-    Upstream(Key),
-    Inbox,
+    Upstream(Key, Arc<Limit>),
+    Inbox(Arc<Limit>),
+}
+
+impl SubEntry {
+    fn limit(&self) -> &Limit {
+        match self {
+            SubEntry::Upstream(_, limit) | SubEntry::Inbox(limit) => limit,
+        }
+    }
 }
 
 enum Flow {
@@ -108,6 +116,7 @@ pub async fn serve(
     let (queue, rx) = Queue::new(shared.config.client_queue, wr.direct());
     let writer = tokio::spawn(write_loop(wr, rx));
     let (close_tx, close_rx) = watch::channel(None);
+    let (spent_tx, spent_rx) = mpsc::unbounded_channel();
     let caps = Caps {
         per_ip: shared.config.limits.max_connections_per_ip,
         per_org: shared.config.limits.max_connections_per_org,
@@ -130,6 +139,7 @@ pub async fn serve(
         rate: PublishRate::new(shared.config.limits.publish_msgs_per_sec, shared.config.limits.publish_bytes_per_sec),
         kill: CancellationToken::new(),
         caps,
+        spent: spent_tx,
     };
     shared.metrics.connections.add(1);
     // Unregisters even if this task panics; fan-out entries of a gone client
@@ -138,7 +148,7 @@ pub async fn serve(
     let greeting = greeted.is_some() || conn.send(writer::info(&info(&shared, id, peer).to_string())).await;
     if greeting {
         if opened {
-            conn.run(&mut rd, close_rx, shutdown).await;
+            conn.run(&mut rd, close_rx, spent_rx, shutdown).await;
         } else {
             conn.send(writer::err("maximum connections exceeded")).await;
         }
@@ -193,6 +203,8 @@ struct Conn {
     /// Cancelled to disconnect a slow consumer (by policy).
     kill: CancellationToken,
     caps: Caps,
+    /// Told the sid of a subscription whose UNSUB limit a delivery reached.
+    spent: mpsc::UnboundedSender<String>,
 }
 
 impl Conn {
@@ -200,6 +212,7 @@ impl Conn {
         &mut self,
         rd: &mut R,
         mut close: watch::Receiver<Option<&'static str>>,
+        mut spent: mpsc::UnboundedReceiver<String>,
         shutdown: CancellationToken,
     ) {
         let mut buf = BytesMut::with_capacity(16 * 1024);
@@ -253,6 +266,13 @@ impl Conn {
                     tracing::info!(client = self.id, peer = %self.peer, reason, "closing connection");
                     self.send(writer::err(reason)).await;
                     return;
+                }
+                Some(sid) = spent.recv() => {
+                    // Dropped as nats-server drops it (unless the sid was
+                    // subscribed anew meanwhile).
+                    if self.subs.get(&sid).is_some_and(|s| s.limit().exhausted()) {
+                        self.unsubscribe(&sid, None).await;
+                    }
                 }
                 _ = self.kill.cancelled() => {
                     self.send(writer::err("Slow Consumer")).await;
@@ -387,42 +407,35 @@ impl Conn {
         match target {
             SubTarget::Inbox => {
                 self.ensure_reply_sub(&outlet).await;
-                lock(&self.inbox).push(InboxSub { sid: sid.clone(), pattern: subject, limit: Arc::default() });
-                self.subs.insert(sid, SubEntry::Inbox);
+                let limit = Arc::new(Limit::reporting(&self.spent, &sid));
+                lock(&self.inbox).push(InboxSub { sid: sid.clone(), pattern: subject, limit: limit.clone() });
+                self.subs.insert(sid, SubEntry::Inbox(limit));
             }
             SubTarget::Upstream(upstream) => {
-                let key = Key { subject: upstream, queue };
-                let receiver = Receiver { conn: self.id, sid: sid.clone(), outlet, limit: Arc::default() };
+                let key = Key { subject: upstream, queue: queue.map(|q| outlet.scope.queue(&q)) };
+                let limit = Arc::new(Limit::reporting(&self.spent, &sid));
+                let receiver = Receiver { conn: self.id, sid: sid.clone(), outlet, limit: limit.clone() };
                 if let Err(e) = self.shared.fanout.add(key.clone(), receiver).await {
                     tracing::warn!(error = %e, "upstream subscribe failed");
                     return self.deny("Upstream Subscription Failed".into()).await;
                 }
-                self.subs.insert(sid, SubEntry::Upstream(key));
+                self.subs.insert(sid, SubEntry::Upstream(key, limit));
             }
         }
         self.ok().await
     }
 
+    /// UNSUB: now, or (`max`) once that many messages were delivered in
+    /// all; a limit already reached unsubscribes now.
     async fn unsubscribe(&mut self, sid: &str, max: Option<u64>) {
-        match (self.subs.get(sid), max) {
-            (None, _) => return,
-            (Some(SubEntry::Upstream(key)), Some(max)) if self.shared.fanout.limit(key, self.id, sid, max).await => {
+        if let (Some(max), Some(entry)) = (max, self.subs.get(sid)) {
+            if entry.limit().set(max) {
                 return;
             }
-            (Some(SubEntry::Inbox), Some(max)) => {
-                let inbox = lock(&self.inbox);
-                if let Some(s) = inbox.iter().find(|s| s.sid == sid) {
-                    if max > s.limit.delivered.load(std::sync::atomic::Ordering::Relaxed) {
-                        s.limit.max.store(max, std::sync::atomic::Ordering::Relaxed);
-                        return;
-                    }
-                }
-            }
-            _ => {}
         }
         match self.subs.remove(sid) {
-            Some(SubEntry::Upstream(key)) => self.shared.fanout.remove(&key, self.id, sid).await,
-            Some(SubEntry::Inbox) => lock(&self.inbox).retain(|s| s.sid != sid),
+            Some(SubEntry::Upstream(key, _)) => self.shared.fanout.remove(&key, self.id, sid).await,
+            Some(SubEntry::Inbox(_)) => lock(&self.inbox).retain(|s| s.sid != sid),
             None => {}
         }
     }
@@ -466,14 +479,14 @@ impl Conn {
         outlet.org.bytes_in.add(payload.len() as u64);
         let headers = match headers.map(|h| crate::delivery::parse_headers(&h)) {
             None => None,
-            Some(Some(h)) => Some(h),
+            Some(Some(h)) => Some(outlet.scope.publish_headers(h)),
             Some(None) => return self.deny("Invalid Headers: not published".into()).await,
         };
         if let Some(echoes) = &outlet.echoes {
             // Only what one of its own subscriptions would bring back.
             let comes_back = self.subs.values().any(|s| match s {
-                SubEntry::Upstream(key) => key.queue.is_none() && subject_matches(&key.subject, &upstream),
-                SubEntry::Inbox => false,
+                SubEntry::Upstream(key, _) => key.queue.is_none() && subject_matches(&key.subject, &upstream),
+                SubEntry::Inbox(_) => false,
             });
             if comes_back {
                 lock(echoes).published(&upstream, headers.as_ref(), &payload);
@@ -526,7 +539,7 @@ impl Conn {
     async fn close(&mut self) {
         let subs: Vec<(String, SubEntry)> = self.subs.drain().collect();
         for (sid, s) in subs {
-            if let SubEntry::Upstream(key) = s {
+            if let SubEntry::Upstream(key, _) = s {
                 self.shared.fanout.remove(&key, self.id, &sid).await;
             }
         }

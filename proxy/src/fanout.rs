@@ -190,20 +190,6 @@ impl Fanout {
             self.gauge.set(entries.len() as i64);
         }
     }
-
-    /// Set a delivery limit (UNSUB with a count) on a client subscription.
-    pub async fn limit(&self, key: &Key, conn: u64, sid: &str, max: u64) -> bool {
-        let entries = self.entries.lock().await;
-        let Some(entry) = entries.get(key) else { return false };
-        let r = entry.current();
-        match r.iter().find(|x| x.conn == conn && x.sid == sid) {
-            Some(x) if max > x.limit.delivered.load(Ordering::Relaxed) => {
-                x.limit.max.store(max, Ordering::Relaxed);
-                true
-            }
-            _ => false,
-        }
-    }
 }
 
 impl Entry {

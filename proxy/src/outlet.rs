@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SlowConsumer;
@@ -25,23 +26,60 @@ const MAX_ALIASES: usize = 4096;
 /// At most one slow-consumer notice per client per this interval.
 const NOTICE_EVERY: Duration = Duration::from_secs(5);
 
-/// A delivery limit set by `UNSUB <sid> <max>`.
+/// A delivery limit set by `UNSUB <sid> <max>`. The delivery that reaches
+/// it tells the connection (which then drops the subscription, as
+/// nats-server does).
 #[derive(Default)]
 pub struct Limit {
     pub max: AtomicU64,
     pub delivered: AtomicU64,
+    spent: Option<Spent>,
+}
+
+/// Where a limit reached is reported: the connection's channel, and the sid.
+struct Spent {
+    tell: mpsc::UnboundedSender<String>,
+    sid: String,
 }
 
 impl Limit {
+    /// A limit (none yet) that reports the subscription `sid` on `tell` once reached.
+    pub fn reporting(tell: &mpsc::UnboundedSender<String>, sid: &str) -> Limit {
+        Limit { spent: Some(Spent { tell: tell.clone(), sid: sid.to_string() }), ..Limit::default() }
+    }
+
+    /// Allow `max` deliveries in all; false if that many were made already.
+    pub fn set(&self, max: u64) -> bool {
+        if max <= self.delivered.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.max.store(max, Ordering::Relaxed);
+        // A delivery counted meanwhile may have reached it unseen.
+        if self.exhausted() {
+            self.report();
+        }
+        true
+    }
+
     /// Count one delivery; false once the limit is reached.
     pub fn take(&self) -> bool {
         let n = self.delivered.fetch_add(1, Ordering::Relaxed) + 1;
         let max = self.max.load(Ordering::Relaxed);
+        if max != 0 && n == max {
+            self.report();
+        }
         max == 0 || n <= max
     }
+
     pub fn exhausted(&self) -> bool {
         let max = self.max.load(Ordering::Relaxed);
         max != 0 && self.delivered.load(Ordering::Relaxed) >= max
+    }
+
+    fn report(&self) {
+        if let Some(s) = &self.spent {
+            let _ = s.tell.send(s.sid.clone());
+        }
     }
 }
 

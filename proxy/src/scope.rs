@@ -6,9 +6,14 @@
 //! connection through its own private upstream prefix, so no client can read
 //! another's replies.
 
+use async_nats::HeaderMap;
 use flotilla_core::subject::{is_valid_subject, OrgId};
+use flotilla_core::HDR_MSG_ID;
 
 use crate::auth::{Role, TokenEntry};
+
+/// Headers the pipeline itself sets (an agent's origin of an event).
+const PIPELINE_HEADERS: &str = "Flotilla-";
 
 /// Subject families a tenant reads, with the org as their second token.
 const ORG_SCOPED: [&str; 2] = ["logs", "telemetry"];
@@ -82,6 +87,17 @@ impl Scope {
         }
     }
 
+    /// The upstream name of a client's queue group `q`: a tenant's is
+    /// prefixed with its org, as nats-server groups queue subscribers by
+    /// name alone, across subjects (a tenant's `workers` must not join the
+    /// platform's `workers` on `logs.>`).
+    pub fn queue(&self, q: &str) -> String {
+        match self {
+            Scope::Tenant { org, .. } => format!("{org}.{q}"),
+            _ => q.to_string(),
+        }
+    }
+
     pub fn publish(&self, subject: &str) -> Result<String, Denied> {
         let deny = || Denied(format!("Permissions Violation for Publish to \"{}\"", printable(subject)));
         if !is_valid_subject(subject, false) {
@@ -112,6 +128,31 @@ impl Scope {
                 }
             }
         }
+    }
+
+    /// The headers of a publish as they go upstream. A tenant's are made
+    /// safe for a stream all orgs share: its `Nats-Msg-Id` becomes
+    /// `<org>:<id>` (JetStream de-duplicates per stream, so one org's ids
+    /// must not suppress another's messages), and the pipeline's own
+    /// headers (`Flotilla-*`: the origins agents vouch for, which the
+    /// delivery ledger counts) are left out.
+    pub fn publish_headers(&self, headers: HeaderMap) -> HeaderMap {
+        let Scope::Tenant { org, .. } = self else { return headers };
+        let mut out = HeaderMap::new();
+        for (name, values) in headers.iter() {
+            let n: &str = name.as_ref();
+            if n.len() >= PIPELINE_HEADERS.len() && n[..PIPELINE_HEADERS.len()].eq_ignore_ascii_case(PIPELINE_HEADERS) {
+                continue;
+            }
+            for v in values {
+                if n.eq_ignore_ascii_case(HDR_MSG_ID) {
+                    out.append(name.clone(), format!("{org}:{}", v.as_str()).as_str());
+                } else {
+                    out.append(name.clone(), v.clone());
+                }
+            }
+        }
+        out
     }
 
     /// The subject a client sees for an upstream delivery, as parts to be
@@ -186,6 +227,29 @@ mod tests {
         }
         // Whatever comes after the family stays under the org prefix.
         assert_eq!(t.subscribe("logs.globex.>"), Ok(SubTarget::Upstream("logs.acme.globex.>".into())));
+    }
+
+    #[test]
+    fn a_tenants_queue_groups_are_its_orgs() {
+        assert_eq!(tenant().queue("workers"), "acme.workers");
+        assert_eq!(Scope::Admin.queue("workers"), "workers");
+    }
+
+    #[test]
+    fn a_tenants_message_ids_are_its_orgs_and_pipeline_headers_are_left_out() {
+        let mut h = HeaderMap::new();
+        h.insert("Nats-Msg-Id", "h1/f/00ff/120");
+        h.insert("Flotilla-Seq", "7");
+        h.insert("flotilla-dropped", "2");
+        h.append("X-Trace", "a");
+        h.append("X-Trace", "b");
+        let out = tenant().publish_headers(h.clone());
+        assert_eq!(out.get("Nats-Msg-Id").map(|v| v.as_str()), Some("acme:h1/f/00ff/120"));
+        assert!(out.get("Flotilla-Seq").is_none() && out.get("flotilla-dropped").is_none());
+        let traces: Vec<&str> = out.get_all("X-Trace").map(|v| v.as_str()).collect();
+        assert_eq!(traces, ["a", "b"]);
+        let agent = Scope::Agent { orgs: vec![OrgId::new("acme").unwrap()] };
+        assert_eq!(agent.publish_headers(h.clone()), h, "agents' headers go as they are");
     }
 
     #[test]

@@ -1,0 +1,146 @@
+//! What tenants share upstream cannot be turned against anyone else:
+//! queue groups (nats-server groups queue subscribers by name across
+//! subjects), JetStream de-duplication ids and the ledger's origin headers
+//! (one stream holds every org), and subscriptions spent by an UNSUB limit
+//! (gone upstream, and no longer counted against the client), against a
+//! real nats-server behind the proxy.
+
+mod common;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_queue_group_never_joins_the_platforms_group_of_the_same_name() {
+    let s = stack().await;
+    let direct = s.direct().await;
+    let mut platform = direct.queue_subscribe("logs.>", "workers".into()).await.unwrap();
+    direct.flush().await.unwrap();
+    let mut tenant = s.raw_as("acme", &s.acme).await;
+    tenant.send("SUB logs.> workers 1\r\n").await;
+    prime_raw(&direct, "logs.acme.web.iad.h1", &mut tenant, Some("1")).await;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), platform.next()).await {}
+
+    for i in 0..50 {
+        direct.publish("logs.acme.web.iad.h1", format!("m-{i}").into()).await.unwrap();
+    }
+    direct.flush().await.unwrap();
+    let mut platform_got = 0;
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), platform.next()).await {
+        platform_got += usize::from(m.payload.starts_with(b"m-"));
+    }
+    assert_eq!(platform_got, 50, "the platform's group lost messages to a tenant's group of the same name");
+    let tenant_got = payloads(&tenant.drain(Duration::from_millis(500)).await);
+    assert_eq!(tenant_got.len(), 50, "the tenant's group is a group of its own: {tenant_got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_message_ids_cannot_suppress_another_orgs_events() {
+    let s = stack().await;
+    let direct = s.direct().await;
+    let js = async_nats::jetstream::new(direct.clone());
+    let mut stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "LOGS".into(),
+            subjects: vec!["logs.>".into()],
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // acme publishes first, under the id globex's agent is about to use,
+    // with the origin headers the ledger counts.
+    let acme = async_nats::jetstream::new(s.client("acme", &s.acme_pub).await);
+    let forged = || {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", "globex-host/f/00ff/0");
+        h.insert("Flotilla-Seq", "1");
+        h
+    };
+    let first = acme.publish_with_headers("logs.web.iad.h1", forged(), "acme-1".into()).await.unwrap();
+    assert!(!first.await.unwrap().duplicate);
+    let again = acme.publish_with_headers("logs.web.iad.h1", forged(), "acme-2".into()).await.unwrap();
+    assert!(again.await.unwrap().duplicate, "within its own org, an id still de-duplicates");
+
+    let agent = async_nats::jetstream::new(s.client("host-agent", &s.agent).await);
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", "globex-host/f/00ff/0");
+    h.insert("Flotilla-Seq", "1");
+    let ack = agent.publish_with_headers("logs.globex.web.iad.h1", h, "globex-1".into()).await.unwrap();
+    assert!(!ack.await.unwrap().duplicate, "globex's event was taken for acme's duplicate");
+
+    assert_eq!(stream.info().await.unwrap().state.messages, 2);
+    let stored = stream.get_raw_message(1).await.unwrap();
+    assert_eq!(&stored.payload[..], b"acme-1");
+    let headers = stored.headers;
+    assert_eq!(headers.get("Nats-Msg-Id").map(|v| v.as_str()), Some("acme:globex-host/f/00ff/0"));
+    assert!(headers.get("Flotilla-Seq").is_none(), "a tenant cannot vouch for an origin: {headers:?}");
+    let globex = stream.get_raw_message(2).await.unwrap();
+    assert_eq!(globex.headers.get("Nats-Msg-Id").map(|v| v.as_str()), Some("globex-host/f/00ff/0"));
+    assert_eq!(globex.headers.get("Flotilla-Seq").map(|v| v.as_str()), Some("1"), "agents' headers go as they are");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_spent_by_its_unsub_limit_is_gone_upstream_too() {
+    let s = stack().await;
+    let direct = s.direct().await;
+    let mut raw = s.raw_as("acme", &s.acme).await;
+    raw.send("SUB logs.> 1\r\n").await;
+    prime_raw(&direct, "logs.acme.web.iad.h1", &mut raw, Some("1")).await;
+    assert_eq!(s.metric("flotilla_proxy_upstream_subscriptions").await, Some(1.0));
+    // One delivered already (the prime): two in all means one more.
+    raw.send("UNSUB 1 2\r\n").await;
+    assert!(errors(&raw.sync().await).is_empty());
+    for i in 0..5 {
+        direct.publish("logs.acme.web.iad.h1", format!("m-{i}").into()).await.unwrap();
+    }
+    direct.flush().await.unwrap();
+    assert_eq!(payloads(&raw.drain(Duration::from_millis(500)).await), ["m-0"]);
+    eventually(Duration::from_secs(5), "the upstream subscription to go", || async {
+        s.metric("flotilla_proxy_upstream_subscriptions").await == Some(0.0)
+    })
+    .await;
+    // The sid is free again.
+    raw.send("SUB logs.> 1\r\n").await;
+    prime_raw(&direct, "logs.acme.web.iad.h1", &mut raw, Some("1")).await;
+}
+
+/// Old-style requests (nats.go's before inboxes were shared, and many
+/// small clients still): a SUB and `UNSUB <sid> 1` per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spent_subscriptions_do_not_count_against_the_limit() {
+    let s = stack_with(Extra { tables: "[limits]\nmax_subscriptions = 10", ..Default::default() }).await;
+    let direct = s.direct().await;
+    let mut svc = direct.subscribe("logs.acme.rpc.>").await.unwrap();
+    direct.flush().await.unwrap();
+    let answer = direct.clone();
+    tokio::spawn(async move {
+        while let Some(m) = svc.next().await {
+            if let Some(r) = m.reply {
+                answer.publish(r, m.payload).await.unwrap();
+            }
+        }
+    });
+    let mut raw = s.raw_as("acme", &s.acme_pub).await;
+    for i in 0..40 {
+        raw.send(&format!("SUB _INBOX.req.{i} {i}\r\nUNSUB {i} 1\r\nPUB logs.rpc.x _INBOX.req.{i} 4\r\nq-{i:02}\r\n"))
+            .await;
+        let got = raw.frame().await;
+        let Frame::Msg { sid, payload, .. } = &got else { panic!("request {i}: {got:?}") };
+        assert_eq!((sid.as_str(), payload.as_str()), (i.to_string().as_str(), format!("q-{i:02}").as_str()));
+    }
+    // And subscriptions spent upstream: one message each.
+    for i in 100..140 {
+        raw.send(&format!("SUB logs.web.{i} {i}\r\nUNSUB {i} 1\r\n")).await;
+        prime_raw(&direct, &format!("logs.acme.web.{i}"), &mut raw, Some(&i.to_string())).await;
+    }
+    assert!(errors(&raw.sync().await).is_empty());
+    eventually(Duration::from_secs(5), "the spent upstream subscriptions to go", || async {
+        s.metric("flotilla_proxy_upstream_subscriptions").await == Some(0.0)
+    })
+    .await;
+}

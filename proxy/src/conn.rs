@@ -50,6 +50,8 @@ struct ConnectInfo {
     echo: bool,
     #[serde(default)]
     headers: bool,
+    #[serde(default)]
+    no_responders: bool,
     user: Option<String>,
     pass: Option<String>,
     auth_token: Option<String>,
@@ -234,7 +236,8 @@ impl Conn {
                         self.shared.metrics.protocol_errors.inc();
                         tracing::debug!(client = self.id, peer = %self.peer, error = %e, "protocol error");
                         let text = match e {
-                            ProtoError::Invalid(why) => format!("Unknown Protocol Operation: {why}"),
+                            // As nats-server words it; the why is logged above.
+                            ProtoError::Invalid(_) => "Unknown Protocol Operation".to_string(),
                             other => other.to_string(),
                         };
                         self.send(writer::err(&text)).await;
@@ -357,6 +360,7 @@ impl Conn {
         if !info.echo {
             outlet.echoes = Some(Arc::default());
         }
+        outlet.no_responders = info.no_responders;
         self.outlet = Some(outlet);
         self.ok().await
     }
@@ -382,6 +386,13 @@ impl Conn {
                 self.ok().await
             }
             ClientOp::Pub { subject, reply, payload } => self.publish(outlet, subject, reply, None, payload).await,
+            // As nats-server: a client that did not declare headers may
+            // not send them (it closes the connection).
+            ClientOp::Hpub { .. } if !outlet.headers => {
+                self.shared.metrics.protocol_errors.inc();
+                self.send(writer::err("Unknown Protocol Operation")).await;
+                Flow::Close
+            }
             ClientOp::Hpub { subject, reply, headers, payload } => {
                 self.publish(outlet, subject, reply, Some(headers), payload).await
             }
@@ -468,7 +479,11 @@ impl Conn {
                 self.ensure_reply_sub(&outlet).await;
                 Some(format!("{}.{r}", self.reply_prefix))
             }
-            Some(_) => return self.deny(format!("Permissions Violation for Publish to \"{subject}\"")).await,
+            Some(r) => {
+                let text =
+                    format!("Permissions Violation for Publish with Reply of \"{}\"", crate::scope::printable(&r));
+                return self.deny(text).await;
+            }
         };
         // Over a limit, wait: this connection's socket is not read meanwhile.
         if let Some(rate) = &self.rate {

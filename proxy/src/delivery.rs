@@ -15,6 +15,9 @@ pub trait Delivery {
     fn header_block(&self) -> Option<Cow<'_, [u8]>>;
     /// A status message (no responders ...): for header-aware clients only.
     fn is_status(&self) -> bool;
+    /// The no-responders status (503) a request gets when nobody listens:
+    /// only for clients that asked for it in CONNECT.
+    fn is_no_responders(&self) -> bool;
     /// Payload and headers digested as [`crate::echo`] compares them.
     fn echo_digest(&self) -> u64;
 }
@@ -36,6 +39,9 @@ impl<T: Delivery + ?Sized> Delivery for &T {
     fn is_status(&self) -> bool {
         (**self).is_status()
     }
+    fn is_no_responders(&self) -> bool {
+        (**self).is_no_responders()
+    }
     fn echo_digest(&self) -> u64 {
         (**self).echo_digest()
     }
@@ -56,6 +62,9 @@ impl Delivery for async_nats::Message {
     }
     fn is_status(&self) -> bool {
         self.status.is_some()
+    }
+    fn is_no_responders(&self) -> bool {
+        self.status == Some(async_nats::StatusCode::NO_RESPONDERS)
     }
     fn echo_digest(&self) -> u64 {
         crate::echo::digest(self.headers.as_ref(), &self.payload)
@@ -88,6 +97,9 @@ impl Delivery for Raw<'_> {
     fn is_status(&self) -> bool {
         // `NATS/1.0 503 ...`: a status code after the version.
         self.headers.is_some_and(|h| h.starts_with(b"NATS/1.0 ") && h.get(9).is_some_and(u8::is_ascii_digit))
+    }
+    fn is_no_responders(&self) -> bool {
+        self.headers.is_some_and(|h| h.starts_with(b"NATS/1.0 503"))
     }
     fn echo_digest(&self) -> u64 {
         let headers = self.headers.and_then(parse_headers);

@@ -369,6 +369,9 @@ mod tests {
         fn is_status(&self) -> bool {
             false
         }
+        fn is_no_responders(&self) -> bool {
+            false
+        }
         fn echo_digest(&self) -> u64 {
             0
         }

@@ -117,6 +117,9 @@ pub struct Outlet {
     pub queue: Queue,
     pub scope: Scope,
     pub headers: bool,
+    /// CONNECT's `no_responders`: a request nobody listens to is answered
+    /// with a 503 status message.
+    pub no_responders: bool,
     pub org: OrgMetrics,
     pub aliases: Arc<Mutex<Aliases>>,
     pub policy: SlowConsumer,
@@ -141,7 +144,18 @@ impl Outlet {
         policy: SlowConsumer,
         kill: CancellationToken,
     ) -> Outlet {
-        Outlet { queue, scope, headers, org, aliases: Arc::default(), policy, kill, echoes: None, slow: Arc::default() }
+        Outlet {
+            queue,
+            scope,
+            headers,
+            no_responders: false,
+            org,
+            aliases: Arc::default(),
+            policy,
+            kill,
+            echoes: None,
+            slow: Arc::default(),
+        }
     }
 
     /// Queue one message for the client; false if the client is gone.
@@ -156,10 +170,13 @@ impl Outlet {
     /// parts of the subject the client sees, written one after another.
     pub fn add(&self, pending: &mut Pending, subject: &[&str], sid: &str, m: &impl Delivery) {
         let headers = match self.headers {
+            // No responders only for clients that asked for it (CONNECT's
+            // `no_responders`), as from nats-server.
+            true if !self.no_responders && m.is_no_responders() => return,
             true => m.header_block(),
             // A client that did not declare `headers` gets the payload alone,
-            // as nats-server does; status messages (no responders) are for
-            // header-aware requesters only.
+            // as nats-server does; status messages are for header-aware
+            // clients only.
             false if m.is_status() => return,
             false => None,
         };

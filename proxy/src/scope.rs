@@ -180,7 +180,7 @@ pub fn is_inbox(subject: &str) -> bool {
 }
 
 /// Subjects are echoed in errors: keep them to one printable line.
-fn printable(s: &str) -> String {
+pub fn printable(s: &str) -> String {
     s.chars().take(256).map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 

@@ -1,8 +1,10 @@
 //! CONNECT options beyond authentication: `echo: false` (a client does not
 //! receive its own publishes, though everyone else's identical messages
-//! still arrive) and `pedantic` (nats-server's wording for an invalid
-//! publish subject), and clients that do not declare `headers` (they get
-//! header messages as plain MSG, as from nats-server), against a real
+//! still arrive), `pedantic` (nats-server's wording for an invalid publish
+//! subject), `verbose` (one `+OK` per operation), `no_responders` (a 503
+//! status for a request nobody serves, only to clients that ask), and
+//! clients that do not declare `headers` (they get header messages as plain
+//! MSG and may not send HPUB, as with nats-server), against a real
 //! nats-server behind the proxy.
 
 mod common;
@@ -124,4 +126,67 @@ async fn a_client_without_headers_gets_header_messages_as_plain_msg() {
         })
         .collect();
     assert_eq!(msgs, [("logs.web.iad.h1", None, "an agent's event"), ("logs.web.iad.h1", None, "plain")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_headers_may_not_send_them() {
+    let s = stack().await;
+    let direct = s.direct().await;
+    let mut spy = direct.subscribe("logs.acme.>").await.unwrap();
+    direct.flush().await.unwrap();
+    let mut old = raw_with(&s, "acme", &s.acme_pub, serde_json::json!({"headers": false})).await;
+    old.send("HPUB logs.web.iad.h1 23 30\r\nNATS/1.0\r\nX-Flag: 1\r\n\r\nflagged\r\n").await;
+    // As nats-server, which closes the connection (saying nothing).
+    assert_eq!(
+        old.drain(Duration::from_secs(2)).await,
+        [Frame::Err("'Unknown Protocol Operation'".into()), Frame::Eof]
+    );
+    assert!(tokio::time::timeout(Duration::from_millis(300), spy.next()).await.is_err(), "nothing was published");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_responders_only_for_clients_that_ask() {
+    let s = stack().await;
+    let request = "SUB _INBOX.q 1\r\nPUB logs.rpc.nobody _INBOX.q 2\r\nhi\r\n";
+    let mut asks = raw_with(&s, "acme", &s.acme_pub, serde_json::json!({"no_responders": true})).await;
+    asks.send(request).await;
+    match asks.frame().await {
+        Frame::Msg { subject, sid, headers: Some(h), payload, .. } => {
+            assert_eq!((subject.as_str(), sid.as_str(), payload.as_str()), ("_INBOX.q", "1", ""));
+            assert!(h.starts_with("NATS/1.0 503"), "{h:?}");
+        }
+        other => panic!("a 503 status message, got {other:?}"),
+    }
+    let mut silent = raw_with(&s, "acme", &s.acme_pub, serde_json::json!({})).await;
+    silent.send(request).await;
+    let mut frames = silent.sync().await;
+    frames.extend(silent.drain(Duration::from_millis(500)).await);
+    assert_eq!(frames, [], "no 503 for a client that did not ask");
+    // async-nats asks, and fails the request at once.
+    let client = s.client("acme", &s.acme_pub).await;
+    let started = std::time::Instant::now();
+    let err = client.request("logs.rpc.nobody", "hi".into()).await.expect_err("nobody answers");
+    assert_eq!(err.kind(), async_nats::RequestErrorKind::NoResponders, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "not a time-out: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbose_clients_get_one_ok_per_operation_and_none_for_a_denial() {
+    let s = stack().await;
+    let mut raw = Raw::connect(s.addr).await;
+    let connect = serde_json::json!({"verbose": true, "user": "acme", "pass": s.acme_pub});
+    raw.send(&format!("CONNECT {connect}\r\n")).await;
+    raw.send("SUB logs.> 1\r\nUNSUB 1\r\nPUB logs.web.iad.h1 2\r\nhi\r\nSUB $SYS.> 2\r\nPUB $JS.API.INFO 0\r\n\r\n")
+        .await;
+    assert_eq!(
+        raw.sync().await,
+        [
+            Frame::Ok,
+            Frame::Ok,
+            Frame::Ok,
+            Frame::Ok,
+            Frame::Err("'Permissions Violation for Subscription to \"$SYS.>\"'".into()),
+            Frame::Err("'Permissions Violation for Publish to \"$JS.API.INFO\"'".into()),
+        ]
+    );
 }

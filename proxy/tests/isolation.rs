@@ -456,8 +456,7 @@ async fn crlf_and_control_bytes_in_subjects_cannot_smuggle_operations() {
         let errs = errors(&frames);
         assert!(
             errs.len() == 1
-                && (errs[0].starts_with("'Unknown Protocol Operation")
-                    || errs[0].starts_with("'Permissions Violation")),
+                && (errs[0] == "'Unknown Protocol Operation'" || errs[0].starts_with("'Permissions Violation")),
             "{bytes:?}: one -ERR: {frames:?}"
         );
     }
@@ -645,7 +644,7 @@ async fn reply_subjects_cannot_aim_at_other_orgs_or_the_jetstream_api() {
     assert_eq!(errors(&tenant.sync().await), Vec::<String>::new());
     // Wildcard replies are refused.
     agent.send("PUB logs.acme.rpc.x _INBOX.> 2\r\nhi\r\n").await;
-    assert_eq!(errors(&agent.sync().await), [denied_pub("logs.acme.rpc.x")]);
+    assert_eq!(errors(&agent.sync().await), ["'Permissions Violation for Publish with Reply of \"_INBOX.>\"'"]);
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(

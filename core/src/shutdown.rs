@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Signals {
     /// Cancelled on SIGTERM or SIGINT.
     pub shutdown: CancellationToken,
-    /// Notified on SIGHUP.
+    /// Notified on SIGHUP (one listener; a SIGHUP while it is busy is
+    /// kept for its next wait).
     pub reload: Arc<Notify>,
 }
 
@@ -29,7 +30,7 @@ impl Signals {
                 tokio::select! {
                     _ = term.recv() => { tracing::info!("SIGTERM: draining"); shutdown.cancel(); }
                     _ = int.recv() => { tracing::info!("SIGINT: draining"); shutdown.cancel(); }
-                    _ = hup.recv() => { tracing::info!("SIGHUP: reload requested"); reload.notify_waiters(); }
+                    _ = hup.recv() => { tracing::info!("SIGHUP: reload requested"); reload.notify_one(); }
                 }
             }
         });

@@ -31,6 +31,10 @@ use crate::Shared;
 /// Prefix of the per-connection upstream reply subjects.
 const REPLY_PREFIX: &str = "_FLOTILLA.reply";
 
+/// How long a closing connection's last bytes (its `-ERR` and what is
+/// queued before it) may wait for a client that does not read them.
+const WRITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What a client whose queue overflowed is told. Stock clients (nats.py,
 /// nats.js, async-nats) surface permission errors to the application
 /// without closing the connection; other `-ERR` texts close it in some.
@@ -142,6 +146,7 @@ pub async fn serve(
         kill: CancellationToken::new(),
         caps,
         spent: spent_tx,
+        publish_metrics: HashMap::new(),
     };
     shared.metrics.connections.add(1);
     // Unregisters even if this task panics; fan-out entries of a gone client
@@ -152,7 +157,7 @@ pub async fn serve(
         if opened {
             conn.run(&mut rd, close_rx, spent_rx, shutdown).await;
         } else {
-            conn.send(writer::err("maximum connections exceeded")).await;
+            conn.farewell("maximum connections exceeded").await;
         }
     }
     conn.close().await;
@@ -160,7 +165,12 @@ pub async fn serve(
     // writer sees the queue end.
     registered.finish();
     drop(conn);
-    let _ = writer.await;
+    // What is queued goes out, unless the client has stopped reading: then
+    // the socket is closed with it unsent.
+    let mut writer = writer;
+    if tokio::time::timeout(WRITE_DEADLINE, &mut writer).await.is_err() {
+        writer.abort();
+    }
 }
 
 struct Registered {
@@ -207,6 +217,8 @@ struct Conn {
     caps: Caps,
     /// Told the sid of a subscription whose UNSUB limit a delivery reached.
     spent: mpsc::UnboundedSender<String>,
+    /// An agent's publishes are counted under the org they go to.
+    publish_metrics: HashMap<String, crate::metrics::OrgMetrics>,
 }
 
 impl Conn {
@@ -240,7 +252,7 @@ impl Conn {
                             ProtoError::Invalid(_) => "Unknown Protocol Operation".to_string(),
                             other => other.to_string(),
                         };
-                        self.send(writer::err(&text)).await;
+                        self.farewell(&text).await;
                         return;
                     }
                 }
@@ -252,22 +264,25 @@ impl Conn {
                 },
                 _ = ping.tick() => {
                     if self.pings_out >= 2 {
-                        self.send(writer::err("Stale Connection")).await;
+                        self.farewell("Stale Connection").await;
                         return;
                     }
+                    // A client whose queue is full is not reading: its PING
+                    // is as good as unanswered (waiting for room would keep
+                    // a dead connection forever).
                     self.pings_out += 1;
-                    if !self.send(Bytes::from_static(writer::PING)).await {
+                    if !self.queue.try_control(Bytes::from_static(writer::PING)) && self.queue.is_closed() {
                         return;
                     }
                 }
                 _ = &mut auth_deadline, if self.outlet.is_none() => {
-                    self.send(writer::err("Authentication Timeout")).await;
+                    self.farewell("Authentication Timeout").await;
                     return;
                 }
                 r = close.changed() => {
                     let reason = r.ok().and_then(|_| *close.borrow()).unwrap_or("Authorization Violation");
                     tracing::info!(client = self.id, peer = %self.peer, reason, "closing connection");
-                    self.send(writer::err(reason)).await;
+                    self.farewell(reason).await;
                     return;
                 }
                 Some(sid) = spent.recv() => {
@@ -278,12 +293,18 @@ impl Conn {
                     }
                 }
                 _ = self.kill.cancelled() => {
-                    self.send(writer::err("Slow Consumer")).await;
+                    self.farewell("Slow Consumer").await;
                     return;
                 }
                 _ = shutdown.cancelled() => return,
             }
         }
+    }
+
+    /// The `-ERR` a connection is closed with. A client that does not read
+    /// may have left no room for it: it is given up after a while.
+    async fn farewell(&self, text: &str) {
+        let _ = tokio::time::timeout(WRITE_DEADLINE, self.send(writer::err(text))).await;
     }
 
     /// Queue a control frame; waits for room (these are never dropped).
@@ -313,7 +334,7 @@ impl Conn {
     async fn handle(&mut self, op: ClientOp) -> Flow {
         let ClientOp::Connect(json) = &op else {
             if self.outlet.is_none() {
-                self.send(writer::err("Authorization Violation")).await;
+                self.farewell("Authorization Violation").await;
                 return Flow::Close;
             }
             return self.handle_authed(op).await;
@@ -322,7 +343,7 @@ impl Conn {
         if self.shared.auth_throttle.blocked(ip) {
             self.shared.metrics.auth_failures.inc();
             tracing::warn!(client = self.id, peer = %self.peer, "too many failed authentications from this address");
-            self.send(writer::err("Authorization Violation")).await;
+            self.farewell("Authorization Violation").await;
             return Flow::Close;
         }
         let info: ConnectInfo = serde_json::from_slice(json).unwrap_or_default();
@@ -339,15 +360,19 @@ impl Conn {
             self.shared.auth_throttle.failed(ip);
             self.shared.metrics.auth_failures.inc();
             tracing::warn!(client = self.id, peer = %self.peer, user = ?info.user, "authorization violation");
-            self.send(writer::err("Authorization Violation")).await;
+            self.farewell("Authorization Violation").await;
             return Flow::Close;
         };
         if self.outlet.is_some() {
             return self.ok().await; // the same identity again: nothing changes
         }
         let token = (entry.name.clone(), entry.hash.clone());
-        if !self.shared.registry.authenticated(self.id, scope.label(), token.clone(), &self.caps) {
-            self.send(writer::err("maximum connections exceeded")).await;
+        // The per-org cap is for tenants: an agent serves many orgs, and a
+        // fleet has more hosts than any one org has tenant connections.
+        let per_org = if matches!(scope, Scope::Tenant { .. }) { self.caps.per_org } else { usize::MAX };
+        let caps = Caps { per_ip: self.caps.per_ip, per_org };
+        if !self.shared.registry.authenticated(self.id, scope.label(), token.clone(), &caps) {
+            self.farewell("maximum connections exceeded").await;
             return Flow::Close;
         }
         tracing::debug!(client = self.id, peer = %self.peer, org = scope.label(), name = ?info.name, "client connected");
@@ -390,7 +415,7 @@ impl Conn {
             // not send them (it closes the connection).
             ClientOp::Hpub { .. } if !outlet.headers => {
                 self.shared.metrics.protocol_errors.inc();
-                self.send(writer::err("Unknown Protocol Operation")).await;
+                self.farewell("Unknown Protocol Operation").await;
                 Flow::Close
             }
             ClientOp::Hpub { subject, reply, headers, payload } => {
@@ -489,9 +514,16 @@ impl Conn {
         if let Some(rate) = &self.rate {
             rate.admit(payload.len()).await;
         }
-        self.shared.org_rates.admit(outlet.scope.label(), payload.len()).await;
-        outlet.org.msgs_in.inc();
-        outlet.org.bytes_in.add(payload.len() as u64);
+        let org = outlet.scope.org_of(&upstream);
+        self.shared.org_rates.admit(org, payload.len()).await;
+        let counted = match &outlet.scope {
+            Scope::Agent { .. } => {
+                self.publish_metrics.entry(org.to_string()).or_insert_with(|| self.shared.metrics.org(org))
+            }
+            _ => &outlet.org,
+        };
+        counted.msgs_in.inc();
+        counted.bytes_in.add(payload.len() as u64);
         let headers = match headers.map(|h| crate::delivery::parse_headers(&h)) {
             None => None,
             Some(Some(h)) => Some(outlet.scope.publish_headers(h)),

@@ -26,6 +26,7 @@ pub mod socket;
 pub mod tls;
 pub mod upstream;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -199,17 +200,26 @@ pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyErr
 async fn housekeeping(shared: Arc<Shared>, signals: Signals) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported: HashSet<String> = HashSet::new();
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
-            _ = signals.reload.notified() => tracing::info!("SIGHUP: re-reading the tokens file"),
+            _ = tick.tick() => shared.tokens.refresh(),
+            _ = signals.reload.notified() => {
+                tracing::info!("SIGHUP: re-reading the tokens file");
+                shared.tokens.reload();
+            }
             _ = signals.shutdown.cancelled() => return,
         }
-        shared.tokens.refresh();
         shared.registry.revalidate(&shared.tokens);
-        for (org, depth) in shared.registry.queue_depths() {
-            shared.metrics.queue_depth(&org).set(depth);
+        let depths = shared.registry.queue_depths();
+        // An org whose last connection closed has nothing queued.
+        for gone in reported.iter().filter(|org| !depths.contains_key(*org)) {
+            shared.metrics.queue_depth(gone).set(0);
         }
+        for (org, depth) in &depths {
+            shared.metrics.queue_depth(org).set(*depth);
+        }
+        reported = depths.into_keys().collect();
     }
 }
 

@@ -79,6 +79,16 @@ impl Queue {
         true
     }
 
+    /// Queue a control frame if there is room now; false if not (or the
+    /// writer is gone).
+    pub fn try_control(&self, frame: Bytes) -> bool {
+        let Ok(permit) = self.tx.try_reserve() else { return false };
+        let _order = lock(&self.order);
+        self.unwritten.fetch_add(1, Ordering::AcqRel);
+        permit.send(Chunk { bytes: frame, msgs: 0 });
+        true
+    }
+
     /// Deliveries that still fit.
     pub fn room(&self) -> usize {
         self.capacity.saturating_sub(self.queued.load(Ordering::Relaxed))

@@ -66,6 +66,21 @@ impl Scope {
         }
     }
 
+    /// The org a publish to `upstream` counts against (per-org rates,
+    /// metrics): a tenant's own; for an agent, the org its subject names
+    /// (one of its token's, checked by [`Scope::publish`]).
+    pub fn org_of<'a>(&'a self, upstream: &'a str) -> &'a str {
+        if let Scope::Agent { .. } = self {
+            let mut t = upstream.split('.');
+            if let (Some(family), Some(org), Some(_)) = (t.next(), t.next(), t.next()) {
+                if ORG_SCOPED.contains(&family) {
+                    return org;
+                }
+            }
+        }
+        self.label()
+    }
+
     pub fn subscribe(&self, subject: &str) -> Result<SubTarget, Denied> {
         let deny = || Denied(format!("Permissions Violation for Subscription to \"{}\"", printable(subject)));
         if !is_valid_subject(subject, true) {
@@ -227,6 +242,16 @@ mod tests {
         }
         // Whatever comes after the family stays under the org prefix.
         assert_eq!(t.subscribe("logs.globex.>"), Ok(SubTarget::Upstream("logs.acme.globex.>".into())));
+    }
+
+    #[test]
+    fn an_agents_publishes_count_against_the_org_they_go_to() {
+        let agent = Scope::Agent { orgs: vec![OrgId::new("acme").unwrap(), OrgId::new("globex").unwrap()] };
+        assert_eq!(agent.org_of("logs.globex.web.iad.h1"), "globex");
+        assert_eq!(agent.org_of("telemetry.acme.iad.r1.if"), "acme");
+        assert_eq!(agent.org_of("flotilla.agent.h1.status"), "_agent");
+        assert_eq!(tenant().org_of("logs.acme.web.iad.h1"), "acme");
+        assert_eq!(Scope::Admin.org_of("logs.acme.web.iad.h1"), "_admin");
     }
 
     #[test]

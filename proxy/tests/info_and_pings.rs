@@ -42,23 +42,30 @@ async fn a_client_that_never_answers_pings_is_closed_as_stale_and_one_that_answe
     let s = stack_with(Extra { top: "ping_interval = \"200ms\"", ..Default::default() }).await;
     let mut mute = s.raw_as("acme", &s.acme).await;
     let mut alive = s.raw_as("acme", &s.acme).await;
-    let mut frames = Vec::new();
-    while let Some(f) = mute.frame_within(Duration::from_secs(3)).await {
-        let end = f == Frame::Eof;
-        frames.push(f);
-        if end {
-            break;
+    let silent = async {
+        let mut frames = Vec::new();
+        while let Some(f) = mute.frame_within(Duration::from_secs(3)).await {
+            let end = f == Frame::Eof;
+            frames.push(f);
+            if end {
+                break;
+            }
         }
-    }
+        frames
+    };
+    // Meanwhile the other answers every PING, well past two intervals.
+    let answering = async {
+        let until = std::time::Instant::now() + Duration::from_millis(1500);
+        let mut pings = 0;
+        while let Some(f) = alive.frame_within(until.saturating_duration_since(std::time::Instant::now())).await {
+            assert_eq!(f, Frame::Ping);
+            pings += 1;
+            alive.send("PONG\r\n").await;
+        }
+        pings
+    };
+    let (frames, pings) = tokio::join!(silent, answering);
     assert_eq!(frames, [Frame::Ping, Frame::Ping, Frame::Err("'Stale Connection'".into()), Frame::Eof]);
-    // Answering every PING, well past two intervals: still served.
-    let until = std::time::Instant::now() + Duration::from_millis(1500);
-    let mut pings = 0;
-    while let Some(f) = alive.frame_within(until.saturating_duration_since(std::time::Instant::now())).await {
-        assert_eq!(f, Frame::Ping);
-        pings += 1;
-        alive.send("PONG\r\n").await;
-    }
     assert!(pings >= 3, "{pings} PINGs");
     assert!(alive.sync().await.iter().all(|f| f == &Frame::Ping));
 }

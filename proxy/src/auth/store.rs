@@ -29,23 +29,40 @@ pub struct Credentials {
 
 pub struct TokenStore {
     path: PathBuf,
-    state: Mutex<(Option<SystemTime>, Vec<TokenEntry>)>,
+    state: Mutex<(Option<Stamp>, Vec<TokenEntry>)>,
+}
+
+/// How a look at the file tells it changed: modified time and length.
+type Stamp = (SystemTime, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
 }
 
 impl TokenStore {
     /// Load the file now (a missing file is an error: no tokens, no access).
     pub fn open(path: &Path) -> Result<Self, AuthError> {
         let entries = read(path)?;
-        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        Ok(TokenStore { path: path.to_path_buf(), state: Mutex::new((mtime, entries)) })
+        Ok(TokenStore { path: path.to_path_buf(), state: Mutex::new((stamp(path), entries)) })
     }
 
     /// Re-read the file if it changed since the last look. A broken file is
     /// reported and the entries already loaded are kept.
     pub fn refresh(&self) {
-        let mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        self.load(false);
+    }
+
+    /// Re-read the file whether or not it seems changed (SIGHUP: an edit
+    /// within the file system's timestamp granularity looks unchanged).
+    pub fn reload(&self) {
+        self.load(true);
+    }
+
+    fn load(&self, always: bool) {
+        let mtime = stamp(&self.path);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if mtime == state.0 {
+        if !always && mtime == state.0 {
             return;
         }
         match read(&self.path) {

@@ -1,0 +1,105 @@
+//! Limits that are per org: the connection cap holds tenants (agents
+//! serve many orgs and are capped per address only), and an org's publish
+//! rate is shared by all its connections, an agent's publishes counting
+//! against the org they go to; bytes/s slows a publisher as msgs/s does,
+//! against a real nats-server behind the proxy.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use common::*;
+
+fn connect_refused(frames: &[Frame]) -> bool {
+    frames.first() == Some(&Frame::Err("'maximum connections exceeded'".into()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_org_cap_holds_tenants_not_agents() {
+    let s = stack_with(Extra { tables: "[limits]\nmax_connections_per_org = 1", ..Default::default() }).await;
+    let _first = s.raw_as("acme", &s.acme).await;
+    let mut second = Raw::connect(s.addr).await;
+    second.send(&connect_json("acme", &s.acme)).await;
+    assert!(connect_refused(&second.drain(Duration::from_millis(500)).await), "a second acme tenant");
+    let _globex = s.raw_as("globex", &s.globex).await;
+    let mut agents = Vec::new();
+    for _ in 0..3 {
+        agents.push(s.raw_as("host-agent", &s.agent).await);
+        agents.push(s.raw_as("acme-agent", &s.acme_agent).await);
+    }
+    assert_eq!(s.metric("flotilla_proxy_connections").await, Some(8.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_publishes_count_against_the_org_they_go_to() {
+    let s = stack_with(Extra { tables: "[limits]\norg_publish_msgs_per_sec = 1", ..Default::default() }).await;
+    let direct = s.direct().await;
+    let mut spy = direct.subscribe("logs.>").await.unwrap();
+    direct.flush().await.unwrap();
+    let mut acme = s.raw_as("acme-agent", &s.acme_agent).await;
+    let mut globex = s.raw_as("host-agent", &s.agent).await;
+    // acme's budget is one a second: its first goes now, the rest one a second.
+    acme.send("PUB logs.acme.web.iad.h1 5\r\nacme1\r\nPUB logs.acme.web.iad.h1 5\r\nacme2\r\nPUB logs.acme.web.iad.h1 5\r\nacme3\r\n").await;
+    let first = tokio::time::timeout(Duration::from_secs(5), spy.next()).await.unwrap().unwrap();
+    assert_eq!(&first.payload[..], b"acme1");
+    // globex's budget is its own.
+    globex.send("PUB logs.globex.web.iad.h1 7\r\nglobex1\r\n").await;
+    let mut order = Vec::new();
+    while order.len() < 3 {
+        let m = tokio::time::timeout(Duration::from_secs(5), spy.next()).await.expect("all arrive").unwrap();
+        order.push(String::from_utf8_lossy(&m.payload).to_string());
+    }
+    assert_eq!(order, ["globex1", "acme2", "acme3"], "globex waited for acme's budget");
+    assert!(acme.sync().await.is_empty() && globex.sync().await.is_empty());
+    let counted = (
+        s.metric("flotilla_proxy_messages_in_total{org=\"acme\"}").await,
+        s.metric("flotilla_proxy_messages_in_total{org=\"globex\"}").await,
+    );
+    assert_eq!(counted, (Some(3.0), Some(1.0)));
+    let bytes = s.metric("flotilla_proxy_bytes_in_total{org=\"globex\"}").await;
+    assert_eq!(bytes, Some(7.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orgs_rate_is_shared_by_its_connections() {
+    let s = stack_with(Extra { tables: "[limits]\norg_publish_msgs_per_sec = 20", ..Default::default() }).await;
+    let direct = s.direct().await;
+    let mut spy = direct.subscribe("logs.acme.>").await.unwrap();
+    direct.flush().await.unwrap();
+    let (a, b) = (s.client("acme", &s.acme_pub).await, s.client("acme", &s.acme_pub).await);
+    let start = Instant::now();
+    for i in 0..30 {
+        a.publish("logs.web.iad.h1", format!("a{i}").into()).await.unwrap();
+        b.publish("logs.web.iad.h2", format!("b{i}").into()).await.unwrap();
+    }
+    a.flush().await.unwrap();
+    b.flush().await.unwrap();
+    for _ in 0..60 {
+        tokio::time::timeout(Duration::from_secs(10), spy.next()).await.expect("none lost").unwrap();
+    }
+    // 20 at once (the burst), 40 more at 20/s: about two seconds, which
+    // each connection alone (30 messages) would not need.
+    assert!(start.elapsed() >= Duration::from_millis(1800), "slowed together: {:?}", start.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_over_its_bytes_rate_is_slowed_not_dropped() {
+    let s = stack_with(Extra { tables: "[limits]\npublish_bytes_per_sec = 10000", ..Default::default() }).await;
+    let direct = s.direct().await;
+    let mut spy = direct.subscribe("logs.acme.>").await.unwrap();
+    direct.flush().await.unwrap();
+    let c = s.client("acme", &s.acme_pub).await;
+    let start = Instant::now();
+    for _ in 0..4 {
+        c.publish("logs.web.iad.h1", vec![b'x'; 5000].into()).await.unwrap();
+    }
+    c.flush().await.unwrap();
+    for _ in 0..4 {
+        let m = tokio::time::timeout(Duration::from_secs(10), spy.next()).await.expect("none lost").unwrap();
+        assert_eq!(m.payload.len(), 5000);
+    }
+    // 10 KB at once (a second's budget), 10 KB more at 10 KB/s.
+    assert!(start.elapsed() >= Duration::from_millis(900), "slowed: {:?}", start.elapsed());
+}

@@ -1,0 +1,112 @@
+//! Clients that stop reading never hold the proxy: with the `disconnect`
+//! policy a slow consumer is closed, and a client that stopped reading
+//! altogether (its queue full, its socket buffers full) is found stale and
+//! closed, while a fast client of the same org gets everything, against a
+//! real nats-server behind the proxy.
+
+mod common;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use common::*;
+
+/// 4,000 messages of 4 KB (16 MB, more than a queue of 64 and the socket
+/// buffers hold) at a pace `fast` keeps up with; how many `fast` got.
+async fn flood(s: &Stack, fast: &async_nats::Client) -> usize {
+    let mut fast_sub = fast.subscribe("logs.>").await.unwrap();
+    fast.flush().await.unwrap();
+    let direct = s.direct().await;
+    loop {
+        direct.publish("logs.acme.web.iad.h0", "prime".into()).await.unwrap();
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), fast_sub.next()).await {
+            break;
+        }
+    }
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), fast_sub.next()).await {}
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        while n < 4000 {
+            match tokio::time::timeout(Duration::from_secs(10), fast_sub.next()).await {
+                Ok(Some(_)) => n += 1,
+                _ => break,
+            }
+        }
+        n
+    });
+    let payload = bytes::Bytes::from(vec![b'x'; 4096]);
+    for i in 0..4000 {
+        direct.publish(format!("logs.acme.web.iad.h{}", i % 3), payload.clone()).await.unwrap();
+        if i % 50 == 49 {
+            direct.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    direct.flush().await.unwrap();
+    reader.await.unwrap()
+}
+
+/// Read everything the proxy sends `raw` until it closes: the `-ERR`s seen.
+async fn read_to_close(raw: &mut Raw, within: Duration) -> Vec<String> {
+    let deadline = std::time::Instant::now() + within;
+    let mut errs = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match raw.frame_within(left).await {
+            Some(Frame::Eof) => return errs,
+            Some(Frame::Err(e)) => errs.push(e),
+            Some(_) => {}
+            None => panic!("still open after {within:?}; -ERRs: {errs:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_policy_a_slow_consumer_is_disconnected_while_others_keep_up() {
+    let s = stack_with(Extra { top: "client_queue = 64", tables: "[limits]\nslow_consumer = \"disconnect\"" }).await;
+    let mut slow = s.raw_as("acme", &s.acme).await;
+    slow.send("SUB logs.> 1\r\n").await;
+    assert!(slow.sync().await.is_empty());
+    let fast = s.client("acme", &s.acme).await;
+    assert_eq!(flood(&s, &fast).await, 4000, "the fast client got everything");
+    assert!(s.metric("flotilla_proxy_slow_consumer_drops_total{org=\"acme\"}").await.unwrap_or(0.0) > 0.0);
+    eventually(Duration::from_secs(10), "the slow consumer to be closed", || async {
+        s.metric("flotilla_proxy_connections").await == Some(1.0)
+    })
+    .await;
+    // What was already on its way is still read, then the close.
+    read_to_close(&mut slow, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stopped_reading_is_closed_as_stale() {
+    let s = stack_with(Extra { top: "client_queue = 64\nping_interval = \"300ms\"", ..Default::default() }).await;
+    let mut dead = s.raw_as("acme", &s.acme).await;
+    dead.send("SUB logs.> 1\r\n").await;
+    assert!(dead.sync().await.is_empty());
+    let fast = s.client("acme", &s.acme).await;
+    assert_eq!(flood(&s, &fast).await, 4000, "the fast client got everything");
+    // Its queue is full, so its PINGs cannot even be queued: unanswered.
+    eventually(Duration::from_secs(10), "the dead client to be closed", || async {
+        s.metric("flotilla_proxy_connections").await == Some(1.0)
+    })
+    .await;
+    read_to_close(&mut dead, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_depth_is_exported_and_back_to_zero_once_the_client_is_gone() {
+    let s = stack_with(Extra { top: "client_queue = 64", ..Default::default() }).await;
+    let mut slow = s.raw_as("acme", &s.acme).await;
+    slow.send("SUB logs.> 1\r\n").await;
+    assert!(slow.sync().await.is_empty());
+    let fast = s.client("acme", &s.acme).await;
+    assert_eq!(flood(&s, &fast).await, 4000);
+    drop(fast);
+    let depth = || async { s.metric("flotilla_proxy_client_queue_depth{org=\"acme\"}").await.unwrap_or(-1.0) };
+    eventually(Duration::from_secs(10), "the slow client's full queue in the gauge", || async { depth().await > 0.0 })
+        .await;
+    drop(slow);
+    eventually(Duration::from_secs(10), "the gauge back to 0", || async { depth().await == 0.0 }).await;
+}

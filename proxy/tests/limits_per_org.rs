@@ -1,8 +1,9 @@
 //! Limits that are per org: the connection cap holds tenants (agents
 //! serve many orgs and are capped per address only), and an org's publish
 //! rate is shared by all its connections, an agent's publishes counting
-//! against the org they go to; bytes/s slows a publisher as msgs/s does,
-//! against a real nats-server behind the proxy.
+//! against the org they go to; bytes/s slows a publisher as msgs/s does;
+//! and an org's counters of messages and bytes in and out, against a real
+//! nats-server behind the proxy.
 
 mod common;
 
@@ -102,4 +103,47 @@ async fn a_publisher_over_its_bytes_rate_is_slowed_not_dropped() {
     }
     // 10 KB at once (a second's budget), 10 KB more at 10 KB/s.
     assert!(start.elapsed() >= Duration::from_millis(900), "slowed: {:?}", start.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orgs_counters_count_its_messages_and_bytes_both_ways() {
+    let s = stack().await;
+    let direct = s.direct().await;
+    let mut spy = direct.subscribe("logs.acme.>").await.unwrap();
+    direct.flush().await.unwrap();
+    let mut reader = s.raw_as("acme", &s.acme).await;
+    reader.send("SUB logs.web.> 1\r\n").await;
+    prime_raw(&direct, "logs.acme.web.iad.h1", &mut reader, Some("1")).await;
+    reader.drain(Duration::from_millis(300)).await; // a late prime
+    let sample = |name: &str, org: &str| format!("flotilla_proxy_{name}_total{{org=\"{org}\"}}");
+    let mut before = Vec::new();
+    for (name, org) in [("messages_out", "acme"), ("bytes_out", "acme"), ("messages_in", "acme"), ("bytes_in", "acme")]
+    {
+        before.push(s.metric(&sample(name, org)).await.unwrap_or(0.0));
+    }
+    // In: 3 publishes of 10 bytes. Out: those 3 (on logs.web.>) and 2 of 4
+    // bytes from the platform.
+    let mut publisher = s.raw_as("acme", &s.acme_pub).await;
+    for _ in 0..3 {
+        publisher.send("PUB logs.web.iad.h1 10\r\n0123456789\r\n").await;
+    }
+    assert!(publisher.sync().await.is_empty());
+    for _ in 0..5 {
+        tokio::time::timeout(Duration::from_secs(5), spy.next()).await.unwrap();
+    }
+    for _ in 0..2 {
+        direct.publish("logs.acme.web.iad.h2", "four".into()).await.unwrap();
+    }
+    direct.flush().await.unwrap();
+    assert_eq!(payloads(&reader.drain(Duration::from_millis(500)).await).len(), 5);
+    let mut delta = Vec::new();
+    for (i, (name, org)) in
+        [("messages_out", "acme"), ("bytes_out", "acme"), ("messages_in", "acme"), ("bytes_in", "acme")]
+            .into_iter()
+            .enumerate()
+    {
+        delta.push(s.metric(&sample(name, org)).await.unwrap_or(0.0) - before[i]);
+    }
+    assert_eq!(delta, [5.0, 38.0, 3.0, 30.0], "messages out, bytes out, messages in, bytes in");
+    assert_eq!(s.metric(&sample("messages_out", "globex")).await.unwrap_or(0.0), 0.0);
 }

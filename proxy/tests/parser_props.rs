@@ -8,7 +8,8 @@
 //!   `Ok(None)` at every cut and never an error;
 //! - a size over max_payload is refused as soon as the control line is in.
 //!
-//! The cargo-fuzz target in proxy/fuzz/ explores the first property further.
+//! The cargo-fuzz target in proxy/fuzz/ explores the first property further;
+//! its checks run here too, on steered random input.
 
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -79,8 +80,21 @@ fn check_any(buf: &[u8], max: usize) {
     }
 }
 
+/// The cargo-fuzz target's own checks (proxy/fuzz/fuzz_targets/).
+mod fuzz_target {
+    include!("../fuzz/fuzz_targets/parse_check.rs");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_fuzz_targets_checks_hold(buf in steered(), max in any::<u8>()) {
+        // Its first byte picks max_payload.
+        let mut data = vec![max];
+        data.extend_from_slice(&buf);
+        fuzz_target::check(&data);
+    }
 
     #[test]
     fn random_bytes_never_panic(buf in prop::collection::vec(any::<u8>(), 0..6000), max in prop_oneof![Just(0usize), Just(1), Just(64), Just(MAX)]) {

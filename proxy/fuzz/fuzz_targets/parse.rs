@@ -6,40 +6,6 @@
 
 use libfuzzer_sys::fuzz_target;
 
-use flotilla_proxy::protocol::parse;
+include!("parse_check.rs");
 
-fuzz_target!(|data: &[u8]| {
-    // The first byte picks max_payload, so small limits are explored too.
-    let (max, buf) = match data.split_first() {
-        Some((m, rest)) => ([0usize, 1, 64, 4096, 1024 * 1024][*m as usize % 5], rest),
-        None => (1024 * 1024, data),
-    };
-    // Parse the whole buffer op by op, as the connection loop does.
-    let mut at = 0;
-    let mut ops = Vec::new();
-    while at < buf.len() {
-        match parse(&buf[at..], max) {
-            Ok(Some((op, used))) => {
-                assert!(used > 0 && at + used <= buf.len(), "consumed {used} at {at} of {}", buf.len());
-                assert_eq!(parse(&buf[at..at + used], max), Ok(Some((op.clone(), used))));
-                ops.push(op);
-                at += used;
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
-    // Any prefix yields a prefix of those operations.
-    let cut = buf.len() / 2;
-    let mut at2 = 0;
-    let mut i = 0;
-    while at2 < cut {
-        match parse(&buf[at2..cut], max) {
-            Ok(Some((op, used))) => {
-                assert_eq!(Some(&op), ops.get(i), "a prefix parsed differently");
-                at2 += used;
-                i += 1;
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| check(data));

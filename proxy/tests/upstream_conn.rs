@@ -176,3 +176,51 @@ async fn arrives(publisher: &async_nats::Client, got: &Collect, text: &str) -> b
     }
     false
 }
+
+/// A server that greets, answers the first PING (the connection is up) and
+/// then never another: the connection is dropped as stale and made again.
+#[tokio::test]
+async fn a_server_that_stops_answering_pings_is_left_for_a_new_connection() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = mute.local_addr().unwrap();
+    let (accepted, mut accepts) = tokio::sync::mpsc::unbounded_channel();
+    let server = tokio::spawn(async move {
+        while let Ok((sock, _)) = mute.accept().await {
+            let _ = accepted.send(());
+            tokio::spawn(async move {
+                let (rd, mut wr) = sock.into_split();
+                wr.write_all(b"INFO {\"max_payload\":1048576}\r\n").await.unwrap();
+                let mut lines = BufReader::new(rd).lines();
+                let mut pings = 0;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line == "PING" {
+                        pings += 1;
+                        if pings == 1 {
+                            let _ = wr.write_all(b"PONG\r\n").await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let opts = Options {
+        servers: vec![addr.to_string()],
+        user: None,
+        password: None,
+        ping_interval: Duration::from_millis(100),
+        connect_timeout: Duration::from_secs(5),
+        max_backoff: Duration::from_millis(100),
+        reconnects: flotilla_core::metrics::Registry::default().counter("reconnects", "test", &[]),
+        tls: None,
+    };
+    let reconnects = opts.reconnects.clone();
+    let up = Upstream::start(opts, Collect::default());
+    for n in 1..=2 {
+        let next = tokio::time::timeout(Duration::from_secs(5), accepts.recv()).await;
+        assert!(matches!(next, Ok(Some(()))), "connection {n} was made");
+    }
+    assert!(reconnects.get() >= 1, "the stale connection is counted");
+    drop(up);
+    server.abort();
+}

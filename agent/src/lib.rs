@@ -141,7 +141,7 @@ async fn run_sources(config: Config, metrics: AgentMetrics, shutdown: Cancellati
         metrics.disconnects.clone(),
         Some(tls),
     )
-    .map(Arc::new);
+    .map(|o| Arc::new(o.tls_first(config.nats.tls_first)));
     let route = pipeline::acks::Route { client: client.clone(), direct, ack_timeout };
     let tracker = TaskTracker::new();
     let mut all_stats = Vec::new();

@@ -277,11 +277,24 @@ async fn b_is_known(a: &flotilla_testsupport::NatsServer) -> bool {
 /// and their acks, on the source's own connection.
 #[tokio::test]
 async fn acks_over_tls_on_its_own_connection() {
+    acks_over_tls(false).await;
+}
+
+/// The same to a server with `handshake_first` (`nats.tls_first`).
+#[tokio::test]
+async fn acks_over_tls_first_on_its_own_connection() {
+    acks_over_tls(true).await;
+}
+
+async fn acks_over_tls(first: bool) {
     flotilla_core::daemon::install_crypto_provider();
     let pki = flotilla_testsupport::tls::Pki::new("flotilla test CA");
-    let nats = flotilla_testsupport::NatsServer::start_tls(&pki, &[]);
-    let files =
-        flotilla_core::nats::TlsFiles { ca: Some(&pki.ca), cert: Some(&pki.client.0), key: Some(&pki.client.1) };
+    let nats = match first {
+        true => flotilla_testsupport::NatsServer::start_tls_first(&pki, &[]),
+        false => flotilla_testsupport::NatsServer::start_tls(&pki, &[]),
+    };
+    let (ca, cert, key) = (Some(pki.ca.as_path()), Some(pki.client.0.as_path()), Some(pki.client.1.as_path()));
+    let files = flotilla_core::nats::TlsFiles { ca, cert, key, first };
     let client = files.apply(async_nats::ConnectOptions::new()).connect(nats.tls_url()).await.unwrap();
     let js = async_nats::jetstream::new(client.clone());
     create_stream(&js).await;
@@ -290,7 +303,8 @@ async fn acks_over_tls_on_its_own_connection() {
     let tls = flotilla_core::nats::tls::connector(files, "nats").unwrap();
     let opts =
         Options::for_url(&nats.tls_url(), None, None, "test".into(), connects.clone(), disconnects.clone(), Some(tls))
-            .unwrap();
+            .unwrap()
+            .tls_first(first);
     let route = Route { client, direct: Some(Arc::new(opts)), ack_timeout: Duration::from_secs(10) };
     let mut acks = Acks::new(route).await.unwrap();
     let subject: async_nats::Subject = "logs.acme.web.iad.h1".into();

@@ -102,6 +102,10 @@ pub struct Upstream {
     /// clients (`verify: true` in nats-server's `tls` block).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// The TLS handshake first, before the server's INFO (nats-server's
+    /// `handshake_first`).
+    #[serde(default)]
+    pub tls_first: bool,
 }
 
 impl Upstream {
@@ -110,6 +114,7 @@ impl Upstream {
             ca: self.tls_ca.as_deref(),
             cert: self.tls_cert.as_deref(),
             key: self.tls_key.as_deref(),
+            first: self.tls_first,
         }
     }
 }

@@ -97,7 +97,11 @@ fn fanout(
         connect_timeout: Duration::from_secs(5),
         max_backoff: Duration::from_secs(5),
         reconnects,
-        tls: Some(upstream::conn::TlsOptions { connector: tls, required: tls_required }),
+        tls: Some(upstream::conn::TlsOptions {
+            connector: tls,
+            required: tls_required,
+            first: config.upstream.tls_first,
+        }),
     };
     fanout.with_direct(|sink| upstream::conn::Upstream::start(opts, sink))
 }

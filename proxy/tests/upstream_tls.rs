@@ -1,7 +1,8 @@
 //! `tls://` upstreams against a real nats-server that requires TLS and
 //! verifies client certificates: the delivery connection speaks TLS, trusts
 //! only `upstream.tls_ca`, presents `upstream.tls_cert`, and carries the
-//! tenants' deliveries itself (nats-server's `/connz` shows it did).
+//! tenants' deliveries itself (nats-server's `/connz` shows it did), also
+//! to a server with `handshake_first` (`upstream.tls_first`).
 
 mod common;
 
@@ -19,26 +20,37 @@ use flotilla_testsupport::tls::Pki;
 use flotilla_testsupport::{free_port, NatsServer};
 
 /// A platform-side client straight to the TLS nats-server.
-async fn direct(pki: &Pki, nats: &NatsServer) -> async_nats::Client {
+async fn direct(pki: &Pki, nats: &NatsServer, first: bool) -> async_nats::Client {
     // As the proxy's start-up does: with ring and aws-lc-rs both compiled
     // in (the workspace's object stores), rustls will not pick one itself.
     flotilla_core::daemon::install_crypto_provider();
-    async_nats::ConnectOptions::new()
+    let opts = async_nats::ConnectOptions::new()
         .add_root_certificates(pki.ca.clone())
-        .add_client_certificate(pki.client.0.clone(), pki.client.1.clone())
-        .connect(nats.tls_url())
-        .await
-        .expect("a TLS client straight to nats-server")
+        .add_client_certificate(pki.client.0.clone(), pki.client.1.clone());
+    let opts = if first { opts.tls_first() } else { opts };
+    opts.connect(nats.tls_url()).await.expect("a TLS client straight to nats-server")
 }
 
 #[tokio::test]
 async fn tenants_get_their_deliveries_over_a_verified_tls_delivery_connection() {
+    deliveries_over_tls(false).await;
+}
+
+#[tokio::test]
+async fn with_tls_first_a_handshake_first_server_delivers_too() {
+    deliveries_over_tls(true).await;
+}
+
+/// `first`: the server has `handshake_first`, the proxy `tls_first`.
+async fn deliveries_over_tls(first: bool) {
     let pki = Pki::new("flotilla test CA");
     let monitor = free_port();
-    let nats = NatsServer::start_tls(&pki, &["-m".into(), monitor.to_string()]);
+    let more = ["-m".into(), monitor.to_string()];
+    let nats = if first { NatsServer::start_tls_first(&pki, &more) } else { NatsServer::start_tls(&pki, &more) };
     let url = nats.tls_url();
-    let s = stack_over(nats, &url, Extra { top: "", tables: &pki.config_lines() }).await;
-    let platform = direct(&pki, &s.nats).await;
+    let tables = format!("{}tls_first = {first}\n", pki.config_lines());
+    let s = stack_over(nats, &url, Extra { top: "", tables: &tables }).await;
+    let platform = direct(&pki, &s.nats, first).await;
 
     let tenant = s.client("acme", &s.acme).await;
     let mut sub = tenant.subscribe("logs.>").await.unwrap();
@@ -100,6 +112,7 @@ fn options(nats: &NatsServer, pki: &Pki, trust: &Path, reconnects: &Counter) -> 
         tls_ca: Some(trust.to_path_buf()),
         tls_cert: Some(pki.client.0.clone()),
         tls_key: Some(pki.client.1.clone()),
+        tls_first: false,
     };
     Options {
         servers: vec![format!("127.0.0.1:{}", nats.port())],
@@ -110,7 +123,11 @@ fn options(nats: &NatsServer, pki: &Pki, trust: &Path, reconnects: &Counter) -> 
         max_backoff: Duration::from_millis(200),
         reconnects: reconnects.clone(),
         // Not required by the URL (`nats://`): the server's INFO asks for it.
-        tls: Some(TlsOptions { connector: flotilla_proxy::tls::connector(&cfg).unwrap(), required: false }),
+        tls: Some(TlsOptions {
+            connector: flotilla_proxy::tls::connector(&cfg).unwrap(),
+            required: false,
+            first: false,
+        }),
     }
 }
 
@@ -119,7 +136,7 @@ async fn a_server_certificate_from_another_ca_is_refused() {
     let pki = Pki::new("flotilla test CA");
     let stranger = Pki::new("someone else's CA");
     let nats = NatsServer::start_tls(&pki, &[]);
-    let platform = direct(&pki, &nats).await;
+    let platform = direct(&pki, &nats, false).await;
     let registry = flotilla_core::metrics::Registry::default();
     let (failed, ok_failed) = (registry.counter("wrong", "test", &[]), registry.counter("right", "test", &[]));
 

@@ -40,6 +40,10 @@ pub struct NatsConfig {
     /// PEM client certificate and key, for servers that verify clients.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// The TLS handshake first, before the server's INFO (nats-server's
+    /// `handshake_first`).
+    #[serde(default)]
+    pub tls_first: bool,
 }
 
 impl NatsConfig {
@@ -48,6 +52,7 @@ impl NatsConfig {
             ca: self.tls_ca.as_deref(),
             cert: self.tls_cert.as_deref(),
             key: self.tls_key.as_deref(),
+            first: self.tls_first,
         }
     }
 }

@@ -679,23 +679,35 @@ async fn memory_stays_bounded_whatever_the_partition_count() {
 /// `tls_ca`, `tls_cert` and `tls_key` in `[nats]`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_server_of_a_private_ca_that_verifies_clients() {
+    through_tls(false).await;
+}
+
+/// The same with `handshake_first` on the server, `tls_first` in `[nats]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_server_that_wants_the_handshake_first() {
+    through_tls(true).await;
+}
+
+async fn through_tls(first: bool) {
     // This test's own TLS client, as the shipper's start-up does.
     flotilla_core::daemon::install_crypto_provider();
     let pki = flotilla_testsupport::tls::Pki::new("flotilla test CA");
-    let nats = NatsServer::start_tls(&pki, &[]);
+    let nats = match first {
+        true => NatsServer::start_tls_first(&pki, &[]),
+        false => NatsServer::start_tls(&pki, &[]),
+    };
     let archive = tempfile::tempdir().expect("temp dir");
     let rest = format!(
-        "{}[[sinks]]\nname = \"archive\"\ntype = \"parquet\"\nurl = \"file://{}\"\nroll_max_age = \"1s\"\n",
+        "{}tls_first = {first}\n[[sinks]]\nname = \"archive\"\ntype = \"parquet\"\nurl = \"file://{}\"\nroll_max_age = \"1s\"\n",
         pki.config_lines(),
         archive.path().display()
     );
     let shipper = Shipper::start(common::config(&nats.tls_url(), &rest));
-    let client = async_nats::ConnectOptions::new()
+    let opts = async_nats::ConnectOptions::new()
         .add_root_certificates(pki.ca.clone())
-        .add_client_certificate(pki.client.0.clone(), pki.client.1.clone())
-        .connect(nats.tls_url())
-        .await
-        .expect("a TLS client");
+        .add_client_certificate(pki.client.0.clone(), pki.client.1.clone());
+    let opts = if first { opts.tls_first() } else { opts };
+    let client = opts.connect(nats.tls_url()).await.expect("a TLS client");
     let js = jetstream::new(client);
     wait_for("stream LOGS", Duration::from_secs(30), || async { js.get_stream("LOGS").await.is_ok() }).await;
     let msgs = (1..=20).map(|i| event("acme", "web", i, Utc::now())).collect();

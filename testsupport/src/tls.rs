@@ -63,6 +63,21 @@ impl Pki {
         ]
     }
 
+    /// A nats-server config file for TLS as [`Pki::server_args`] has it,
+    /// and with `handshake_first`: clients start the handshake before the
+    /// server says anything.
+    pub fn handshake_first_conf(&self) -> PathBuf {
+        let path = self._dir.path().join("handshake-first.conf");
+        let conf = format!(
+            "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: true\n  handshake_first: true\n}}\n",
+            display(&self.server.0),
+            display(&self.server.1),
+            display(&self.ca),
+        );
+        std::fs::write(&path, conf).expect("write nats-server config");
+        path
+    }
+
     /// `tls_ca`, `tls_cert` and `tls_key` lines for a config section.
     pub fn config_lines(&self) -> String {
         format!(
@@ -83,6 +98,13 @@ impl NatsServer {
     /// client certificate signed by `pki`'s CA; `more` arguments after.
     pub fn start_tls(pki: &Pki, more: &[String]) -> NatsServer {
         let mut args = pki.server_args();
+        args.extend_from_slice(more);
+        NatsServer::start_with(&args)
+    }
+
+    /// [`NatsServer::start_tls`] with `handshake_first`.
+    pub fn start_tls_first(pki: &Pki, more: &[String]) -> NatsServer {
+        let mut args = vec!["-c".to_string(), display(&pki.handshake_first_conf())];
         args.extend_from_slice(more);
         NatsServer::start_with(&args)
     }

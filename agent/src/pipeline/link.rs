@@ -20,7 +20,8 @@ impl Link {
         Link { tcp, tls: None }
     }
 
-    /// The TLS handshake (after the server's plaintext INFO).
+    /// The TLS handshake: after the server's plaintext INFO, or before it
+    /// (`tls_first`).
     pub async fn upgrade(self, connector: &tokio_rustls::TlsConnector, name: ServerName<'static>) -> io::Result<Link> {
         let stream = connector.connect(name, self.tcp).await?;
         let (tcp, conn) = stream.into_inner();

@@ -86,8 +86,17 @@ impl Options {
             connect_timeout: Duration::from_secs(5),
             connects,
             disconnects,
-            tls: tls.map(|connector| TlsOptions { connector, required }),
+            tls: tls.map(|connector| TlsOptions { connector, required, first: false }),
         })
+    }
+
+    /// The TLS handshake first, before the server's INFO (`nats.tls_first`,
+    /// for servers with `handshake_first`).
+    pub fn tls_first(mut self, first: bool) -> Options {
+        if let Some(tls) = &mut self.tls {
+            tls.first = first;
+        }
+        self
     }
 }
 
@@ -155,9 +164,19 @@ impl Wire {
                 max_payload: 0,
                 later_info: None,
             };
+            let first =
+                tls::first(opts.tls.as_ref(), server, servers).map_err(|e| WireError::Refused(e.to_string()))?;
+            let tls_first = first.is_some();
+            if let Some((connector, name)) = first {
+                wire.link = wire.link.upgrade(connector, name).await.map_err(WireError::Tls)?;
+            }
             let (info, json) = wire.read_info().await?;
             wire.max_payload = info.max_payload;
-            match tls::upgrade(opts.tls.as_ref(), &info, wire.rbuf.len(), server, servers) {
+            let after_info = match tls_first {
+                true => Ok(None), // TLS already: the INFO came over it
+                false => tls::upgrade(opts.tls.as_ref(), &info, wire.rbuf.len(), server, servers),
+            };
+            match after_info {
                 Ok(Some((connector, name))) => {
                     wire.link = wire.link.upgrade(connector, name).await.map_err(WireError::Tls)?;
                     // The plaintext INFO could have been written by anyone

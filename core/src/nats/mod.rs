@@ -11,15 +11,17 @@ use crate::config::Validator;
 pub mod frames;
 pub mod tls;
 
-/// The TLS files of a connection to NATS: a config section's `tls_ca`
+/// The TLS settings of a connection to NATS: a config section's `tls_ca`
 /// (CAs that sign the servers' certificates, trusted instead of the
 /// system's roots), `tls_cert` and `tls_key` (a client certificate, for
-/// servers that verify clients).
+/// servers that verify clients), and `tls_first` (the TLS handshake before
+/// the server's INFO, for servers with `handshake_first`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TlsFiles<'a> {
     pub ca: Option<&'a Path>,
     pub cert: Option<&'a Path>,
     pub key: Option<&'a Path>,
+    pub first: bool,
 }
 
 impl TlsFiles<'_> {
@@ -45,6 +47,9 @@ impl TlsFiles<'_> {
         }
         if let (Some(cert), Some(key)) = (self.cert, self.key) {
             opts = opts.add_client_certificate(cert.to_path_buf(), key.to_path_buf());
+        }
+        if self.first {
+            opts = opts.tls_first();
         }
         opts
     }
@@ -216,7 +221,7 @@ mod tests {
         assert!(problems(TlsFiles::default()).is_empty());
         assert_eq!(problems(TlsFiles { ca: Some(&missing), ..Default::default() }), ["nats.tls_ca"]);
         assert_eq!(problems(TlsFiles { cert: Some(&ca), ..Default::default() }), ["nats"]);
-        assert_eq!(problems(TlsFiles { cert: Some(&ca), key: Some(&missing), ca: None }), ["nats.tls_key"]);
+        assert_eq!(problems(TlsFiles { cert: Some(&ca), key: Some(&missing), ..Default::default() }), ["nats.tls_key"]);
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct TlsOptions {
     /// Every server must use TLS (a `tls://` URL was configured);
     /// otherwise only those whose INFO requires it.
     pub required: bool,
+    /// The handshake comes first, before the server's INFO (servers with
+    /// `handshake_first`): every server uses TLS.
+    pub first: bool,
 }
 
 /// Why a connection cannot go on after the server's INFO.
@@ -50,6 +53,24 @@ pub enum Refusal {
     BeforeHandshake,
     #[error("{0} is no name to check a certificate against")]
     NoName(String),
+}
+
+/// Before anything is read from `server`: the connector and the name to
+/// check its certificate against if the handshake comes first (then the
+/// INFO, read over TLS, is learnt with [`ServerList::learn`]).
+pub fn first<'a>(
+    tls: Option<&'a TlsOptions>,
+    server: &str,
+    servers: &ServerList,
+) -> Result<Option<(&'a TlsConnector, ServerName<'static>)>, Refusal> {
+    match tls {
+        Some(t) if t.first => Ok(Some((&t.connector, name(server, servers)?))),
+        _ => Ok(None),
+    }
+}
+
+fn name(server: &str, servers: &ServerList) -> Result<ServerName<'static>, Refusal> {
+    ServerName::try_from(servers.tls_name(server).to_string()).map_err(|_| Refusal::NoName(server.to_string()))
 }
 
 /// After `info` from `server` (with `pending` bytes read past it): the
@@ -75,9 +96,7 @@ pub fn upgrade<'a>(
     if pending > 0 {
         return Err(Refusal::BeforeHandshake);
     }
-    let name =
-        ServerName::try_from(servers.tls_name(server).to_string()).map_err(|_| Refusal::NoName(server.to_string()))?;
-    Ok(Some((&tls.connector, name)))
+    Ok(Some((&tls.connector, name(server, servers)?)))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::client::TlsStream;
@@ -242,7 +242,8 @@ async fn write(stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Connect, read the server's INFO (learning the cluster it names) and
-/// start TLS if it is due; the stream and the server's `max_payload`.
+/// start TLS if it is due (or first, before the INFO, if configured so);
+/// the stream and the server's `max_payload`.
 async fn open(
     server: &str,
     tls: Option<&TlsOptions>,
@@ -251,6 +252,12 @@ async fn open(
 ) -> Result<(Stream, usize), Ended> {
     let mut tcp = TcpStream::connect(server).await?;
     let _ = tcp.set_nodelay(true);
+    if let Some((connector, name)) = tls::first(tls, server, servers).map_err(|e| Ended::Refused(e.to_string()))? {
+        let mut stream = connector.connect(name, tcp).await.map_err(Ended::Tls)?;
+        let (info, json) = read_info(&mut stream, rbuf).await?;
+        servers.learn(&json);
+        return Ok((Either::Right(stream), info.max_payload));
+    }
     let (info, json) = read_info(&mut tcp, rbuf).await?;
     let Some((connector, name)) =
         tls::upgrade(tls, &info, rbuf.len(), server, servers).map_err(|e| Ended::Refused(e.to_string()))?
@@ -265,7 +272,7 @@ async fn open(
 }
 
 /// Read the server's INFO: what it says, and its JSON.
-async fn read_info(stream: &mut TcpStream, rbuf: &mut BytesMut) -> Result<(ServerInfo, Vec<u8>), Ended> {
+async fn read_info<S: AsyncRead + Unpin>(stream: &mut S, rbuf: &mut BytesMut) -> Result<(ServerInfo, Vec<u8>), Ended> {
     loop {
         if let Some((op, used)) = frames::parse(rbuf, usize::MAX)? {
             let ServerOp::Info(json) = op else { return Err(Ended::Refused("no INFO first".into())) };

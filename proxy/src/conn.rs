@@ -31,8 +31,9 @@ use crate::Shared;
 /// Prefix of the per-connection upstream reply subjects.
 const REPLY_PREFIX: &str = "_FLOTILLA.reply";
 
-/// How long a closing connection's last bytes (its `-ERR` and what is
-/// queued before it) may wait for a client that does not read them.
+/// How long a control frame may wait for room in the queue of a client
+/// that does not read, and a closing connection's last bytes (its `-ERR`
+/// and what is queued before it) for the client to take them.
 const WRITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a client whose queue overflowed is told. Stock clients (nats.py,
@@ -231,6 +232,9 @@ impl Conn {
     ) {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let mut ping = tokio::time::interval(self.shared.ping_interval);
+        // A stalled task must not fire the ticks it missed back to back: a
+        // client that answers would look stale.
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
         let auth_deadline = tokio::time::sleep(std::time::Duration::from_secs(5));
         tokio::pin!(auth_deadline);
@@ -301,15 +305,18 @@ impl Conn {
         }
     }
 
-    /// The `-ERR` a connection is closed with. A client that does not read
-    /// may have left no room for it: it is given up after a while.
+    /// The `-ERR` a connection is closed with (see [`Conn::send`]).
     async fn farewell(&self, text: &str) {
-        let _ = tokio::time::timeout(WRITE_DEADLINE, self.send(writer::err(text))).await;
+        self.send(writer::err(text)).await;
     }
 
-    /// Queue a control frame; waits for room (these are never dropped).
+    /// Queue a control frame (`+OK`, `PONG`, `-ERR`...): these are never
+    /// dropped, so they wait for room, but not for ever: false (close the
+    /// connection) if a client that stopped reading has left none within
+    /// the write deadline, or the writer is gone. Meanwhile nothing else of
+    /// the connection runs (its PINGs, a revoked token's close).
     async fn send(&self, frame: Bytes) -> bool {
-        self.queue.control(frame).await
+        tokio::time::timeout(WRITE_DEADLINE, self.queue.control(frame)).await.unwrap_or(false)
     }
 
     async fn ok(&self) -> Flow {
@@ -510,25 +517,34 @@ impl Conn {
                 return self.deny(text).await;
             }
         };
+        let headers = match headers.map(|h| crate::delivery::parse_headers(&h)) {
+            None => None,
+            Some(Some(h)) => match outlet.scope.publish_headers(&subject, h) {
+                Ok(h) => Some(h),
+                Err(denied) => return self.deny(denied.0).await,
+            },
+            Some(None) => return self.deny("Invalid Headers: not published".into()).await,
+        };
         // Over a limit, wait: this connection's socket is not read meanwhile.
         if let Some(rate) = &self.rate {
             rate.admit(payload.len()).await;
         }
         let org = outlet.scope.org_of(&upstream);
-        self.shared.org_rates.admit(org, payload.len()).await;
         let counted = match &outlet.scope {
+            // An agent carries many orgs on one connection: it is held to its
+            // own rates (this connection's, and the agent's), not to an
+            // org's, which that org's tenants could use up for every org the
+            // connection carries.
             Scope::Agent { .. } => {
                 self.publish_metrics.entry(org.to_string()).or_insert_with(|| self.shared.metrics.org(org))
             }
-            _ => &outlet.org,
+            _ => {
+                self.shared.org_rates.admit(org, payload.len()).await;
+                &outlet.org
+            }
         };
         counted.msgs_in.inc();
         counted.bytes_in.add(payload.len() as u64);
-        let headers = match headers.map(|h| crate::delivery::parse_headers(&h)) {
-            None => None,
-            Some(Some(h)) => Some(outlet.scope.publish_headers(h)),
-            Some(None) => return self.deny("Invalid Headers: not published".into()).await,
-        };
         if let Some(echoes) = &outlet.echoes {
             // Only what one of its own subscriptions would bring back.
             let comes_back = self.subs.values().any(|s| match s {
@@ -570,7 +586,7 @@ impl Conn {
                 let Some(reply) = m.subject.get(strip..) else { continue };
                 let targets: Vec<String> = lock(&inbox)
                     .iter()
-                    .filter(|s| subject_matches(&s.pattern, reply) && s.limit.take())
+                    .filter(|s| subject_matches(&s.pattern, reply) && outlet.wants(&m) && s.limit.take())
                     .map(|s| s.sid.clone())
                     .collect();
                 for sid in targets {

@@ -297,6 +297,9 @@ fn add(r: &Receiver, pending: &mut Pending, m: &impl Delivery) -> Took {
     if r.outlet.echoes.as_ref().is_some_and(|e| lock(e).is_echo(m)) {
         return Took::Yes; // its own publish, and it asked for no echo
     }
+    if !r.outlet.wants(m) {
+        return Took::Yes; // a status message it did not ask for
+    }
     if !r.limit.take() {
         return Took::Refused;
     }

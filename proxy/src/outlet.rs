@@ -48,12 +48,16 @@ impl Limit {
         Limit { spent: Some(Spent { tell: tell.clone(), sid: sid.to_string() }), ..Limit::default() }
     }
 
-    /// Allow `max` deliveries in all; false if that many were made already.
+    /// Allow `max` deliveries in all; false if that many were made
+    /// already, or a limit set before was reached (the subscription is
+    /// done). `set` and [`Limit::take`] each write one of `max` and
+    /// `delivered` and then read the other (sequentially consistent), so
+    /// whichever comes second sees the limit reached and reports it.
     pub fn set(&self, max: u64) -> bool {
-        if max <= self.delivered.load(Ordering::Relaxed) {
+        if self.exhausted() || max <= self.delivered.load(Ordering::SeqCst) {
             return false;
         }
-        self.max.store(max, Ordering::Relaxed);
+        self.max.store(max, Ordering::SeqCst);
         // A delivery counted meanwhile may have reached it unseen.
         if self.exhausted() {
             self.report();
@@ -63,8 +67,8 @@ impl Limit {
 
     /// Count one delivery; false once the limit is reached.
     pub fn take(&self) -> bool {
-        let n = self.delivered.fetch_add(1, Ordering::Relaxed) + 1;
-        let max = self.max.load(Ordering::Relaxed);
+        let n = self.delivered.fetch_add(1, Ordering::SeqCst) + 1;
+        let max = self.max.load(Ordering::SeqCst);
         if max != 0 && n == max {
             self.report();
         }
@@ -72,8 +76,8 @@ impl Limit {
     }
 
     pub fn exhausted(&self) -> bool {
-        let max = self.max.load(Ordering::Relaxed);
-        max != 0 && self.delivered.load(Ordering::Relaxed) >= max
+        let max = self.max.load(Ordering::SeqCst);
+        max != 0 && self.delivered.load(Ordering::SeqCst) >= max
     }
 
     fn report(&self) {
@@ -158,6 +162,17 @@ impl Outlet {
         }
     }
 
+    /// Whether the client takes `m` at all: status messages are for
+    /// header-aware clients only, and no responders for those that asked
+    /// for it (CONNECT's `no_responders`), as from nats-server. (What it
+    /// does not take does not count against an UNSUB limit.)
+    pub fn wants(&self, m: &impl Delivery) -> bool {
+        match self.headers {
+            true => self.no_responders || !m.is_no_responders(),
+            false => !m.is_status(),
+        }
+    }
+
     /// Queue one message for the client; false if the client is gone.
     pub fn deliver(&self, subject: &str, sid: &str, m: &impl Delivery) -> bool {
         let mut pending = Pending::default();
@@ -169,17 +184,12 @@ impl Outlet {
     /// dropped if the client's queue has no room for it. `subject`: the
     /// parts of the subject the client sees, written one after another.
     pub fn add(&self, pending: &mut Pending, subject: &[&str], sid: &str, m: &impl Delivery) {
-        let headers = match self.headers {
-            // No responders only for clients that asked for it (CONNECT's
-            // `no_responders`), as from nats-server.
-            true if !self.no_responders && m.is_no_responders() => return,
-            true => m.header_block(),
-            // A client that did not declare `headers` gets the payload alone,
-            // as nats-server does; status messages are for header-aware
-            // clients only.
-            false if m.is_status() => return,
-            false => None,
-        };
+        if !self.wants(m) {
+            return;
+        }
+        // A client that did not declare `headers` gets the payload alone,
+        // as nats-server does.
+        let headers = if self.headers { m.header_block() } else { None };
         let reply = m.reply().map(|r| match self.scope {
             Scope::Admin => r.to_string(),
             _ => lock(&self.aliases).alias(r),

@@ -14,6 +14,8 @@ use crate::auth::{Role, TokenEntry};
 
 /// Headers the pipeline itself sets (an agent's origin of an event).
 const PIPELINE_HEADERS: &str = "Flotilla-";
+/// Headers nats-server (JetStream, tracing) acts on.
+const SERVER_HEADERS: &str = "Nats-";
 
 /// Subject families a tenant reads, with the org as their second token.
 const ORG_SCOPED: [&str; 2] = ["logs", "telemetry"];
@@ -145,29 +147,46 @@ impl Scope {
         }
     }
 
-    /// The headers of a publish as they go upstream. A tenant's are made
-    /// safe for a stream all orgs share: its `Nats-Msg-Id` becomes
-    /// `<org>:<id>` (JetStream de-duplicates per stream, so one org's ids
-    /// must not suppress another's messages), and the pipeline's own
-    /// headers (`Flotilla-*`: the origins agents vouch for, which the
-    /// delivery ledger counts) are left out.
-    pub fn publish_headers(&self, headers: HeaderMap) -> HeaderMap {
-        let Scope::Tenant { org, .. } = self else { return headers };
+    /// The headers of a publish to `subject` as they go upstream, or why
+    /// it is refused. Of the headers nats-server acts on (`Nats-*`),
+    /// tenants and agents may send `Nats-Msg-Id` only: the others reach
+    /// across orgs (`Nats-Expected-*` is answered with the stream's last
+    /// id and sequence, whoever wrote them; `Nats-Trace-Dest` has the
+    /// server publish to any subject; `Nats-Rollup` purges). A tenant's
+    /// `Nats-Msg-Id` becomes `<org>:<id>` (JetStream de-duplicates per
+    /// stream, so one org's ids must not suppress another's messages), and
+    /// the pipeline's own headers (`Flotilla-*`: the origins agents vouch
+    /// for, which the delivery ledger counts) are not a tenant's to send.
+    pub fn publish_headers(&self, subject: &str, headers: HeaderMap) -> Result<HeaderMap, Denied> {
+        let tenant = match self {
+            Scope::Admin => return Ok(headers),
+            Scope::Agent { .. } => None,
+            Scope::Tenant { org, .. } => Some(org),
+        };
+        let deny = |name: &str| {
+            Denied(format!(
+                "Permissions Violation for Publish to \"{}\" with header \"{}\"",
+                printable(subject),
+                printable(name)
+            ))
+        };
+        let is =
+            |name: &str, prefix: &str| name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix);
         let mut out = HeaderMap::new();
         for (name, values) in headers.iter() {
             let n: &str = name.as_ref();
-            if n.len() >= PIPELINE_HEADERS.len() && n[..PIPELINE_HEADERS.len()].eq_ignore_ascii_case(PIPELINE_HEADERS) {
-                continue;
+            let msg_id = n.eq_ignore_ascii_case(HDR_MSG_ID);
+            if (is(n, SERVER_HEADERS) && !msg_id) || (tenant.is_some() && is(n, PIPELINE_HEADERS)) {
+                return Err(deny(n));
             }
             for v in values {
-                if n.eq_ignore_ascii_case(HDR_MSG_ID) {
-                    out.append(name.clone(), format!("{org}:{}", v.as_str()).as_str());
-                } else {
-                    out.append(name.clone(), v.clone());
+                match tenant {
+                    Some(org) if msg_id => out.append(name.clone(), format!("{org}:{}", v.as_str()).as_str()),
+                    _ => out.append(name.clone(), v.clone()),
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     /// The subject a client sees for an upstream delivery, as parts to be
@@ -261,20 +280,36 @@ mod tests {
     }
 
     #[test]
-    fn a_tenants_message_ids_are_its_orgs_and_pipeline_headers_are_left_out() {
+    fn a_tenants_message_ids_are_its_orgs_and_other_server_headers_are_refused() {
         let mut h = HeaderMap::new();
         h.insert("Nats-Msg-Id", "h1/f/00ff/120");
-        h.insert("Flotilla-Seq", "7");
-        h.insert("flotilla-dropped", "2");
         h.append("X-Trace", "a");
         h.append("X-Trace", "b");
-        let out = tenant().publish_headers(h.clone());
+        let out = tenant().publish_headers("logs.x", h.clone()).unwrap();
         assert_eq!(out.get("Nats-Msg-Id").map(|v| v.as_str()), Some("acme:h1/f/00ff/120"));
-        assert!(out.get("Flotilla-Seq").is_none() && out.get("flotilla-dropped").is_none());
         let traces: Vec<&str> = out.get_all("X-Trace").map(|v| v.as_str()).collect();
         assert_eq!(traces, ["a", "b"]);
         let agent = Scope::Agent { orgs: vec![OrgId::new("acme").unwrap()] };
-        assert_eq!(agent.publish_headers(h.clone()), h, "agents' headers go as they are");
+        let mut origin = h.clone();
+        origin.insert("Flotilla-Seq", "7");
+        assert_eq!(
+            agent.publish_headers("logs.acme.x", origin.clone()),
+            Ok(origin.clone()),
+            "agents' ids go as they are"
+        );
+        let refused = tenant().publish_headers("logs.x", origin).unwrap_err().0;
+        assert_eq!(refused, "Permissions Violation for Publish to \"logs.x\" with header \"Flotilla-Seq\"");
+        for name in ["Nats-Expected-Last-Msg-Id", "nats-trace-dest", "Nats-Rollup", "NATS-TTL"] {
+            let mut bad = h.clone();
+            bad.insert(name, "x");
+            assert!(tenant().publish_headers("logs.x", bad.clone()).is_err(), "{name}");
+            assert!(agent.publish_headers("logs.acme.x", bad.clone()).is_err(), "{name}");
+            assert_eq!(Scope::Admin.publish_headers("logs.x", bad.clone()), Ok(bad), "{name}");
+        }
+        let mut lower = HeaderMap::new();
+        lower.insert("nats-msg-id", "x");
+        let out = tenant().publish_headers("logs.x", lower).unwrap();
+        assert_eq!(out.get("nats-msg-id").map(|v| v.as_str()), Some("acme:x"), "any case of the name");
     }
 
     #[test]

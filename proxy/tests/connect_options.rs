@@ -136,7 +136,7 @@ async fn a_client_without_headers_may_not_send_them() {
     direct.flush().await.unwrap();
     let mut old = raw_with(&s, "acme", &s.acme_pub, serde_json::json!({"headers": false})).await;
     old.send("HPUB logs.web.iad.h1 23 30\r\nNATS/1.0\r\nX-Flag: 1\r\n\r\nflagged\r\n").await;
-    // As nats-server, which closes the connection (saying nothing).
+    // Closed, as nats-server closes it (which says nothing; the proxy says why).
     assert_eq!(
         old.drain(Duration::from_secs(2)).await,
         [Frame::Err("'Unknown Protocol Operation'".into()), Frame::Eof]

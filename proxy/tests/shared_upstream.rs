@@ -1,7 +1,8 @@
 //! What tenants share upstream cannot be turned against anyone else:
 //! queue groups (nats-server groups queue subscribers by name across
 //! subjects), JetStream de-duplication ids and the ledger's origin headers
-//! (one stream holds every org), and subscriptions spent by an UNSUB limit
+//! (one stream holds every org), other headers nats-server acts on
+//! (refused), and subscriptions spent by an UNSUB limit
 //! (gone upstream, and no longer counted against the client), against a
 //! real nats-server behind the proxy.
 
@@ -52,13 +53,11 @@ async fn a_tenants_message_ids_cannot_suppress_another_orgs_events() {
         .await
         .unwrap();
 
-    // acme publishes first, under the id globex's agent is about to use,
-    // with the origin headers the ledger counts.
+    // acme publishes first, under the id globex's agent is about to use.
     let acme = async_nats::jetstream::new(s.client("acme", &s.acme_pub).await);
     let forged = || {
         let mut h = async_nats::HeaderMap::new();
         h.insert("Nats-Msg-Id", "globex-host/f/00ff/0");
-        h.insert("Flotilla-Seq", "1");
         h
     };
     let first = acme.publish_with_headers("logs.web.iad.h1", forged(), "acme-1".into()).await.unwrap();
@@ -78,7 +77,6 @@ async fn a_tenants_message_ids_cannot_suppress_another_orgs_events() {
     assert_eq!(&stored.payload[..], b"acme-1");
     let headers = stored.headers;
     assert_eq!(headers.get("Nats-Msg-Id").map(|v| v.as_str()), Some("acme:globex-host/f/00ff/0"));
-    assert!(headers.get("Flotilla-Seq").is_none(), "a tenant cannot vouch for an origin: {headers:?}");
     let globex = stream.get_raw_message(2).await.unwrap();
     assert_eq!(globex.headers.get("Nats-Msg-Id").map(|v| v.as_str()), Some("globex-host/f/00ff/0"));
     assert_eq!(globex.headers.get("Flotilla-Seq").map(|v| v.as_str()), Some("1"), "agents' headers go as they are");
@@ -91,9 +89,12 @@ async fn a_subscription_spent_by_its_unsub_limit_is_gone_upstream_too() {
     let mut raw = s.raw_as("acme", &s.acme).await;
     raw.send("SUB logs.> 1\r\n").await;
     prime_raw(&direct, "logs.acme.web.iad.h1", &mut raw, Some("1")).await;
+    // Primes delivered so far (one, or more if the first were slow).
+    let late = raw.drain(Duration::from_millis(300)).await;
+    let primed = 1 + late.iter().filter(|f| matches!(f, Frame::Msg { payload, .. } if payload == "prime")).count();
     assert_eq!(s.metric("flotilla_proxy_upstream_subscriptions").await, Some(1.0));
-    // One delivered already (the prime): two in all means one more.
-    raw.send("UNSUB 1 2\r\n").await;
+    // One more than were delivered already.
+    raw.send(&format!("UNSUB 1 {}\r\n", primed + 1)).await;
     assert!(errors(&raw.sync().await).is_empty());
     for i in 0..5 {
         direct.publish("logs.acme.web.iad.h1", format!("m-{i}").into()).await.unwrap();
@@ -143,4 +144,59 @@ async fn spent_subscriptions_do_not_count_against_the_limit() {
         s.metric("flotilla_proxy_upstream_subscriptions").await == Some(0.0)
     })
     .await;
+}
+
+/// Headers that would reach past the org are refused, with nothing
+/// published: the ledger's origin headers, and the `Nats-*` headers
+/// nats-server acts on other than `Nats-Msg-Id` (an expected last id is
+/// answered with the stream's last id, globex's; a trace destination
+/// would have the server publish into globex's subjects).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_that_reach_past_the_org_are_refused() {
+    let s = stack().await;
+    let direct = s.direct().await;
+    let js = async_nats::jetstream::new(direct.clone());
+    let mut stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "LOGS".into(),
+            subjects: vec!["logs.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", "globex-host/f/00ff/9");
+    js.publish_with_headers("logs.globex.web.iad.h1", h, "globex".into()).await.unwrap().await.unwrap();
+    let mut globex_spy = direct.subscribe("logs.globex.>").await.unwrap();
+    direct.flush().await.unwrap();
+
+    let mut tenant = s.raw_as("acme", &s.acme_pub).await;
+    let mut agent = s.raw_as("acme-agent", &s.acme_agent).await;
+    tenant.send("SUB _INBOX.a 1\r\n").await;
+    for (name, value) in [
+        ("Flotilla-Seq", "1"),
+        ("Nats-Expected-Last-Msg-Id", "guess"),
+        ("Nats-Expected-Last-Sequence", "0"),
+        ("nats-trace-dest", "logs.globex.web.iad.h1"),
+        ("Nats-Rollup", "all"),
+    ] {
+        let block = format!("NATS/1.0\r\n{name}: {value}\r\n\r\n");
+        let hpub = |subject: &str| format!("HPUB {subject} _INBOX.a {} {}\r\n{block}\r\n", block.len(), block.len());
+        tenant.send(&hpub("logs.web.iad.h1")).await;
+        let want = format!("'Permissions Violation for Publish to \"logs.web.iad.h1\" with header \"{name}\"'");
+        assert_eq!(errors(&tenant.sync().await), [want], "tenant, {name}");
+        if name.starts_with("Flotilla") {
+            continue; // an agent's own
+        }
+        agent.send(&hpub("logs.acme.web.iad.h1")).await;
+        let want = format!("'Permissions Violation for Publish to \"logs.acme.web.iad.h1\" with header \"{name}\"'");
+        assert_eq!(errors(&agent.sync().await), [want], "agent, {name}");
+    }
+    let frames = tenant.drain(Duration::from_millis(300)).await;
+    assert!(frames.iter().all(|f| !matches!(f, Frame::Msg { .. })), "no ack, no answer: {frames:?}");
+    assert_eq!(stream.info().await.unwrap().state.messages, 1, "nothing of acme's was stored");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), globex_spy.next()).await.is_err(),
+        "nothing reached globex"
+    );
 }

@@ -1,8 +1,9 @@
 //! Clients that stop reading never hold the proxy: with the `disconnect`
 //! policy a slow consumer is closed, and a client that stopped reading
 //! altogether (its queue full, its socket buffers full) is found stale and
-//! closed, while a fast client of the same org gets everything, against a
-//! real nats-server behind the proxy.
+//! closed, as is one that keeps writing but never reads what it is
+//! answered, while a fast client of the same org gets everything, against
+//! a real nats-server behind the proxy.
 
 mod common;
 
@@ -67,7 +68,7 @@ async fn by_policy_a_slow_consumer_is_disconnected_while_others_keep_up() {
     let s = stack_with(Extra { top: "client_queue = 64", tables: "[limits]\nslow_consumer = \"disconnect\"" }).await;
     let mut slow = s.raw_as("acme", &s.acme).await;
     slow.send("SUB logs.> 1\r\n").await;
-    assert!(slow.sync().await.is_empty());
+    assert!(errors(&slow.sync().await).is_empty());
     let fast = s.client("acme", &s.acme).await;
     assert_eq!(flood(&s, &fast).await, 4000, "the fast client got everything");
     assert!(s.metric("flotilla_proxy_slow_consumer_drops_total{org=\"acme\"}").await.unwrap_or(0.0) > 0.0);
@@ -84,10 +85,10 @@ async fn a_client_that_stopped_reading_is_closed_as_stale() {
     let s = stack_with(Extra { top: "client_queue = 64\nping_interval = \"300ms\"", ..Default::default() }).await;
     let mut dead = s.raw_as("acme", &s.acme).await;
     dead.send("SUB logs.> 1\r\n").await;
-    assert!(dead.sync().await.is_empty());
+    assert!(errors(&dead.sync().await).is_empty());
     let fast = s.client("acme", &s.acme).await;
     assert_eq!(flood(&s, &fast).await, 4000, "the fast client got everything");
-    // Its queue is full, so its PINGs cannot even be queued: unanswered.
+    // Its PINGs go unanswered.
     eventually(Duration::from_secs(10), "the dead client to be closed", || async {
         s.metric("flotilla_proxy_connections").await == Some(1.0)
     })
@@ -100,7 +101,7 @@ async fn queue_depth_is_exported_and_back_to_zero_once_the_client_is_gone() {
     let s = stack_with(Extra { top: "client_queue = 64", ..Default::default() }).await;
     let mut slow = s.raw_as("acme", &s.acme).await;
     slow.send("SUB logs.> 1\r\n").await;
-    assert!(slow.sync().await.is_empty());
+    assert!(errors(&slow.sync().await).is_empty());
     let fast = s.client("acme", &s.acme).await;
     assert_eq!(flood(&s, &fast).await, 4000);
     drop(fast);
@@ -109,4 +110,30 @@ async fn queue_depth_is_exported_and_back_to_zero_once_the_client_is_gone() {
         .await;
     drop(slow);
     eventually(Duration::from_secs(10), "the gauge back to 0", || async { depth().await == 0.0 }).await;
+}
+
+/// PINGs written without ever reading the PONGs: once the PONGs fill its
+/// queue and socket, the connection is closed (within the write deadline)
+/// instead of waiting on it for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_writes_but_never_reads_is_closed() {
+    let s = stack_with(Extra { top: "client_queue = 64", ..Default::default() }).await;
+    let raw = s.raw_as("acme", &s.acme).await;
+    let Raw { rd, mut wr, .. } = raw;
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let pings = "PING\r\n".repeat(10_000);
+        // At most 60 MB: far more PONGs than the socket buffers hold.
+        for _ in 0..1000 {
+            if wr.write_all(pings.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
+    eventually(Duration::from_secs(30), "the connection to be closed", || async {
+        s.metric("flotilla_proxy_connections").await == Some(0.0)
+    })
+    .await;
+    drop(rd);
+    writer.abort();
 }

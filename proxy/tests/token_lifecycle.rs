@@ -1,8 +1,8 @@
 //! A token's life seen from its connections: an expired token's connection
 //! is closed with nats-server's `'User Authentication Expired'`, and SIGHUP
-//! re-reads the tokens file even when an edit left its time and length as
-//! they were (the regular look would miss it), against a real nats-server
-//! behind the proxy.
+//! to the proxy binary re-reads the tokens file even when an edit left its
+//! time and length as they were (the regular look would miss it), against
+//! a real nats-server behind the proxy.
 
 mod common;
 
@@ -50,26 +50,84 @@ async fn an_expired_tokens_connection_is_closed() {
     );
 }
 
+/// The proxy binary, its config pointing at `tokens` and `nats`; killed
+/// when dropped.
+struct Binary {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Binary {
+    fn start(dir: &std::path::Path, tokens: &std::path::Path, nats: &str) -> Binary {
+        let port = flotilla_testsupport::free_port();
+        let http = flotilla_testsupport::free_port();
+        let config = dir.join("proxy.toml");
+        let text = format!(
+            "listen = \"127.0.0.1:{port}\"\nhttp_addr = \"127.0.0.1:{http}\"\ntokens = {:?}\n[upstream]\nurl = \"{nats}\"\n",
+            tokens.display().to_string()
+        );
+        std::fs::write(&config, text).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla-proxy"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start flotilla-proxy");
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return Binary { child, addr };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("flotilla-proxy never listened on {addr}");
+    }
+
+    fn sighup(&self) {
+        // SAFETY: kill(2) on our own child's pid, with a valid signal.
+        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGHUP) };
+        assert_eq!(r, 0, "SIGHUP delivered");
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The binary: SIGHUP re-reads the tokens file even when an edit left its
+/// modification time and length as they were (the look every two seconds
+/// misses it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_rereads_an_edit_the_regular_look_misses() {
-    let s = stack().await;
-    let mut raw = s.raw_as("acme", &s.acme).await;
+    let nats = flotilla_testsupport::NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.toml");
+    let orgs = ["acme".to_string()];
+    let secret = flotilla_proxy::cli::token_new(&path, Role::Tenant, &orgs, Some("acme-read".into()), None, false)
+        .expect("token new");
+    let proxy = Binary::start(dir.path(), &path, &nats.url());
+    let mut raw = Raw::connect(proxy.addr).await;
+    raw.send(&connect_json("acme", &secret)).await;
+    assert!(raw.sync().await.is_empty(), "connected");
     // Revoke acme-read by changing one character of its hash, keeping the
     // file's length and modification time.
-    let path = &s.tokens;
-    let before = std::fs::metadata(path).unwrap().modified().unwrap();
-    let text = std::fs::read_to_string(path).unwrap();
+    let before = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
     let at = text.find("name = \"acme-read\"").expect("acme-read in the file");
     let hash_at = at + text[at..].find("hash = \"").expect("its hash") + "hash = \"".len();
     let mut edited = text.into_bytes();
     edited[hash_at] = if edited[hash_at] == b'0' { b'1' } else { b'0' };
-    std::fs::write(path, &edited).unwrap();
-    std::fs::File::options().write(true).open(path).unwrap().set_modified(before).unwrap();
+    std::fs::write(&path, &edited).unwrap();
+    std::fs::File::options().write(true).open(&path).unwrap().set_modified(before).unwrap();
     // Two regular looks (every two seconds) go by: nothing seems changed.
     tokio::time::sleep(Duration::from_millis(4500)).await;
     assert!(raw.sync().await.is_empty(), "the regular look should not have seen the edit");
-    // What the SIGHUP handler does.
-    s.signals.reload.notify_one();
+    proxy.sighup();
     assert_eq!(
         until_closed(&mut raw, Duration::from_secs(5)).await,
         [Frame::Err("'User Authentication Revoked'".into())]

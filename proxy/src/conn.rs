@@ -236,6 +236,7 @@ impl Conn {
         // client that answers would look stale.
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
+        let mut last_progress = self.queue.progress();
         let auth_deadline = tokio::time::sleep(std::time::Duration::from_secs(5));
         tokio::pin!(auth_deadline);
         loop {
@@ -271,12 +272,19 @@ impl Conn {
                         self.farewell("Stale Connection").await;
                         return;
                     }
-                    // A client whose queue is full is not reading: its PING
-                    // is as good as unanswered (waiting for room would keep
-                    // a dead connection forever).
-                    self.pings_out += 1;
-                    if !self.queue.try_control(Bytes::from_static(writer::PING)) && self.queue.is_closed() {
+                    let progress = self.queue.progress();
+                    let reading = progress != std::mem::replace(&mut last_progress, progress);
+                    if self.queue.try_control(Bytes::from_static(writer::PING)) {
+                        self.pings_out += 1;
+                    } else if self.queue.is_closed() {
                         return;
+                    } else if !reading {
+                        // No room for the PING, and nothing taken since the
+                        // last tick: the client stopped reading, its PING is
+                        // as good as unanswered (waiting for room would keep
+                        // a dead connection for ever). One that took some
+                        // is only slow.
+                        self.pings_out += 1;
                     }
                 }
                 _ = &mut auth_deadline, if self.outlet.is_none() => {

@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes};
@@ -36,6 +36,8 @@ pub struct Queue {
     capacity: usize,
     /// Chunks sent and not yet wholly written (control frames too).
     unwritten: Arc<AtomicUsize>,
+    /// Chunks the writer has written, ever: whether the client reads.
+    progress: Arc<AtomicU64>,
     /// Held while a chunk is handed over: sent, or written directly.
     order: Arc<Mutex<()>>,
     /// The client's socket, for direct writes (plain TCP only).
@@ -47,6 +49,7 @@ pub struct QueueRx {
     rx: mpsc::Receiver<Chunk>,
     queued: Arc<AtomicUsize>,
     unwritten: Arc<AtomicUsize>,
+    progress: Arc<AtomicU64>,
 }
 
 /// Why a chunk of deliveries was not queued.
@@ -64,9 +67,17 @@ impl Queue {
         let capacity = capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
         let (queued, unwritten) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let queue =
-            Queue { tx, queued: queued.clone(), capacity, unwritten: unwritten.clone(), order: Arc::default(), direct };
-        (queue, QueueRx { rx, queued, unwritten })
+        let progress = Arc::new(AtomicU64::new(0));
+        let queue = Queue {
+            tx,
+            queued: queued.clone(),
+            capacity,
+            unwritten: unwritten.clone(),
+            progress: progress.clone(),
+            order: Arc::default(),
+            direct,
+        };
+        (queue, QueueRx { rx, queued, unwritten, progress })
     }
 
     /// Queue a control frame, waiting for room (never dropped); false once
@@ -87,6 +98,11 @@ impl Queue {
         self.unwritten.fetch_add(1, Ordering::AcqRel);
         permit.send(Chunk { bytes: frame, msgs: 0 });
         true
+    }
+
+    /// Chunks written so far (it moves while the client reads).
+    pub fn progress(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
     }
 
     /// Deliveries that still fit.
@@ -156,6 +172,7 @@ impl QueueRx {
     pub fn written(&self, batch: &Batch) {
         self.queued.fetch_sub(batch.msgs, Ordering::Relaxed);
         self.unwritten.fetch_sub(batch.chunks, Ordering::AcqRel);
+        self.progress.fetch_add(batch.chunks as u64, Ordering::Relaxed);
     }
 }
 

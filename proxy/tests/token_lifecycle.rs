@@ -75,14 +75,15 @@ impl Binary {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start flotilla-proxy");
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        // Killed and waited for when dropped, also if it never listens.
+        let binary = Binary { child, addr: format!("127.0.0.1:{port}").parse().unwrap() };
         for _ in 0..200 {
-            if std::net::TcpStream::connect(addr).is_ok() {
-                return Binary { child, addr };
+            if std::net::TcpStream::connect(binary.addr).is_ok() {
+                return binary;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("flotilla-proxy never listened on {addr}");
+        panic!("flotilla-proxy never listened on {}", binary.addr);
     }
 
     fn sighup(&self) {

@@ -96,6 +96,10 @@ enum Bench {
         /// the agent's whole message format (to tell format costs from code costs).
         #[arg(long)]
         variants: bool,
+        /// Everything over TLS: nats-server requires it (a private CA made
+        /// for the run), the agent and the baseline trust that CA.
+        #[arg(long)]
+        tls: bool,
         /// Where report.json, report.md and the daemons' logs go.
         #[arg(long, default_value = "var/bench/agent")]
         out: PathBuf,
@@ -136,8 +140,18 @@ enum Bench {
 
 fn bench(bench: Bench) -> ExitCode {
     match bench {
-        Bench::Agent { lines, in_flight, idle_files, idle_secs, variants, out } => {
-            bench_agent(lines, in_flight, idle_files, idle_secs, variants, out)
+        Bench::Agent { lines, in_flight, idle_files, idle_secs, variants, tls, out } => {
+            let opts = AgentBenchOptions {
+                lines,
+                // Both bounded by clap above.
+                in_flight: in_flight as usize,
+                idle_files: idle_files as usize,
+                idle_secs,
+                variants,
+                tls,
+                out,
+            };
+            bench_agent(opts)
         }
         Bench::Proxy { messages, rounds, fanout_deliveries, many, latency_rate, latency_secs, idle_conns, out } => {
             let opts = ProxyBenchOptions {
@@ -171,16 +185,7 @@ fn bench_proxy(opts: ProxyBenchOptions) -> ExitCode {
     })
 }
 
-fn bench_agent(lines: u64, in_flight: u64, idle_files: u64, idle_secs: u64, variants: bool, out: PathBuf) -> ExitCode {
-    let opts = AgentBenchOptions {
-        lines,
-        // Both bounded by clap above.
-        in_flight: in_flight as usize,
-        idle_files: idle_files as usize,
-        idle_secs,
-        variants,
-        out,
-    };
+fn bench_agent(opts: AgentBenchOptions) -> ExitCode {
     daemon::with_runtime("flotilla-loadtest bench agent", |signals| async move {
         // Ctrl-C drops the run, and with it the agent and nats-server it
         // started (stopped on drop: they are in their own process group).

@@ -56,6 +56,8 @@ pub struct AgentBenchOptions {
     pub idle_secs: u64,
     /// Also run the diagnostic publishers of [`Shape`].
     pub variants: bool,
+    /// nats-server requires TLS: the agent and the baseline speak it.
+    pub tls: bool,
     pub out: PathBuf,
 }
 
@@ -68,6 +70,8 @@ pub struct Report {
     pub cpu_clock: &'static str,
     pub lines: u64,
     pub in_flight: usize,
+    /// Over TLS (nats-server requiring it).
+    pub tls: bool,
     pub file: Written,
     /// The mean of the two baseline runs.
     pub baseline: Throughput,
@@ -148,9 +152,12 @@ pub async fn run(opts: &AgentBenchOptions) -> Result<Report, BenchError> {
     let tmp = tmp_dir.path();
     let started = chrono::Utc::now();
 
-    let nats = Nats::start(&nats_bin, &tmp.join("nats"), &logs_dir)?;
+    let nats = match opts.tls {
+        true => Nats::start_tls(&nats_bin, &tmp.join("nats"), &logs_dir)?,
+        false => Nats::start(&nats_bin, &tmp.join("nats"), &logs_dir)?,
+    };
     let nats_pid = nats.proc.id();
-    let mut admin = Admin::connect(&nats.url).await?;
+    let mut admin = Admin::connect(&nats.url, nats.ca()).await?;
     let org = OrgId::new(ORG).map_err(|e| BenchError::Failed(e.to_string()))?;
     let subject = log_subject(&org, APP, REGION, HOST);
 
@@ -161,7 +168,14 @@ pub async fn run(opts: &AgentBenchOptions) -> Result<Report, BenchError> {
 
     // Baseline, then the diagnostic publishers.
     let origin = Origin { org: ORG, app: APP, region: REGION, host: HOST };
-    let publisher = Publisher { url: &nats.url, file: &log_file, subject: &subject, in_flight: opts.in_flight, origin };
+    let publisher = Publisher {
+        url: &nats.url,
+        ca: nats.ca(),
+        file: &log_file,
+        subject: &subject,
+        in_flight: opts.in_flight,
+        origin,
+    };
     let before = publisher.measure(Shape::Lines, &file, nats_pid, &mut admin).await?;
     let mut variants = Vec::new();
     if opts.variants {
@@ -173,7 +187,7 @@ pub async fn run(opts: &AgentBenchOptions) -> Result<Report, BenchError> {
 
     // Agent.
     println!("agent: tailing the file, max_in_flight = {}", opts.in_flight);
-    let cfg = write_config(tmp, "agent", &nats.url, &logs, opts.in_flight)?;
+    let cfg = write_config(tmp, "agent", &nats, &logs, opts.in_flight)?;
     let meter = Meter::start(nats_pid)?;
     let t0 = Instant::now();
     let mut agent = Proc::spawn("agent", &agent_bin, &["run", "-c", &cfg.path], &[], &logs_dir)?;
@@ -198,7 +212,7 @@ pub async fn run(opts: &AgentBenchOptions) -> Result<Report, BenchError> {
 
     let idle = if opts.idle_files > 0 {
         admin.purge().await?;
-        Some(idle(opts, &agent_bin, &nats.url, tmp, &logs_dir, &mut admin).await?)
+        Some(idle(opts, &agent_bin, &nats, tmp, &logs_dir, &mut admin).await?)
     } else {
         None
     };
@@ -232,6 +246,7 @@ pub async fn run(opts: &AgentBenchOptions) -> Result<Report, BenchError> {
         cpu_clock: acpu.source.as_str(),
         lines: opts.lines,
         in_flight: opts.in_flight,
+        tls: opts.tls,
         file,
         baseline,
         baseline_runs: [before, after],
@@ -246,6 +261,7 @@ pub async fn run(opts: &AgentBenchOptions) -> Result<Report, BenchError> {
 
 struct Publisher<'a> {
     url: &'a str,
+    ca: Option<&'a Path>,
     file: &'a Path,
     subject: &'a str,
     in_flight: usize,
@@ -265,7 +281,8 @@ impl Publisher<'_> {
         println!("publisher: {}, {} in flight", shape.label(), self.in_flight);
         let meter = Meter::start(nats_pid)?;
         let published =
-            baseline::publish_file(self.url, self.file, self.subject, self.in_flight, shape, &self.origin).await?;
+            baseline::publish_file(self.url, self.ca, self.file, self.subject, self.in_flight, shape, &self.origin)
+                .await?;
         let used = meter.read(0.0)?;
         let state = admin.state().await?;
         if published.lines != file.lines || state.messages != file.lines {
@@ -360,7 +377,7 @@ fn throughput(file: &Written, wall: Duration, cpu: f64, used: &Used, state: supe
 async fn idle(
     opts: &AgentBenchOptions,
     agent_bin: &Path,
-    url: &str,
+    nats: &Nats,
     tmp: &Path,
     logs_dir: &Path,
     admin: &mut Admin,
@@ -372,7 +389,7 @@ async fn idle(
     }
     let expected = opts.idle_files as u64 * IDLE_LINES_PER_FILE;
     println!("idle: {} files, {expected} lines, then {}s of sleep", opts.idle_files, opts.idle_secs);
-    let cfg = write_config(tmp, "agent-idle", url, &root, opts.in_flight)?;
+    let cfg = write_config(tmp, "agent-idle", nats, &root, opts.in_flight)?;
     let mut agent = Proc::spawn("agent-idle", agent_bin, &["run", "-c", &cfg.path], &[], logs_dir)?;
     agent.wait_port(cfg.http_port, Duration::from_secs(20))?;
     admin.wait_for(expected, &mut agent, STALL).await?;
@@ -402,7 +419,7 @@ struct AgentConfig {
 
 /// An agent config tailing `<logs>/{org}/{app}/*.log` (JSON), host `h1`,
 /// region `local`, its own data dir; every other setting is the default.
-fn write_config(tmp: &Path, name: &str, url: &str, logs: &Path, in_flight: usize) -> Result<AgentConfig, BenchError> {
+fn write_config(tmp: &Path, name: &str, nats: &Nats, logs: &Path, in_flight: usize) -> Result<AgentConfig, BenchError> {
     let http_port = super::free_port()?;
     let data = tmp.join(format!("{name}-data"));
     // JSON string escapes are valid TOML basic-string escapes.
@@ -411,12 +428,13 @@ fn write_config(tmp: &Path, name: &str, url: &str, logs: &Path, in_flight: usize
     // Top-level config lines to try a setting without a rebuild
     // (e.g. `worker_threads = 2`); empty unless set.
     let extra = std::env::var("FLOTILLA_BENCH_AGENT_EXTRA").unwrap_or_default();
+    let tls = nats.ca().map(|ca| format!("tls_ca = {}\n", q(&ca.to_string_lossy()))).unwrap_or_default();
     let text = format!(
         "host = \"{HOST}\"\nregion = \"{REGION}\"\ndata_dir = {}\nhttp_addr = \"127.0.0.1:{http_port}\"\n{extra}\n\n\
-         [nats]\nurl = {}\nmax_in_flight = {in_flight}\n\n\
+         [nats]\nurl = {}\nmax_in_flight = {in_flight}\n{tls}\n\
          [[sources]]\ntype = \"file\"\ninclude = [{}]\ncodec = \"json\"\n",
         q(&data.to_string_lossy()),
-        q(url),
+        q(&nats.url),
         q(&include),
     );
     let path = tmp.join(format!("{name}.toml"));
@@ -429,7 +447,7 @@ pub fn markdown(r: &Report) -> String {
     let (b, a) = (&r.baseline, &r.agent);
     let load = |l: Option<f64>| l.map(|l| format!("{l:.2}")).unwrap_or_else(|| "?".into());
     let mut s = format!(
-        "{} lines, {:.1} MB ({:.0} bytes/line), {} in flight, {} cores; {}; {}\n\n\
+        "{} lines, {:.1} MB ({:.0} bytes/line), {} in flight, {} cores; {}; {}{}\n\n\
          | | baseline (async-nats), mean of 2 | flotilla-agent | agent ÷ baseline |\n|---|---:|---:|---:|\n\
          | lines/s (first to last line stored) | {:.0} | {:.0} | {:.2} |\n\
          | lines/s, baseline before / after the agent | {:.0} / {:.0} | | |\n\
@@ -451,6 +469,7 @@ pub fn markdown(r: &Report) -> String {
         r.nproc,
         r.agent_version,
         r.nats_server_version,
+        if r.tls { "; over TLS (rustls, nats-server --tls)" } else { "" },
         b.lines_per_sec,
         a.lines_per_sec,
         r.ratio,

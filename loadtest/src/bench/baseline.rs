@@ -62,13 +62,14 @@ pub struct Published {
 /// Publish every line of `file` to `subject` and wait for the last ack.
 pub async fn publish_file(
     url: &str,
+    ca: Option<&Path>,
     file: &Path,
     subject: &str,
     in_flight: usize,
     shape: Shape,
     origin: &Origin<'_>,
 ) -> Result<Published, BenchError> {
-    let client = async_nats::connect(url).await.map_err(|e| BenchError::nats("baseline: connect", e))?;
+    let client = super::connect(url, ca).await.map_err(|e| BenchError::nats("baseline: connect", e))?;
     let js = jetstream::new(client.clone());
     let reader = std::fs::File::open(file).map_err(|e| BenchError::io(file, e))?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, reader);

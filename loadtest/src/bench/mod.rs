@@ -92,23 +92,60 @@ pub fn free_port() -> Result<u16, BenchError> {
 pub struct Nats {
     pub proc: Proc,
     pub url: String,
+    /// With TLS: the CA its certificate is signed by (its files live as
+    /// long as this).
+    pub pki: Option<flotilla_testsupport::tls::Pki>,
 }
 
 impl Nats {
     pub fn start(bin: &Path, store: &Path, log_dir: &Path) -> Result<Nats, BenchError> {
+        Nats::spawn(bin, store, log_dir, None)
+    }
+
+    /// Requiring TLS from every client, with a certificate from a CA made
+    /// for the run (clients are not asked for one).
+    pub fn start_tls(bin: &Path, store: &Path, log_dir: &Path) -> Result<Nats, BenchError> {
+        Nats::spawn(bin, store, log_dir, Some(flotilla_testsupport::tls::Pki::new("flotilla bench CA")))
+    }
+
+    fn spawn(
+        bin: &Path,
+        store: &Path,
+        log_dir: &Path,
+        pki: Option<flotilla_testsupport::tls::Pki>,
+    ) -> Result<Nats, BenchError> {
         std::fs::create_dir_all(store).map_err(|e| BenchError::io(store, e))?;
         let port = free_port()?;
         let (port_arg, store_arg) = (port.to_string(), store.to_string_lossy().to_string());
-        let mut proc = Proc::spawn(
-            "nats-server",
-            bin,
-            &["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd", &store_arg],
-            &[],
-            log_dir,
-        )?;
+        let mut args: Vec<String> =
+            ["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd", &store_arg].iter().map(|a| a.to_string()).collect();
+        if let Some(pki) = &pki {
+            for (flag, path) in [("--tlscert", &pki.server.0), ("--tlskey", &pki.server.1)] {
+                args.extend([flag.to_string(), path.to_string_lossy().to_string()]);
+            }
+            args.push("--tls".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut proc = Proc::spawn("nats-server", bin, &args, &[], log_dir)?;
         proc.wait_port(port, Duration::from_secs(20))?;
-        Ok(Nats { proc, url: format!("nats://127.0.0.1:{port}") })
+        let scheme = if pki.is_some() { "tls" } else { "nats" };
+        Ok(Nats { proc, url: format!("{scheme}://127.0.0.1:{port}"), pki })
     }
+
+    /// The CA file clients trust, with TLS.
+    pub fn ca(&self) -> Option<&Path> {
+        self.pki.as_ref().map(|p| p.ca.as_path())
+    }
+}
+
+/// An async-nats client to `url`, trusting `ca` (TLS) if given.
+pub async fn connect(url: &str, ca: Option<&Path>) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let mut opts = async_nats::ConnectOptions::new();
+    if let Some(ca) = ca {
+        flotilla_core::daemon::install_crypto_provider();
+        opts = opts.add_root_certificates(ca.to_path_buf());
+    }
+    opts.connect(url).await
 }
 
 /// A connection for setting up and watching the stream.
@@ -129,8 +166,8 @@ pub struct StreamState {
 impl Admin {
     /// Connect and create [`STREAM`] on `logs.>` (file storage, 2 minutes of
     /// de-duplication: the shipper's defaults).
-    pub async fn connect(url: &str) -> Result<Admin, BenchError> {
-        let client = async_nats::connect(url).await.map_err(|e| BenchError::nats("connect", e))?;
+    pub async fn connect(url: &str, ca: Option<&Path>) -> Result<Admin, BenchError> {
+        let client = connect(url, ca).await.map_err(|e| BenchError::nats("connect", e))?;
         let js = jetstream::new(client);
         js.create_or_update_stream(jetstream::stream::Config {
             name: STREAM.into(),

@@ -381,7 +381,7 @@ async fn baseline(
     let bfile = dirs.var.join("baseline").join("app.log");
     load::write_baseline_file(&bfile, load.baseline_lines).map_err(io(&bfile))?;
     let origin = Origin { org: load::ORG, app: "baseline", region: stack::REGION, host: stack::HOST };
-    let published = baseline::publish_file(url, &bfile, "baseline.loadtest", 512, Shape::Lines, &origin).await?;
+    let published = baseline::publish_file(url, None, &bfile, "baseline.loadtest", 512, Shape::Lines, &origin).await?;
     watch.delete_baseline_stream().await?;
     let _ = std::fs::remove_file(&bfile);
     Ok(published.lines as f64 / published.wall.as_secs_f64().max(1e-9))

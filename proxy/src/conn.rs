@@ -61,6 +61,9 @@ struct ConnectInfo {
     pass: Option<String>,
     auth_token: Option<String>,
     name: Option<String>,
+    /// The client library and its version (for the logs).
+    lang: Option<String>,
+    version: Option<String>,
 }
 
 fn yes() -> bool {
@@ -390,7 +393,15 @@ impl Conn {
             self.farewell("maximum connections exceeded").await;
             return Flow::Close;
         }
-        tracing::debug!(client = self.id, peer = %self.peer, org = scope.label(), name = ?info.name, "client connected");
+        tracing::debug!(
+            client = self.id,
+            peer = %self.peer,
+            org = scope.label(),
+            name = ?info.name,
+            lang = ?info.lang,
+            version = ?info.version,
+            "client connected"
+        );
         self.verbose = info.verbose;
         self.pedantic = info.pedantic;
         self.token = Some(token);

@@ -61,9 +61,10 @@ struct ConnectInfo {
     pass: Option<String>,
     auth_token: Option<String>,
     name: Option<String>,
-    /// The client library and its version (for the logs).
-    lang: Option<String>,
-    version: Option<String>,
+    /// The client library and its version, for the logs (whatever their
+    /// JSON type: an odd one must not fail the CONNECT).
+    lang: Option<serde_json::Value>,
+    version: Option<serde_json::Value>,
 }
 
 fn yes() -> bool {

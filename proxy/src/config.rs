@@ -152,6 +152,8 @@ impl Validate for Config {
         v.check((1..=64 * 1024 * 1024).contains(&self.max_payload), "max_payload", "must be between 1 and 67108864");
         v.check(self.client_queue > 0, "client_queue", "must be at least 1");
         v.duration("ping_interval", &self.ping_interval);
+        let zero = flotilla_core::config::parse_duration(&self.ping_interval).is_some_and(|d| d.is_zero());
+        v.check(!zero, "ping_interval", "must be more than 0s");
         let l = &self.limits;
         v.check(l.max_connections_per_ip > 0, "limits.max_connections_per_ip", "must be at least 1");
         v.check(l.max_connections_per_org > 0, "limits.max_connections_per_org", "must be at least 1");
@@ -187,5 +189,13 @@ mod tests {
                 "ping_interval"
             ]
         );
+    }
+
+    #[test]
+    fn a_zero_ping_interval_is_refused() {
+        let text = "listen = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ntokens = \"t.toml\"\nping_interval = \"0s\"\n[upstream]\nurl = \"nats://127.0.0.1:4222\"\n";
+        let err = flotilla_core::config::parse::<Config>(text, |_| None).err().unwrap();
+        let problems: Vec<_> = err.iter().map(|p| (p.path.as_str(), p.message.as_str())).collect();
+        assert_eq!(problems, [("ping_interval", "must be more than 0s")]);
     }
 }

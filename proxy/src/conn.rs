@@ -241,6 +241,8 @@ impl Conn {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
         let mut last_progress = self.queue.progress();
+        // Whether the client sent anything since the last tick.
+        let mut heard = false;
         let auth_deadline = tokio::time::sleep(std::time::Duration::from_secs(5));
         tokio::pin!(auth_deadline);
         loop {
@@ -248,6 +250,7 @@ impl Conn {
                 match parse(&buf, self.shared.config.max_payload) {
                     Ok(Some((op, used))) => {
                         buf.advance(used);
+                        heard = true;
                         if let Flow::Close = self.handle(op).await {
                             return;
                         }
@@ -272,12 +275,22 @@ impl Conn {
                     Ok(_) => {}
                 },
                 _ = ping.tick() => {
+                    let progress = self.queue.progress();
+                    let reading = progress != std::mem::replace(&mut last_progress, progress);
+                    if std::mem::take(&mut heard) {
+                        // Anything it sent (a PUB held back by its rate, as
+                        // well as a PONG) shows it alive, as with
+                        // nats-server: no PING needed.
+                        self.pings_out = 0;
+                        continue;
+                    }
                     if self.pings_out >= 2 {
+                        if reading {
+                            continue; // its PINGs are on their way, behind what it is reading
+                        }
                         self.farewell("Stale Connection").await;
                         return;
                     }
-                    let progress = self.queue.progress();
-                    let reading = progress != std::mem::replace(&mut last_progress, progress);
                     if self.queue.try_control(Bytes::from_static(writer::PING)) {
                         self.pings_out += 1;
                     } else if self.queue.is_closed() {

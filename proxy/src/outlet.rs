@@ -23,6 +23,9 @@ use crate::scope::Scope;
 pub const ALIAS_PREFIX: &str = "_R.";
 /// Aliases remembered per connection (the oldest are forgotten first).
 const MAX_ALIASES: usize = 4096;
+/// The most a batch's frames reserve ahead for a client at once (more
+/// grows as it is written).
+const MAX_RESERVE: usize = 256 * 1024;
 /// At most one slow-consumer notice per client per this interval.
 const NOTICE_EVERY: Duration = Duration::from_secs(5);
 
@@ -189,16 +192,18 @@ impl Outlet {
         }
         // A client that did not declare `headers` gets the payload alone,
         // as nats-server does.
-        let headers = if self.headers { m.header_block() } else { None };
-        let reply = m.reply().map(|r| match self.scope {
-            Scope::Admin => r.to_string(),
-            _ => lock(&self.aliases).alias(r),
-        });
         if pending.msgs >= self.queue.room() {
             self.org.drops.inc();
             self.on_slow();
             return;
         }
+        let headers = if self.headers { m.header_block() } else { None };
+        // Aliases only for what is queued: a dropped request's must not
+        // push out those of requests the client got.
+        let reply = m.reply().map(|r| match self.scope {
+            Scope::Admin => r.to_string(),
+            _ => lock(&self.aliases).alias(r),
+        });
         // Room for this frame and, at the first, for the rest of the batch:
         // one allocation per chunk instead of a regrowth every few frames.
         let frame = writer::MSG_OVERHEAD
@@ -208,7 +213,11 @@ impl Outlet {
             + headers.as_ref().map_or(0, |h| h.len())
             + m.payload().len();
         if pending.frames.capacity() - pending.frames.len() < frame {
-            pending.frames.reserve(frame * pending.expect.saturating_sub(pending.msgs).max(1));
+            // The hint is capped: one large message first in a batch of
+            // small ones must not reserve (and, frozen into the chunk,
+            // pin) room for the batch as if all were as large.
+            let rest = pending.expect.saturating_sub(pending.msgs).clamp(1, self.queue.room().max(1));
+            pending.frames.reserve((frame * rest).min(MAX_RESERVE).max(frame));
         }
         writer::put_msg(&mut pending.frames, subject, sid, reply.as_deref(), headers.as_deref(), m.payload());
         pending.msgs += 1;

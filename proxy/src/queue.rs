@@ -36,7 +36,7 @@ pub struct Queue {
     capacity: usize,
     /// Chunks sent and not yet wholly written (control frames too).
     unwritten: Arc<AtomicUsize>,
-    /// Chunks the writer has written, ever: whether the client reads.
+    /// Bytes the writer has written, ever: whether the client reads.
     progress: Arc<AtomicU64>,
     /// Held while a chunk is handed over: sent, or written directly.
     order: Arc<Mutex<()>>,
@@ -100,7 +100,7 @@ impl Queue {
         true
     }
 
-    /// Chunks written so far (it moves while the client reads).
+    /// Bytes the writer has written so far (it moves while the client reads).
     pub fn progress(&self) -> u64 {
         self.progress.load(Ordering::Relaxed)
     }
@@ -172,7 +172,12 @@ impl QueueRx {
     pub fn written(&self, batch: &Batch) {
         self.queued.fetch_sub(batch.msgs, Ordering::Relaxed);
         self.unwritten.fetch_sub(batch.chunks, Ordering::AcqRel);
-        self.progress.fetch_add(batch.chunks as u64, Ordering::Relaxed);
+    }
+
+    /// Count `n` bytes written (as they are, not only whole batches: a slow
+    /// reader may take a while over one).
+    pub fn wrote(&self, n: usize) {
+        self.progress.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 

@@ -67,7 +67,7 @@ pub async fn write_loop(out: WriteHalf, mut rx: QueueRx) {
     match out {
         WriteHalf::Tcp(socket) => {
             while let Some(mut batch) = rx.next_batch(MAX_WRITE).await {
-                if write_all_tcp(&socket, &mut batch).await.is_err() {
+                if write_all_tcp(&socket, &mut batch, &rx).await.is_err() {
                     return;
                 }
                 rx.written(&batch);
@@ -76,9 +76,11 @@ pub async fn write_loop(out: WriteHalf, mut rx: QueueRx) {
         }
         WriteHalf::Stream(mut out) => {
             while let Some(mut batch) = rx.next_batch(MAX_WRITE).await {
+                let len = batch.remaining();
                 if out.write_all_buf(&mut batch).await.is_err() || out.flush().await.is_err() {
                     return;
                 }
+                rx.wrote(len);
                 rx.written(&batch);
             }
             let _ = out.shutdown().await;
@@ -87,8 +89,8 @@ pub async fn write_loop(out: WriteHalf, mut rx: QueueRx) {
 }
 
 /// Write all of `buf` to a shared TCP write half, waiting for the socket
-/// to take more when it is full.
-async fn write_all_tcp(w: &OwnedWriteHalf, buf: &mut impl Buf) -> io::Result<()> {
+/// to take more when it is full; `rx` counts the bytes as they go.
+async fn write_all_tcp(w: &OwnedWriteHalf, buf: &mut impl Buf, rx: &QueueRx) -> io::Result<()> {
     while buf.has_remaining() {
         // The slices live only for the call, not across the await below:
         // every idle connection's writer task would carry them.
@@ -99,7 +101,10 @@ async fn write_all_tcp(w: &OwnedWriteHalf, buf: &mut impl Buf) -> io::Result<()>
         };
         match written {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(k) => buf.advance(k),
+            Ok(k) => {
+                buf.advance(k);
+                rx.wrote(k);
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.writable().await?,
             Err(e) => return Err(e),
         }

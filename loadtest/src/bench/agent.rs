@@ -81,9 +81,6 @@ pub struct Report {
     /// Agent lines/s over baseline lines/s.
     pub ratio: f64,
     pub agent_max_rss_mib: f64,
-    /// The agent's system calls per 1,000 lines, reading and writing (from
-    /// exec, start-up included; file reads and socket I/O alike).
-    pub agent_syscalls_per_1k_lines: Option<(f64, f64)>,
     /// Diagnostic publishers (`--variants`): the baseline plus parts of the
     /// agent's message format.
     pub variants: Vec<Variant>,
@@ -198,8 +195,6 @@ pub async fn run(opts: &AgentBenchOptions) -> Result<Report, BenchError> {
     admin.wait_for(file.lines, &mut agent, STALL).await?;
     let wall = t0.elapsed();
     let (acpu, max_rss) = (cpu_of(pid, "the agent")?, kib_of(pid, "VmHWM")?);
-    let per_1k = |n: u64| n as f64 * 1000.0 / file.lines.max(1) as f64;
-    let syscalls = procstat::syscalls(pid).ok().map(|(r, w)| (per_1k(r), per_1k(w)));
     let used = meter.read(acpu.secs)?;
     let state = admin.state().await?;
     agent.stop(Duration::from_secs(15));
@@ -258,7 +253,6 @@ pub async fn run(opts: &AgentBenchOptions) -> Result<Report, BenchError> {
         agent: agent_tp,
         ratio,
         agent_max_rss_mib: max_rss,
-        agent_syscalls_per_1k_lines: syscalls,
         variants,
         idle,
         targets,
@@ -466,7 +460,6 @@ pub fn markdown(r: &Report) -> String {
          | CPU s, publisher + nats-server (baseline ÷ agent) | {:.2} | {:.2} | {:.2} |\n\
          | stream bytes/message | {:.0} | {:.0} | |\n\
          | max RSS MiB | | {:.1} | |\n\
-         | system calls per 1,000 lines, read / write | | {} | |\n\
          | other processes' CPU s (disturbance) | {:.2} | {:.2} | |\n\
          | load average (1 min) after | {} | {} | |\n",
         r.file.lines,
@@ -501,7 +494,6 @@ pub fn markdown(r: &Report) -> String {
         b.stream_bytes_per_msg,
         a.stream_bytes_per_msg,
         r.agent_max_rss_mib,
-        r.agent_syscalls_per_1k_lines.map(|(rd, wr)| format!("{rd:.0} / {wr:.0}")).unwrap_or_else(|| "?".into()),
         b.other_processes_cpu_secs,
         a.other_processes_cpu_secs,
         load(b.load1_after),

@@ -83,18 +83,6 @@ pub fn status_kib(pid: u32, field: &str) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no {field} in /proc/{pid}/status")))
 }
 
-/// System calls a process made that read and that wrote (`syscr`,
-/// `syscw` of `/proc/<pid>/io`), since it started.
-pub fn syscalls(pid: u32) -> io::Result<(u64, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no {name} in /proc/{pid}/io")))
-    };
-    Ok((field("syscr")?, field("syscw")?))
-}
-
 /// CPU seconds all CPUs spent busy since boot (`/proc/stat`: everything but
 /// idle and iowait). Its change during a measurement, minus what the measured
 /// processes used, is what other processes took: a disturbance indicator.

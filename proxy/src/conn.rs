@@ -126,6 +126,9 @@ pub async fn serve(
     let (mut rd, wr) = stream.split();
     let (queue, rx) = Queue::new(shared.config.client_queue, wr.direct());
     let writer = tokio::spawn(write_loop(wr, rx));
+    // Should this task panic, its writer goes too (it holds the queue's
+    // receiver: deliveries would go on being written to the socket).
+    let _writer_guard = AbortOnDrop(writer.abort_handle());
     let (close_tx, close_rx) = watch::channel(None);
     let (spent_tx, spent_rx) = mpsc::unbounded_channel();
     let caps = Caps {
@@ -175,6 +178,14 @@ pub async fn serve(
     let mut writer = writer;
     if tokio::time::timeout(WRITE_DEADLINE, &mut writer).await.is_err() {
         writer.abort();
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -262,7 +262,27 @@ impl Conn {
                     Ok(Some((op, used))) => {
                         buf.advance(used);
                         heard = true;
-                        if let Flow::Close = self.handle(op).await {
+                        // An operation may wait (a publisher over its rate,
+                        // an upstream that takes no more): a shutdown, a
+                        // revoked token or the slow-consumer policy does not
+                        // wait for it. The operation itself goes first, so
+                        // one that does not wait costs no more than that.
+                        let kill = self.kill.clone();
+                        let interrupted = tokio::select! {
+                            biased;
+                            flow = self.handle(op) => match flow {
+                                Flow::Close => return,
+                                Flow::Continue => None,
+                            },
+                            _ = shutdown.cancelled() => return,
+                            r = close.changed() => {
+                                Some(r.ok().and_then(|_| *close.borrow()).unwrap_or("Authorization Violation"))
+                            }
+                            _ = kill.cancelled() => Some("Slow Consumer"),
+                        };
+                        if let Some(reason) = interrupted {
+                            tracing::info!(client = self.id, peer = %self.peer, reason, "closing connection");
+                            self.farewell(reason).await;
                             return;
                         }
                     }

@@ -155,3 +155,24 @@ async fn an_orgs_counters_count_its_messages_and_bytes_both_ways() {
     assert_eq!(delta, [5.0, 38.0, 3.0, 30.0], "messages out, bytes out, messages in, bytes in");
     assert_eq!(s.metric(&sample("messages_out", "globex")).await.unwrap_or(0.0), 0.0);
 }
+
+/// A connection held back by its rate (its PUBs waiting their turn) is
+/// still closed at once when its token is revoked, and does not hold up
+/// the proxy's shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_held_back_by_its_rate_still_closes_when_told() {
+    let mut s = stack_with(Extra { tables: "[limits]\npublish_msgs_per_sec = 1", ..Default::default() }).await;
+    let backlog = "PUB logs.web.iad.h1 2\r\nhi\r\n".repeat(30); // half a minute at 1/s
+    let mut revoked = s.raw_as("acme", &s.acme_pub).await;
+    revoked.send(&backlog).await;
+    let mut other = s.raw_as("globex", &s.globex_pub).await;
+    other.send(&backlog).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    flotilla_proxy::cli::token_revoke(&s.tokens, "acme-pub").expect("token revoke");
+    let frames = revoked.drain(Duration::from_secs(8)).await;
+    assert_eq!(frames, [Frame::Err("'User Authentication Revoked'".into()), Frame::Eof]);
+    let done = s.done.take().expect("the proxy's task");
+    s.signals.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), done).await.expect("shutdown waited for the backlog").unwrap();
+    assert_eq!(other.drain(Duration::from_secs(5)).await.last(), Some(&Frame::Eof));
+}

@@ -303,7 +303,9 @@ impl Conn {
             tokio::select! {
                 r = rd.read_buf(&mut buf) => match r {
                     Ok(0) | Err(_) => return,
-                    Ok(_) => {}
+                    // Input shows it alive, whole operations or not (a
+                    // large PUB may take a while to arrive).
+                    Ok(_) => heard = true,
                 },
                 _ = ping.tick() => {
                     let progress = self.queue.progress();
@@ -316,9 +318,9 @@ impl Conn {
                         continue;
                     }
                     if self.pings_out >= 2 {
-                        if reading {
-                            continue; // its PINGs are on their way, behind what it is reading
-                        }
+                        // As nats-server: two PINGs out and nothing heard
+                        // since. (What reaches its socket is no sign of life:
+                        // a dead host's kernel may take bytes for a while.)
                         self.farewell("Stale Connection").await;
                         return;
                     }
@@ -540,11 +542,17 @@ impl Conn {
                 return;
             }
         }
-        match self.subs.remove(sid) {
-            Some(SubEntry::Upstream(key, _)) => self.shared.fanout.remove(&key, self.id, sid).await,
+        // Out of the fan-out first, then forgotten here: if the connection
+        // closes while this waits, closing still finds it.
+        match self.subs.get(sid) {
+            Some(SubEntry::Upstream(key, _)) => {
+                let key = key.clone();
+                self.shared.fanout.remove(&key, self.id, sid).await;
+            }
             Some(SubEntry::Inbox(_)) => lock(&self.inbox).retain(|s| s.sid != sid),
             None => {}
         }
+        self.subs.remove(sid);
     }
 
     async fn publish(

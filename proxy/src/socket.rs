@@ -76,11 +76,15 @@ pub async fn write_loop(out: WriteHalf, mut rx: QueueRx) {
         }
         WriteHalf::Stream(mut out) => {
             while let Some(mut batch) = rx.next_batch(MAX_WRITE).await {
-                let len = batch.remaining();
-                if out.write_all_buf(&mut batch).await.is_err() || out.flush().await.is_err() {
+                while batch.has_remaining() {
+                    match out.write_buf(&mut batch).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => rx.wrote(n),
+                    }
+                }
+                if out.flush().await.is_err() {
                     return;
                 }
-                rx.wrote(len);
                 rx.written(&batch);
             }
             let _ = out.shutdown().await;

@@ -181,6 +181,15 @@ pub async fn serve(
     }
 }
 
+/// Why the registry closes a connection (`None` and a gone sender: its
+/// token no longer stands).
+fn close_reason(
+    changed: Result<(), watch::error::RecvError>,
+    close: &watch::Receiver<Option<&'static str>>,
+) -> &'static str {
+    changed.ok().and_then(|_| *close.borrow()).unwrap_or("Authorization Violation")
+}
+
 struct AbortOnDrop(tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {
@@ -275,14 +284,11 @@ impl Conn {
                                 Flow::Continue => None,
                             },
                             _ = shutdown.cancelled() => return,
-                            r = close.changed() => {
-                                Some(r.ok().and_then(|_| *close.borrow()).unwrap_or("Authorization Violation"))
-                            }
+                            r = close.changed() => Some(close_reason(r, &close)),
                             _ = kill.cancelled() => Some("Slow Consumer"),
                         };
                         if let Some(reason) = interrupted {
-                            tracing::info!(client = self.id, peer = %self.peer, reason, "closing connection");
-                            self.farewell(reason).await;
+                            self.close_for(reason).await;
                             return;
                         }
                     }
@@ -342,9 +348,7 @@ impl Conn {
                     return;
                 }
                 r = close.changed() => {
-                    let reason = r.ok().and_then(|_| *close.borrow()).unwrap_or("Authorization Violation");
-                    tracing::info!(client = self.id, peer = %self.peer, reason, "closing connection");
-                    self.farewell(reason).await;
+                    self.close_for(close_reason(r, &close)).await;
                     return;
                 }
                 Some(sid) = spent.recv() => {
@@ -355,12 +359,19 @@ impl Conn {
                     }
                 }
                 _ = self.kill.cancelled() => {
-                    self.farewell("Slow Consumer").await;
+                    self.close_for("Slow Consumer").await;
                     return;
                 }
                 _ = shutdown.cancelled() => return,
             }
         }
+    }
+
+    /// Closed from outside its own operations (a revoked or expired token,
+    /// the slow-consumer policy): logged, and the client told why.
+    async fn close_for(&self, reason: &str) {
+        tracing::info!(client = self.id, peer = %self.peer, reason, "closing connection");
+        self.farewell(reason).await;
     }
 
     /// The `-ERR` a connection is closed with (see [`Conn::send`]).
@@ -608,7 +619,10 @@ impl Conn {
             // org's, which that org's tenants could use up for every org the
             // connection carries.
             Scope::Agent { .. } => {
-                self.publish_metrics.entry(org.to_string()).or_insert_with(|| self.shared.metrics.org(org))
+                if !self.publish_metrics.contains_key(org) {
+                    self.publish_metrics.insert(org.to_string(), self.shared.metrics.org(org));
+                }
+                self.publish_metrics.get(org).unwrap_or(&outlet.org)
             }
             _ => {
                 self.shared.org_rates.admit(org, payload.len()).await;
@@ -656,9 +670,12 @@ impl Conn {
         self.reply_task = Some(tokio::spawn(async move {
             while let Some(m) = sub.next().await {
                 let Some(reply) = m.subject.get(strip..) else { continue };
+                if !outlet.wants(&m) {
+                    continue; // a status message the client did not ask for
+                }
                 let targets: Vec<String> = lock(&inbox)
                     .iter()
-                    .filter(|s| subject_matches(&s.pattern, reply) && outlet.wants(&m) && s.limit.take())
+                    .filter(|s| subject_matches(&s.pattern, reply) && s.limit.take())
                     .map(|s| s.sid.clone())
                     .collect();
                 for sid in targets {

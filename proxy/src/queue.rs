@@ -84,9 +84,7 @@ impl Queue {
     /// the writer is gone.
     pub async fn control(&self, frame: Bytes) -> bool {
         let Ok(permit) = self.tx.reserve().await else { return false };
-        let _order = lock(&self.order);
-        self.unwritten.fetch_add(1, Ordering::AcqRel);
-        permit.send(Chunk { bytes: frame, msgs: 0 });
+        self.send_control(permit, frame);
         true
     }
 
@@ -94,10 +92,14 @@ impl Queue {
     /// writer is gone).
     pub fn try_control(&self, frame: Bytes) -> bool {
         let Ok(permit) = self.tx.try_reserve() else { return false };
+        self.send_control(permit, frame);
+        true
+    }
+
+    fn send_control(&self, permit: mpsc::Permit<'_, Chunk>, frame: Bytes) {
         let _order = lock(&self.order);
         self.unwritten.fetch_add(1, Ordering::AcqRel);
         permit.send(Chunk { bytes: frame, msgs: 0 });
-        true
     }
 
     /// Bytes the writer has written so far (it moves while the client reads).

@@ -170,8 +170,9 @@ impl Scope {
                 printable(name)
             ))
         };
-        let is =
-            |name: &str, prefix: &str| name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix);
+        let is = |name: &str, prefix: &str| {
+            name.as_bytes().get(..prefix.len()).is_some_and(|h| h.eq_ignore_ascii_case(prefix.as_bytes()))
+        };
         let mut out = HeaderMap::new();
         for (name, values) in headers.iter() {
             let n: &str = name.as_ref();

@@ -383,15 +383,10 @@ async fn async_nats_tenants_get_their_org_with_wildcards_and_queue_groups() {
 // ---------------------------------------------------------------------------
 // Agents: JetStream publishes with acks through the proxy.
 
-async fn logs_stream(s: &Stack) -> async_nats::jetstream::Context {
+/// A platform JetStream context with the stream `LOGS`.
+async fn with_logs_stream(s: &Stack) -> async_nats::jetstream::Context {
     let js = async_nats::jetstream::new(s.direct().await);
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "LOGS".into(),
-        subjects: vec!["logs.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    logs_stream(&js).await;
     js
 }
 
@@ -422,7 +417,7 @@ fn check_acks(client: &str, got: &Value, n: u64) {
 
 async fn jetstream_with_script(lang: Lang, prefix: &str) {
     let s = stack().await;
-    let js = logs_stream(&s).await;
+    let js = with_logs_stream(&s).await;
     let url = s.proxy_url();
     let mut agent = Script::spawn(
         lang,
@@ -458,7 +453,7 @@ async fn nats_js_agent_publishes_to_jetstream_with_acks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_nats_agent_publishes_to_jetstream_with_acks() {
     let s = stack().await;
-    let js = logs_stream(&s).await;
+    let js = with_logs_stream(&s).await;
     let agent = async_nats::jetstream::new(s.client("host-agent", &s.agent).await);
     let mut acks = vec![];
     for i in 0..3 {

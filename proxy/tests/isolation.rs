@@ -252,13 +252,7 @@ async fn inbox_subscriptions_are_local_and_never_see_other_connections_replies()
     let s = stack().await;
     let direct = s.direct().await;
     let js = async_nats::jetstream::new(direct.clone());
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "LOGS".into(),
-        subjects: vec!["logs.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    logs_stream(&js).await;
     // A direct globex service and its direct requester (plain _INBOX replies).
     let mut svc = direct.subscribe("svc.globex.echo").await.unwrap();
     let responder = direct.clone();
@@ -597,13 +591,7 @@ async fn reply_subjects_cannot_aim_at_other_orgs_or_the_jetstream_api() {
     let s = stack().await;
     let direct = s.direct().await;
     let js = async_nats::jetstream::new(direct.clone());
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "LOGS".into(),
-        subjects: vec!["logs.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    logs_stream(&js).await;
     for i in 0..3 {
         js.publish("logs.globex.web.iad.h1", format!("globex-{i}").into()).await.unwrap().await.unwrap();
     }

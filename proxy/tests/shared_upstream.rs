@@ -43,15 +43,7 @@ async fn a_tenants_message_ids_cannot_suppress_another_orgs_events() {
     let s = stack().await;
     let direct = s.direct().await;
     let js = async_nats::jetstream::new(direct.clone());
-    let mut stream = js
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: "LOGS".into(),
-            subjects: vec!["logs.>".into()],
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let mut stream = logs_stream(&js).await;
 
     // acme publishes first, under the id globex's agent is about to use.
     let acme = async_nats::jetstream::new(s.client("acme", &s.acme_pub).await);
@@ -156,14 +148,7 @@ async fn headers_that_reach_past_the_org_are_refused() {
     let s = stack().await;
     let direct = s.direct().await;
     let js = async_nats::jetstream::new(direct.clone());
-    let mut stream = js
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: "LOGS".into(),
-            subjects: vec!["logs.>".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let mut stream = logs_stream(&js).await;
     let mut h = async_nats::HeaderMap::new();
     h.insert("Nats-Msg-Id", "globex-host/f/00ff/9");
     js.publish_with_headers("logs.globex.web.iad.h1", h, "globex".into()).await.unwrap().await.unwrap();

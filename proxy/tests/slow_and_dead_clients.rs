@@ -48,21 +48,6 @@ async fn flood(s: &Stack, fast: &async_nats::Client) -> usize {
     reader.await.unwrap()
 }
 
-/// Read everything the proxy sends `raw` until it closes: the `-ERR`s seen.
-async fn read_to_close(raw: &mut Raw, within: Duration) -> Vec<String> {
-    let deadline = std::time::Instant::now() + within;
-    let mut errs = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match raw.frame_within(left).await {
-            Some(Frame::Eof) => return errs,
-            Some(Frame::Err(e)) => errs.push(e),
-            Some(_) => {}
-            None => panic!("still open after {within:?}; -ERRs: {errs:?}"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_policy_a_slow_consumer_is_disconnected_while_others_keep_up() {
     let s = stack_with(Extra { top: "client_queue = 64", tables: "[limits]\nslow_consumer = \"disconnect\"" }).await;
@@ -77,7 +62,7 @@ async fn by_policy_a_slow_consumer_is_disconnected_while_others_keep_up() {
     })
     .await;
     // What was already on its way is still read, then the close.
-    read_to_close(&mut slow, Duration::from_secs(10)).await;
+    slow.until_closed(Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,7 +78,7 @@ async fn a_client_that_stopped_reading_is_closed_as_stale() {
         s.metric("flotilla_proxy_connections").await == Some(1.0)
     })
     .await;
-    read_to_close(&mut dead, Duration::from_secs(10)).await;
+    dead.until_closed(Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

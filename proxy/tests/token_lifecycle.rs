@@ -12,21 +12,6 @@ use flotilla_proxy::auth::Role;
 
 use common::*;
 
-/// Frames until the close (answering PINGs), or panic after `within`.
-async fn until_closed(raw: &mut Raw, within: Duration) -> Vec<Frame> {
-    let deadline = std::time::Instant::now() + within;
-    let mut frames = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match raw.frame_within(left).await {
-            Some(Frame::Ping) => raw.send("PONG\r\n").await,
-            Some(Frame::Eof) => return frames,
-            Some(f) => frames.push(f),
-            None => panic!("still open after {within:?}: {frames:?}"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_tokens_connection_is_closed() {
     let s = stack().await;
@@ -36,18 +21,12 @@ async fn an_expired_tokens_connection_is_closed() {
     let mut raw = s.raw_as("acme", &soon).await;
     let mut other = s.raw_as("acme", &s.acme).await;
     let started = std::time::Instant::now();
-    assert_eq!(
-        until_closed(&mut raw, Duration::from_secs(15)).await,
-        [Frame::Err("'User Authentication Expired'".into())]
-    );
+    assert_eq!(raw.until_closed(Duration::from_secs(15)).await, [Frame::Err("'User Authentication Expired'".into())]);
     assert!(started.elapsed() >= Duration::from_secs(1), "closed before it expired");
     assert!(other.sync().await.is_empty(), "another token's connection stays");
     let mut again = Raw::connect(s.addr).await;
     again.send(&connect_json("acme", &soon)).await;
-    assert_eq!(
-        until_closed(&mut again, Duration::from_secs(5)).await,
-        [Frame::Err("'Authorization Violation'".into())]
-    );
+    assert_eq!(again.until_closed(Duration::from_secs(5)).await, [Frame::Err("'Authorization Violation'".into())]);
 }
 
 /// The proxy binary, its config pointing at `tokens` and `nats`; killed
@@ -129,8 +108,5 @@ async fn sighup_rereads_an_edit_the_regular_look_misses() {
     tokio::time::sleep(Duration::from_millis(4500)).await;
     assert!(raw.sync().await.is_empty(), "the regular look should not have seen the edit");
     proxy.sighup();
-    assert_eq!(
-        until_closed(&mut raw, Duration::from_secs(5)).await,
-        [Frame::Err("'User Authentication Revoked'".into())]
-    );
+    assert_eq!(raw.until_closed(Duration::from_secs(5)).await, [Frame::Err("'User Authentication Revoked'".into())]);
 }

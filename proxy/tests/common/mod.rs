@@ -323,6 +323,21 @@ impl Raw {
         }
     }
 
+    /// Every frame until the proxy closes the connection (answering its
+    /// PINGs, which are left out); panics if it is still open after `within`.
+    pub async fn until_closed(&mut self, within: Duration) -> Vec<Frame> {
+        let deadline = Instant::now() + within;
+        let mut frames = Vec::new();
+        loop {
+            match self.frame_within(deadline.saturating_duration_since(Instant::now())).await {
+                Some(Frame::Ping) => self.send("PONG\r\n").await,
+                Some(Frame::Eof) => return frames,
+                Some(f) => frames.push(f),
+                None => panic!("still open after {within:?}: {:?}", errors(&frames)),
+            }
+        }
+    }
+
     /// Every frame that arrives within `quiet` of the one before (answers
     /// PINGs from the proxy), up to EOF.
     pub async fn drain(&mut self, quiet: Duration) -> Vec<Frame> {
@@ -381,6 +396,18 @@ pub async fn prime_raw(direct: &async_nats::Client, subject: &str, raw: &mut Raw
         }
         assert!(Instant::now() < deadline, "subscription on {subject} never became live");
     }
+}
+
+/// The stream `LOGS` on `logs.>`, as the shipper makes it (JetStream's
+/// default two minutes of de-duplication).
+pub async fn logs_stream(js: &async_nats::jetstream::Context) -> async_nats::jetstream::stream::Stream {
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "LOGS".into(),
+        subjects: vec!["logs.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("stream LOGS")
 }
 
 /// Wait until `cond` holds, polling; panics with `what` after `d`.

@@ -26,6 +26,11 @@ pub struct Config {
     /// How often the proxy pings an idle client.
     #[serde(default = "default_ping_interval")]
     pub ping_interval: String,
+    /// How long a client's socket may take no bytes before the client is
+    /// closed as a slow consumer (nats-server's `write_deadline`), whatever
+    /// `limits.slow_consumer` says: that is for clients that read, slowly.
+    #[serde(default = "default_write_deadline")]
+    pub write_deadline: String,
     #[serde(default)]
     pub limits: Limits,
     /// TLS for clients (rustls). With it, every client must use TLS.
@@ -51,7 +56,10 @@ pub struct Tls {
 pub struct Limits {
     pub max_connections_per_ip: usize,
     pub max_connections_per_org: usize,
+    /// Per connection.
     pub max_subscriptions: usize,
+    /// Per org, over all its tenants' connections.
+    pub max_subscriptions_per_org: usize,
     /// Failed CONNECTs allowed per source address per minute; beyond that its
     /// attempts are refused without checking them.
     pub auth_failures_per_minute: u32,
@@ -79,6 +87,7 @@ impl Default for Limits {
             max_connections_per_ip: 1000,
             max_connections_per_org: 1000,
             max_subscriptions: 1000,
+            max_subscriptions_per_org: 100_000,
             auth_failures_per_minute: 10,
             publish_msgs_per_sec: 0,
             publish_bytes_per_sec: 0,
@@ -131,6 +140,9 @@ fn default_client_queue() -> usize {
 fn default_ping_interval() -> String {
     "2m".into()
 }
+fn default_write_deadline() -> String {
+    "10s".into()
+}
 
 impl Validate for Config {
     fn worker_threads(&self) -> usize {
@@ -151,13 +163,16 @@ impl Validate for Config {
         v.check(!self.tokens.as_os_str().is_empty(), "tokens", "path to the tokens file is empty");
         v.check((1..=64 * 1024 * 1024).contains(&self.max_payload), "max_payload", "must be between 1 and 67108864");
         v.check(self.client_queue > 0, "client_queue", "must be at least 1");
-        v.duration("ping_interval", &self.ping_interval);
-        let zero = flotilla_core::config::parse_duration(&self.ping_interval).is_some_and(|d| d.is_zero());
-        v.check(!zero, "ping_interval", "must be more than 0s");
+        for (key, value) in [("ping_interval", &self.ping_interval), ("write_deadline", &self.write_deadline)] {
+            v.duration(key, value);
+            let zero = flotilla_core::config::parse_duration(value).is_some_and(|d| d.is_zero());
+            v.check(!zero, key, "must be more than 0s");
+        }
         let l = &self.limits;
         v.check(l.max_connections_per_ip > 0, "limits.max_connections_per_ip", "must be at least 1");
         v.check(l.max_connections_per_org > 0, "limits.max_connections_per_org", "must be at least 1");
         v.check(l.max_subscriptions > 0, "limits.max_subscriptions", "must be at least 1");
+        v.check(l.max_subscriptions_per_org > 0, "limits.max_subscriptions_per_org", "must be at least 1");
         v.check(l.auth_failures_per_minute > 0, "limits.auth_failures_per_minute", "must be at least 1");
         if let Some(tls) = &self.tls {
             v.check(tls.cert.is_file(), "tls.cert", format!("{} is not a readable file", tls.cert.display()));
@@ -192,10 +207,10 @@ mod tests {
     }
 
     #[test]
-    fn a_zero_ping_interval_is_refused() {
-        let text = "listen = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ntokens = \"t.toml\"\nping_interval = \"0s\"\n[upstream]\nurl = \"nats://127.0.0.1:4222\"\n";
+    fn a_zero_ping_interval_or_write_deadline_is_refused() {
+        let text = "listen = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ntokens = \"t.toml\"\nping_interval = \"0s\"\nwrite_deadline = \"0s\"\n[upstream]\nurl = \"nats://127.0.0.1:4222\"\n";
         let err = flotilla_core::config::parse::<Config>(text, |_| None).err().unwrap();
         let problems: Vec<_> = err.iter().map(|p| (p.path.as_str(), p.message.as_str())).collect();
-        assert_eq!(problems, [("ping_interval", "must be more than 0s")]);
+        assert_eq!(problems, [("ping_interval", "must be more than 0s"), ("write_deadline", "must be more than 0s")]);
     }
 }

@@ -19,13 +19,13 @@ use flotilla_core::subject::{is_valid_subject, subject_matches};
 
 use crate::auth::store::Credentials;
 use crate::fanout::{Key, Receiver};
-use crate::limits::PublishRate;
+use crate::limits::{PublishRate, SubSlot};
 use crate::outlet::{lock, Limit, Outlet};
 use crate::protocol::{parse, writer, ClientOp, ProtoError};
 use crate::queue::Queue;
 use crate::registry::Caps;
 use crate::scope::{Scope, SubTarget};
-use crate::socket::{write_loop, ClientSocket};
+use crate::socket::{write_loop, ClientSocket, Stall};
 use crate::Shared;
 
 /// Prefix of the per-connection upstream reply subjects.
@@ -35,6 +35,16 @@ const REPLY_PREFIX: &str = "_FLOTILLA.reply";
 /// that does not read, and a closing connection's last bytes (its `-ERR`
 /// and what is queued before it) for the client to take them.
 const WRITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a client's subject and queue group, or subject and reply, may
+/// be together once scoped for upstream. Their line to nats-server, and the
+/// `MSG` line it sends back with a sid and sizes, must fit its 4096-byte
+/// control line: over it, nats-server closes the connection that every
+/// client's subscriptions (or publishes) share.
+const UPSTREAM_ARGS_MAX: usize = crate::protocol::parser::MAX_CONTROL_LINE - 96;
+
+/// Denials logged per connection before only one in 1,000 is.
+const LOGGED_DENIALS: u64 = 10;
 
 /// What a client whose queue overflowed is told. Stock clients (nats.py,
 /// nats.js, async-nats) surface permission errors to the application
@@ -77,16 +87,18 @@ struct InboxSub {
     limit: Arc<Limit>,
 }
 
-enum SubEntry {
-    Upstream(Key, Arc<Limit>),
-    Inbox(Arc<Limit>),
+/// A client's subscription.
+struct SubEntry {
+    /// Its share of an upstream subscription; `None` for an inbox one.
+    upstream: Option<Key>,
+    limit: Arc<Limit>,
+    /// A tenant's place in its org's count, given back when it is dropped.
+    _slot: Option<SubSlot>,
 }
 
 impl SubEntry {
     fn limit(&self) -> &Limit {
-        match self {
-            SubEntry::Upstream(_, limit) | SubEntry::Inbox(limit) => limit,
-        }
+        &self.limit
     }
 }
 
@@ -125,7 +137,9 @@ pub async fn serve(
     let id = greeted.unwrap_or_else(|| shared.next_client_id());
     let (mut rd, wr) = stream.split();
     let (queue, rx) = Queue::new(shared.config.client_queue, wr.direct());
-    let writer = tokio::spawn(write_loop(wr, rx));
+    let kill = CancellationToken::new();
+    let stall = Stall { deadline: shared.write_deadline, stalled: kill.clone() };
+    let writer = tokio::spawn(write_loop(wr, rx, stall));
     // Should this task panic, its writer goes too (it holds the queue's
     // receiver: deliveries would go on being written to the socket).
     let _writer_guard = AbortOnDrop(writer.abort_handle());
@@ -151,10 +165,11 @@ pub async fn serve(
         reply_task: None,
         pings_out: 0,
         rate: PublishRate::new(shared.config.limits.publish_msgs_per_sec, shared.config.limits.publish_bytes_per_sec),
-        kill: CancellationToken::new(),
+        kill,
         caps,
         spent: spent_tx,
         publish_metrics: HashMap::new(),
+        denials: Default::default(),
     };
     shared.metrics.connections.add(1);
     // Unregisters even if this task panics; fan-out entries of a gone client
@@ -237,13 +252,16 @@ struct Conn {
     reply_task: Option<JoinHandle<()>>,
     pings_out: u32,
     rate: Option<PublishRate>,
-    /// Cancelled to disconnect a slow consumer (by policy).
+    /// Cancelled to disconnect a slow consumer: by policy, or once its
+    /// socket took nothing for the write deadline.
     kill: CancellationToken,
     caps: Caps,
     /// Told the sid of a subscription whose UNSUB limit a delivery reached.
     spent: mpsc::UnboundedSender<String>,
     /// An agent's publishes are counted under the org they go to.
     publish_metrics: HashMap<String, crate::metrics::OrgMetrics>,
+    /// Operations refused so far.
+    denials: std::sync::atomic::AtomicU64,
 }
 
 impl Conn {
@@ -266,6 +284,13 @@ impl Conn {
         let auth_deadline = tokio::time::sleep(std::time::Duration::from_secs(5));
         tokio::pin!(auth_deadline);
         loop {
+            // As nats-server: before CONNECT, only CONNECT (no PUB's payload
+            // is waited for, let alone held, for a client not yet known).
+            if self.outlet.is_none() && buf.first().is_some_and(|b| !b.eq_ignore_ascii_case(&b'C')) {
+                self.shared.metrics.protocol_errors.inc();
+                self.farewell("Authorization Violation").await;
+                return;
+            }
             loop {
                 match parse(&buf, self.shared.config.max_payload) {
                     Ok(Some((op, used))) => {
@@ -398,13 +423,28 @@ impl Conn {
     async fn deny(&self, text: String) -> Flow {
         if let Some(o) = &self.outlet {
             o.org.denials.inc();
-            tracing::info!(client = self.id, org = o.scope.label(), peer = %self.peer, "{text}");
+            // Every denial is counted; a client that repeats them does
+            // not get to fill the log: its first few, then one in 1,000.
+            let n = self.denials.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if n <= LOGGED_DENIALS || n.is_multiple_of(1000) {
+                tracing::info!(client = self.id, org = o.scope.label(), peer = %self.peer, denials = n, "{text}");
+            }
         }
         if self.send(writer::err(&text)).await {
             Flow::Continue
         } else {
             Flow::Close
         }
+    }
+
+    /// A line within the client's limit that is over it once scoped (an
+    /// org prefix, a reply prefix added): refused as nats-server refuses
+    /// a line over its limit.
+    async fn too_long(&self) -> Flow {
+        self.shared.metrics.protocol_errors.inc();
+        tracing::debug!(client = self.id, peer = %self.peer, "subject too long once scoped for upstream");
+        self.farewell("Maximum Control Line Exceeded").await;
+        Flow::Close
     }
 
     async fn handle(&mut self, op: ClientOp) -> Flow {
@@ -426,7 +466,7 @@ impl Conn {
         let creds =
             Credentials { user: info.user.clone(), pass: info.pass.clone(), auth_token: info.auth_token.clone() };
         let entry = self.shared.tokens.authenticate(&creds);
-        let scope = entry.as_ref().map(|e| Scope::for_token(e, creds.user.as_deref()));
+        let scope = entry.as_ref().and_then(|e| Scope::for_token(e, creds.user.as_deref()));
         let same_as_before = match (&self.outlet, &scope) {
             (None, Some(_)) => true,
             (Some(o), Some(s)) => &o.scope == s,
@@ -524,22 +564,34 @@ impl Conn {
         if self.subs.len() >= self.shared.config.limits.max_subscriptions {
             return self.deny("maximum subscriptions exceeded".into()).await;
         }
+        // A tenant's are capped per org too: one org's connections must not
+        // load the fan-out every org shares without bound.
+        let slot = match &outlet.scope {
+            Scope::Tenant { org, .. } => match self.shared.org_subs.take(org.as_str()) {
+                Some(slot) => Some(slot),
+                None => return self.deny("maximum subscriptions exceeded".into()).await,
+            },
+            _ => None,
+        };
         match target {
             SubTarget::Inbox => {
                 self.ensure_reply_sub(&outlet).await;
                 let limit = Arc::new(Limit::reporting(&self.spent, &sid));
                 lock(&self.inbox).push(InboxSub { sid: sid.clone(), pattern: subject, limit: limit.clone() });
-                self.subs.insert(sid, SubEntry::Inbox(limit));
+                self.subs.insert(sid, SubEntry { upstream: None, limit, _slot: slot });
             }
             SubTarget::Upstream(upstream) => {
                 let key = Key { subject: upstream, queue: queue.map(|q| outlet.scope.queue(&q)) };
+                if key.subject.len() + key.queue.as_ref().map_or(0, String::len) > UPSTREAM_ARGS_MAX {
+                    return self.too_long().await;
+                }
                 let limit = Arc::new(Limit::reporting(&self.spent, &sid));
                 let receiver = Receiver { conn: self.id, sid: sid.clone(), outlet, limit: limit.clone() };
                 if let Err(e) = self.shared.fanout.add(key.clone(), receiver).await {
                     tracing::warn!(error = %e, "upstream subscribe failed");
                     return self.deny("Upstream Subscription Failed".into()).await;
                 }
-                self.subs.insert(sid, SubEntry::Upstream(key, limit));
+                self.subs.insert(sid, SubEntry { upstream: Some(key), limit, _slot: slot });
             }
         }
         self.ok().await
@@ -556,11 +608,11 @@ impl Conn {
         // Out of the fan-out first, then forgotten here: if the connection
         // closes while this waits, closing still finds it.
         match self.subs.get(sid) {
-            Some(SubEntry::Upstream(key, _)) => {
+            Some(SubEntry { upstream: Some(key), .. }) => {
                 let key = key.clone();
                 self.shared.fanout.remove(&key, self.id, sid).await;
             }
-            Some(SubEntry::Inbox(_)) => lock(&self.inbox).retain(|s| s.sid != sid),
+            Some(SubEntry { upstream: None, .. }) => lock(&self.inbox).retain(|s| s.sid != sid),
             None => {}
         }
         self.subs.remove(sid);
@@ -600,6 +652,9 @@ impl Conn {
                 return self.deny(text).await;
             }
         };
+        if upstream.len() + reply.as_ref().map_or(0, String::len) > UPSTREAM_ARGS_MAX {
+            return self.too_long().await;
+        }
         let headers = match headers.map(|h| crate::delivery::parse_headers(&h)) {
             None => None,
             Some(Some(h)) => match outlet.scope.publish_headers(&subject, h) {
@@ -633,9 +688,9 @@ impl Conn {
         counted.bytes_in.add(payload.len() as u64);
         if let Some(echoes) = &outlet.echoes {
             // Only what one of its own subscriptions would bring back.
-            let comes_back = self.subs.values().any(|s| match s {
-                SubEntry::Upstream(key, _) => key.queue.is_none() && subject_matches(&key.subject, &upstream),
-                SubEntry::Inbox(_) => false,
+            let comes_back = self.subs.values().any(|s| match &s.upstream {
+                Some(key) => key.queue.is_none() && subject_matches(&key.subject, &upstream),
+                None => false,
             });
             if comes_back {
                 lock(echoes).published(&upstream, headers.as_ref(), &payload);
@@ -691,7 +746,7 @@ impl Conn {
     async fn close(&mut self) {
         let subs: Vec<(String, SubEntry)> = self.subs.drain().collect();
         for (sid, s) in subs {
-            if let SubEntry::Upstream(key, _) = s {
+            if let Some(key) = s.upstream {
                 self.shared.fanout.remove(&key, self.id, &sid).await;
             }
         }

@@ -80,16 +80,15 @@ impl Sink for FanoutSink {
         // Interleaved (e.g. one message per org in turn): each
         // subscription's messages, in order, as one batch, so its clients
         // are woken once per read, not once per message.
+        // Grouped by a stable sort (a read may hold thousands of messages
+        // of as many subscriptions: no pass over the read per subscription).
+        let mut order: Vec<usize> = (0..msgs.len()).collect();
+        order.sort_by_key(|&i| msgs[i].sid);
         let mut batch: Vec<&Raw<'_>> = Vec::with_capacity(msgs.len());
-        let mut done: Vec<u64> = Vec::new();
-        for (i, m) in msgs.iter().enumerate() {
-            if done.contains(&m.sid) {
-                continue;
-            }
+        for run in order.chunk_by(|&a, &b| msgs[a].sid == msgs[b].sid) {
             batch.clear();
-            batch.extend(msgs[i..].iter().filter(|x| x.sid == m.sid));
-            self.send(m.sid, &batch);
-            done.push(m.sid);
+            batch.extend(run.iter().map(|&i| &msgs[i]));
+            self.send(batch[0].sid, &batch);
         }
     }
 }
@@ -328,6 +327,7 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
+    use bytes::Buf;
     use tokio_util::sync::CancellationToken;
 
     use crate::config::SlowConsumer;
@@ -435,6 +435,39 @@ mod tests {
     fn exhaust(r: &Receiver) {
         r.limit.max.store(1, Ordering::Relaxed);
         r.limit.delivered.store(1, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn an_interleaved_read_reaches_each_subscription_once_and_in_order() {
+        let by_sid = BySid::default();
+        let mut rxs = Vec::new();
+        for sid in [7u64, 3, 9] {
+            let (r, rx) = receiver(sid);
+            lock(&by_sid).insert(sid, entry_of(vec![r], false));
+            rxs.push((sid, rx));
+        }
+        let payloads: Vec<String> = (0..12).map(|i| format!("m{i}")).collect();
+        let msgs: Vec<Raw<'_>> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Raw {
+                sid: [7, 3, 9][i % 3],
+                subject: "logs.acme.web.iad.h1",
+                reply: None,
+                headers: None,
+                payload: p.as_bytes(),
+            })
+            .collect();
+        FanoutSink { by_sid }.deliver(&msgs);
+        for (k, (sid, mut rx)) in rxs.into_iter().enumerate() {
+            let mut batch = futures::executor::block_on(rx.next_batch(1 << 20)).expect("delivered");
+            assert_eq!(batch.msgs(), 4, "sid {sid}");
+            let bytes = batch.copy_to_bytes(batch.remaining());
+            let text = String::from_utf8_lossy(&bytes);
+            let got: Vec<&str> = text.split("\r\n").filter(|l| l.starts_with('m')).collect();
+            let want: Vec<&str> = payloads.iter().skip(k).step_by(3).map(String::as_str).collect();
+            assert_eq!(got, want, "sid {sid}");
+        }
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub enum ProxyError {
 pub struct Shared {
     pub config: Config,
     pub ping_interval: Duration,
+    pub write_deadline: Duration,
     pub tokens: auth::TokenStore,
     pub upstream: async_nats::Client,
     pub metrics: metrics::ProxyMetrics,
@@ -65,6 +66,7 @@ pub struct Shared {
     pub registry: registry::Registry,
     pub auth_throttle: limits::AuthThrottle,
     pub org_rates: limits::OrgRates,
+    pub org_subs: Arc<limits::OrgSubs>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     next_id: AtomicU64,
 }
@@ -156,10 +158,12 @@ pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyErr
     let limits = &config.limits;
     let shared = Arc::new(Shared {
         ping_interval: parse_duration(&config.ping_interval).unwrap_or(Duration::from_secs(120)),
+        write_deadline: parse_duration(&config.write_deadline).unwrap_or(Duration::from_secs(10)),
         fanout: fanout(&config, upstream.clone(), metrics.upstream_subscriptions.clone(), reconnects, upstream_tls),
         registry: registry::Registry::default(),
         auth_throttle: limits::AuthThrottle::new(limits.auth_failures_per_minute),
         org_rates: limits::OrgRates::new(limits.org_publish_msgs_per_sec, limits.org_publish_bytes_per_sec),
+        org_subs: limits::OrgSubs::new(limits.max_subscriptions_per_org),
         tls,
         config,
         tokens,

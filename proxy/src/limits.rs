@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -103,6 +103,53 @@ impl OrgRates {
     }
 }
 
+/// Subscriptions per org, over all its tenants' connections: a slot is
+/// taken for each and given back when the subscription is dropped
+/// (unsubscribed, spent, or its connection closed).
+pub struct OrgSubs {
+    max: usize,
+    counts: Mutex<HashMap<String, usize>>,
+}
+
+/// One subscription's place in its org's count.
+pub struct SubSlot {
+    owner: Arc<OrgSubs>,
+    org: String,
+}
+
+impl OrgSubs {
+    pub fn new(max: usize) -> Arc<OrgSubs> {
+        Arc::new(OrgSubs { max, counts: Mutex::new(HashMap::new()) })
+    }
+
+    /// A slot for one more subscription of `org`; `None` at the cap.
+    pub fn take(self: &Arc<Self>, org: &str) -> Option<SubSlot> {
+        let mut counts = lock(&self.counts);
+        let n = counts.entry(org.to_string()).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(SubSlot { owner: self.clone(), org: org.to_string() })
+    }
+
+    pub fn count(&self, org: &str) -> usize {
+        lock(&self.counts).get(org).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for SubSlot {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.owner.counts);
+        if let Some(n) = counts.get_mut(&self.org) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.org);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +164,19 @@ mod tests {
         }
         assert!(t.blocked(a));
         assert!(!t.blocked(b));
+    }
+
+    #[test]
+    fn an_orgs_subscriptions_are_capped_and_their_slots_given_back() {
+        let subs = OrgSubs::new(2);
+        let (a1, a2) = (subs.take("acme").unwrap(), subs.take("acme").unwrap());
+        assert!(subs.take("acme").is_none(), "at the cap");
+        let g = subs.take("globex").expect("another org counts apart");
+        drop(a1);
+        let a3 = subs.take("acme").expect("a slot given back");
+        assert_eq!((subs.count("acme"), subs.count("globex")), (2, 1));
+        drop((a2, a3, g));
+        assert!(lock(&subs.counts).is_empty(), "no entry left for an org with none");
     }
 
     #[tokio::test]

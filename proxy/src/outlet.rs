@@ -4,7 +4,7 @@
 //! never a wait that would slow the bus.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -140,6 +140,9 @@ pub struct Outlet {
 #[derive(Default)]
 struct SlowState {
     noticed: Mutex<Option<Instant>>,
+    /// A notice is waiting for room (one at a time: a client that reads
+    /// nothing must not gather a waiting task every few seconds).
+    waiting: AtomicBool,
 }
 
 impl Outlet {
@@ -255,15 +258,16 @@ impl Outlet {
             return;
         }
         let mut noticed = lock(&self.slow.noticed);
-        if noticed.is_some_and(|t| t.elapsed() < NOTICE_EVERY) {
+        if noticed.is_some_and(|t| t.elapsed() < NOTICE_EVERY) || self.slow.waiting.swap(true, Ordering::AcqRel) {
             return;
         }
         *noticed = Some(Instant::now());
         drop(noticed);
         // The queue is full: hand the notice to a task that waits for room.
-        let queue = self.queue.clone();
+        let (queue, slow) = (self.queue.clone(), self.slow.clone());
         tokio::spawn(async move {
             queue.control(writer::err(crate::conn::SLOW_CONSUMER_TEXT)).await;
+            slow.waiting.store(false, Ordering::Release);
         });
     }
 }

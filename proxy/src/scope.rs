@@ -40,10 +40,12 @@ pub enum SubTarget {
 pub struct Denied(pub String);
 
 impl Scope {
-    pub fn for_token(entry: &TokenEntry, user: Option<&str>) -> Scope {
+    /// What `entry` allows; `None` for a tenant token that names no org
+    /// (a hand-edited file): it is refused, not given some other role.
+    pub fn for_token(entry: &TokenEntry, user: Option<&str>) -> Option<Scope> {
         match entry.role {
-            Role::Admin => Scope::Admin,
-            Role::Agent => Scope::Agent { orgs: entry.orgs.clone() },
+            Role::Admin => Some(Scope::Admin),
+            Role::Agent => Some(Scope::Agent { orgs: entry.orgs.clone() }),
             Role::Tenant => {
                 // A tenant token names one org; `user` (when given) was
                 // checked to be one of the token's orgs.
@@ -51,10 +53,7 @@ impl Scope {
                     .and_then(|u| entry.orgs.iter().find(|o| o.as_str() == u))
                     .or_else(|| entry.orgs.first())
                     .cloned();
-                match org {
-                    Some(org) => Scope::Tenant { org, publish: entry.publish },
-                    None => Scope::Agent { orgs: vec![] },
-                }
+                org.map(|org| Scope::Tenant { org, publish: entry.publish })
             }
         }
     }
@@ -272,6 +271,26 @@ mod tests {
         assert_eq!(agent.org_of("flotilla.agent.h1.status"), "_agent");
         assert_eq!(tenant().org_of("logs.acme.web.iad.h1"), "acme");
         assert_eq!(Scope::Admin.org_of("logs.acme.web.iad.h1"), "_admin");
+    }
+
+    #[test]
+    fn a_tenant_token_that_names_no_org_gives_no_scope() {
+        let mut entry = TokenEntry {
+            name: "t".into(),
+            role: Role::Tenant,
+            orgs: vec![],
+            publish: true,
+            hash: "sha256:00".into(),
+            created: chrono::Utc::now(),
+            expires: None,
+        };
+        assert_eq!(Scope::for_token(&entry, None), None);
+        assert_eq!(Scope::for_token(&entry, Some("acme")), None);
+        entry.orgs = vec![OrgId::new("acme").unwrap()];
+        assert_eq!(
+            Scope::for_token(&entry, None),
+            Some(Scope::Tenant { org: OrgId::new("acme").unwrap(), publish: true })
+        );
     }
 
     #[test]

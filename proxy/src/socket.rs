@@ -5,13 +5,16 @@
 //! ([`crate::queue::Queue::deliver`]); a TLS client's belongs to its writer
 //! task alone.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Buf;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::queue::QueueRx;
 
@@ -61,13 +64,38 @@ where
     }
 }
 
+/// A client whose socket takes no byte for `deadline` has stopped reading
+/// (nats-server's `write_deadline`): `stalled` is cancelled, and the
+/// connection is closed as a slow consumer, whatever the slow-consumer
+/// policy (that is for clients that read, if slowly).
+#[derive(Clone)]
+pub struct Stall {
+    pub deadline: Duration,
+    pub stalled: CancellationToken,
+}
+
+impl Stall {
+    /// `io` within the deadline, or a `TimedOut` error (and the stall
+    /// told). Boxed: only a full socket comes here, and the timer must not
+    /// be carried by every idle connection's writer task.
+    async fn within<T>(&self, io: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+        match Box::pin(tokio::time::timeout(self.deadline, io)).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.stalled.cancel();
+                Err(io::ErrorKind::TimedOut.into())
+            }
+        }
+    }
+}
+
 /// The writer task: whatever is queued goes out in one vectored write,
 /// from the chunks' own buffers, until every sender of the queue is gone.
-pub async fn write_loop(out: WriteHalf, mut rx: QueueRx) {
+pub async fn write_loop(out: WriteHalf, mut rx: QueueRx, stall: Stall) {
     match out {
         WriteHalf::Tcp(socket) => {
             while let Some(mut batch) = rx.next_batch(MAX_WRITE).await {
-                if write_all_tcp(&socket, &mut batch, &rx).await.is_err() {
+                if write_all_tcp(&socket, &mut batch, &rx, &stall).await.is_err() {
                     return;
                 }
                 rx.written(&batch);
@@ -77,12 +105,12 @@ pub async fn write_loop(out: WriteHalf, mut rx: QueueRx) {
         WriteHalf::Stream(mut out) => {
             while let Some(mut batch) = rx.next_batch(MAX_WRITE).await {
                 while batch.has_remaining() {
-                    match out.write_buf(&mut batch).await {
+                    match stall.within(out.write_buf(&mut batch)).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => rx.wrote(n),
                     }
                 }
-                if out.flush().await.is_err() {
+                if stall.within(out.flush()).await.is_err() {
                     return;
                 }
                 rx.written(&batch);
@@ -94,7 +122,7 @@ pub async fn write_loop(out: WriteHalf, mut rx: QueueRx) {
 
 /// Write all of `buf` to a shared TCP write half, waiting for the socket
 /// to take more when it is full; `rx` counts the bytes as they go.
-async fn write_all_tcp(w: &OwnedWriteHalf, buf: &mut impl Buf, rx: &QueueRx) -> io::Result<()> {
+async fn write_all_tcp(w: &OwnedWriteHalf, buf: &mut impl Buf, rx: &QueueRx, stall: &Stall) -> io::Result<()> {
     while buf.has_remaining() {
         // The slices live only for the call, not across the await below:
         // every idle connection's writer task would carry them.
@@ -109,7 +137,7 @@ async fn write_all_tcp(w: &OwnedWriteHalf, buf: &mut impl Buf, rx: &QueueRx) -> 
                 buf.advance(k);
                 rx.wrote(k);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stall.within(w.writable()).await?,
             Err(e) => return Err(e),
         }
     }
@@ -133,6 +161,38 @@ mod tests {
         (r, w, peer)
     }
 
+    fn stall() -> Stall {
+        Stall { deadline: Duration::from_secs(60), stalled: CancellationToken::new() }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_takes_nothing_for_the_deadline_is_stalled() {
+        let (_r, w, _peer) = pair().await;
+        let (queue, rx) = Queue::new(100, w.direct());
+        let stall = Stall { deadline: Duration::from_millis(300), stalled: CancellationToken::new() };
+        let writer = tokio::spawn(write_loop(w, rx, stall.clone()));
+        // More than the socket buffers hold, and the peer reads nothing.
+        queue.deliver(Bytes::from(vec![b'x'; 16 << 20]), 1).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), stall.stalled.cancelled()).await.expect("found stalled");
+        writer.await.unwrap();
+        // One that reads, however slowly, is not.
+        let (_r, w, mut peer2) = pair().await;
+        let (queue2, rx) = Queue::new(100, w.direct());
+        let stall = Stall { deadline: Duration::from_millis(300), stalled: CancellationToken::new() };
+        let writer = tokio::spawn(write_loop(w, rx, stall.clone()));
+        queue2.deliver(Bytes::from(vec![b'y'; 16 << 20]), 1).unwrap();
+        drop(queue2);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0;
+        while got < 16 << 20 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            got += peer2.read(&mut buf).await.unwrap();
+        }
+        writer.await.unwrap();
+        assert!(!stall.stalled.is_cancelled(), "a slow reader is not stalled");
+        drop(queue);
+    }
+
     #[tokio::test]
     async fn an_idle_writer_task_is_small() {
         let (_r, w, _peer) = pair().await;
@@ -140,7 +200,7 @@ mod tests {
         // Every connection's writer task is this future; most wait idle.
         // (About 570 bytes in a debug build; 1.6 KB when the write's slice
         // array was held across an await.)
-        let task = write_loop(w, rx);
+        let task = write_loop(w, rx, stall());
         let size = std::mem::size_of_val(&task);
         assert!(size <= 768, "the writer task's future is {size} bytes");
     }
@@ -153,7 +213,7 @@ mod tests {
         assert!(queue.control(Bytes::from_static(b"INFO ")).await);
         queue.deliver(Bytes::from_static(b"first"), 1).unwrap();
         assert_eq!(queue.depth(), 1, "queued behind the control frame, though the socket has room");
-        let writer = tokio::spawn(write_loop(w, rx));
+        let writer = tokio::spawn(write_loop(w, rx, stall()));
         drop(queue);
         let mut all = Vec::new();
         peer.read_to_end(&mut all).await.unwrap();
@@ -182,7 +242,7 @@ mod tests {
         assert!(queue.control(Bytes::from_static(b" PONG")).await);
         queue.deliver(Bytes::from_static(b" last"), 1).unwrap();
         assert_eq!(queue.depth(), 3);
-        let writer = tokio::spawn(write_loop(w, rx));
+        let writer = tokio::spawn(write_loop(w, rx, stall()));
         drop(queue);
         let mut all = head;
         peer.read_to_end(&mut all).await.unwrap();
@@ -197,7 +257,7 @@ mod tests {
     async fn once_the_queue_drains_deliveries_go_direct_again() {
         let (_r, w, mut peer) = pair().await;
         let (queue, rx) = Queue::new(100, w.direct());
-        let writer = tokio::spawn(write_loop(w, rx));
+        let writer = tokio::spawn(write_loop(w, rx, stall()));
         assert!(queue.control(Bytes::from_static(b"INFO\r\n")).await);
         let mut got = vec![0u8; 6];
         // On this one-thread runtime the writer counted it written in the

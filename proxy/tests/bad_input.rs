@@ -104,6 +104,9 @@ async fn garbage_gets_an_error_and_a_close_while_everyone_else_is_served() {
     let mut n = 0;
     for (bytes, want) in &cases {
         for authed in [false, true] {
+            // As nats-server: before CONNECT, anything but a `C` is an
+            // authorization violation.
+            let want = if authed || bytes[0].eq_ignore_ascii_case(&b'C') { want } else { "'Authorization Violation'" };
             let err = refused(&s, authed, bytes).await;
             assert!(err.starts_with(want), "{:?}: -ERR {err}", String::from_utf8_lossy(&bytes[..bytes.len().min(40)]));
             n += 1;
@@ -208,17 +211,14 @@ async fn payloads_over_max_payload_are_refused_and_closed() {
         vec![Frame::Err("'Maximum Payload Violation'".into()), Frame::Eof]
     );
     // Refused on the size alone, before any payload byte arrives; for HPUB
-    // the total counts; and for anyone, authenticated or not.
+    // the total counts. (Before CONNECT, a PUB is an authorization
+    // violation whatever its size: see below.)
     for (who, bytes) in [
-        (Some(("acme-agent", s.acme_agent.clone())), "PUB logs.acme.web.iad.h1 5000000\r\n".to_string()),
-        (Some(("acme-agent", s.acme_agent.clone())), "HPUB logs.acme.web.iad.h1 12 1025\r\n".to_string()),
-        (Some(("acme", s.acme.clone())), "PUB logs.web.iad.h1 1025\r\n".to_string()),
-        (None, "PUB logs.acme.web.iad.h1 99999999\r\n".to_string()),
+        (("acme-agent", s.acme_agent.clone()), "PUB logs.acme.web.iad.h1 5000000\r\n".to_string()),
+        (("acme-agent", s.acme_agent.clone()), "HPUB logs.acme.web.iad.h1 12 1025\r\n".to_string()),
+        (("acme", s.acme.clone()), "PUB logs.web.iad.h1 1025\r\n".to_string()),
     ] {
-        let mut raw = match &who {
-            Some((u, p)) => s.raw_as(u, p).await,
-            None => Raw::connect(s.addr).await,
-        };
+        let mut raw = s.raw_as(who.0, &who.1).await;
         raw.send(&bytes).await;
         let frames = raw.drain(Duration::from_secs(2)).await;
         assert_eq!(frames, vec![Frame::Err("'Maximum Payload Violation'".into()), Frame::Eof], "{who:?} {bytes:?}");
@@ -404,5 +404,67 @@ async fn a_bare_cr_in_a_header_value_leaves_no_connection_behind() {
             "{block:?}: want PONG or -ERR, got {answer:?}; after the client closed, \
              flotilla_proxy_connections = {open:?} (want 0)"
         );
+    }
+}
+
+/// As nats-server: before CONNECT, nothing but CONNECT is read. A PUB's
+/// payload is neither waited for nor held for a client not yet known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_connect_a_publish_is_refused_without_waiting_for_its_payload() {
+    let s = stack().await;
+    for first in ["PUB logs.acme.web.iad.h1 1000000\r\nabc", "PING\r\n", "SUB logs.> 1\r\n", "\r\n"] {
+        let mut raw = Raw::connect(s.addr).await;
+        raw.send(first).await;
+        let frames = raw.until_closed(Duration::from_secs(2)).await;
+        assert_eq!(frames, vec![Frame::Err("'Authorization Violation'".into())], "{first:?}");
+    }
+}
+
+/// A subject within a client's 4096-byte line can be over nats-server's
+/// once scoped (a tenant's `logs.` becomes `logs.globex.`, a reply gets the
+/// connection's prefix), and so can the `MSG` line nats-server sends back
+/// with a sid. Either would end a connection every client shares. Such
+/// lines are refused as nats-server refuses a long line, and everyone else
+/// is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subjects_too_long_once_scoped_are_refused_and_everyone_else_is_served() {
+    let s = stack().await;
+    let direct = s.direct().await;
+    let mut bystander = Bystander::new(&s, &direct).await;
+    let a = |n: usize| "a".repeat(n);
+    // Each line is at most 4096 bytes before its CRLF.
+    let cases = [
+        ("globex", &s.globex, format!("SUB logs.{} 1\r\n", a(4085))),
+        ("globex", &s.globex, format!("SUB logs.{} q 1\r\n", a(3983))),
+        ("globex", &s.globex_pub, format!("PUB logs.{} 2\r\nhi\r\n", a(4085))),
+        ("globex", &s.globex_pub, format!("PUB logs.x _INBOX.{} 2\r\nhi\r\n", a(4070))),
+        // Not rewritten, but nats-server's MSG adds a sid to the line.
+        ("acme-agent", &s.acme_agent, format!("PUB logs.acme.{} 2\r\nhi\r\n", a(4076))),
+    ];
+    for (user, pass, line) in &cases {
+        let control = line.find("\r\n").unwrap_or(line.len());
+        assert!(control <= 4096, "a control line of {control} bytes");
+        let mut raw = s.raw_as(user, pass).await;
+        raw.send(line).await;
+        let shown = &line[..30];
+        let frames = raw.until_closed(Duration::from_secs(3)).await;
+        assert_eq!(frames, vec![Frame::Err("'Maximum Control Line Exceeded'".into())], "{user}: {shown}");
+        bystander.still_served(&direct, shown).await;
+    }
+    // A long subject that fits is delivered, rewritten.
+    let mut agent = s.raw_as("acme-agent", &s.acme_agent).await;
+    let subject = format!("web.iad.{}", a(3000));
+    agent.send(&format!("PUB logs.acme.{subject} 4\r\nlong\r\nPING\r\n")).await;
+    assert_eq!(agent.frame().await, Frame::Pong);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match bystander.raw.frame_within(Duration::from_millis(200)).await {
+            Some(Frame::Msg { subject: got, payload, .. }) if payload == "long" => {
+                assert_eq!(got, format!("logs.{subject}"));
+                break;
+            }
+            Some(Frame::Ping) => bystander.raw.send("PONG\r\n").await,
+            _ => assert!(Instant::now() < deadline, "the long subject was not delivered"),
+        }
     }
 }

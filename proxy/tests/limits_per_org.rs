@@ -176,3 +176,42 @@ async fn a_connection_held_back_by_its_rate_still_closes_when_told() {
     tokio::time::timeout(Duration::from_secs(10), done).await.expect("shutdown waited for the backlog").unwrap();
     assert_eq!(other.drain(Duration::from_secs(5)).await.last(), Some(&Frame::Eof));
 }
+
+/// An org's subscriptions are capped over all its tenants' connections;
+/// another org counts apart, and a dropped subscription (unsubscribed, or
+/// its connection gone) gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orgs_subscriptions_are_capped_over_its_connections() {
+    let s = stack_with(Extra { tables: "[limits]\nmax_subscriptions_per_org = 3", ..Default::default() }).await;
+    let mut a = s.raw_as("acme", &s.acme).await;
+    a.send("SUB logs.> 1\r\nSUB _INBOX.x.* 2\r\n").await;
+    assert_eq!(errors(&a.sync().await), Vec::<String>::new());
+    let mut b = s.raw_as("acme", &s.acme).await;
+    b.send("SUB logs.web.> 1\r\n").await;
+    assert_eq!(errors(&b.sync().await), Vec::<String>::new());
+    b.send("SUB telemetry.> 2\r\n").await;
+    assert_eq!(errors(&b.sync().await), ["'maximum subscriptions exceeded'"], "the org's fourth");
+    let mut g = s.raw_as("globex", &s.globex).await;
+    g.send("SUB logs.> 1\r\nSUB logs.a.> 2\r\nSUB logs.b.> 3\r\n").await;
+    assert_eq!(errors(&g.sync().await), Vec::<String>::new(), "globex counts apart");
+    // Re-subscribing a sid replaces it: no place taken twice.
+    b.send("SUB logs.api.> 1\r\n").await;
+    assert_eq!(errors(&b.sync().await), Vec::<String>::new());
+    a.send("UNSUB 2\r\n").await;
+    a.sync().await;
+    b.send("SUB telemetry.> 2\r\n").await;
+    assert_eq!(errors(&b.sync().await), Vec::<String>::new(), "an UNSUB gives its place back");
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        b.send("SUB logs.db.> 3\r\n").await;
+        if errors(&b.sync().await).is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a closed connection's places were not given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And the subscriptions work.
+    let direct = s.direct().await;
+    prime_raw(&direct, "logs.acme.db.iad.h1", &mut b, Some("3")).await;
+}

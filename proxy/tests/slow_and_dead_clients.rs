@@ -2,7 +2,7 @@
 //! policy a slow consumer is closed, and a client that stopped reading
 //! altogether (its queue full, its socket buffers full) is found stale and
 //! closed, as is one that keeps writing but never reads what it is
-//! answered, while a fast client of the same org gets everything, against
+//! answered, and one that reads nothing for the write deadline, while a fast client of the same org gets everything, against
 //! a real nats-server behind the proxy.
 
 mod common;
@@ -83,7 +83,9 @@ async fn a_client_that_stopped_reading_is_closed_as_stale() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_depth_is_exported_and_back_to_zero_once_the_client_is_gone() {
-    let s = stack_with(Extra { top: "client_queue = 64", ..Default::default() }).await;
+    // The write deadline far off: the gauge is read while the client
+    // still holds its full queue.
+    let s = stack_with(Extra { top: "client_queue = 64\nwrite_deadline = \"5m\"", ..Default::default() }).await;
     let mut slow = s.raw_as("acme", &s.acme).await;
     slow.send("SUB logs.> 1\r\n").await;
     assert!(errors(&slow.sync().await).is_empty());
@@ -121,4 +123,31 @@ async fn a_client_that_writes_but_never_reads_is_closed() {
     .await;
     drop(rd);
     writer.abort();
+}
+
+/// A client that reads nothing, though it talks (a PONG now and then keeps
+/// it from looking stale), is closed as a slow consumer once its socket has
+/// taken nothing for the write deadline, whatever the slow-consumer policy:
+/// its full queue is not held for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_nothing_is_closed_after_the_write_deadline_though_it_talks() {
+    let s = stack_with(Extra { top: "client_queue = 64\nwrite_deadline = \"1s\"", ..Default::default() }).await;
+    let mut raw = s.raw_as("acme", &s.acme).await;
+    raw.send("SUB logs.> 1\r\n").await;
+    assert!(errors(&raw.sync().await).is_empty());
+    let Raw { rd, mut wr, .. } = raw;
+    let talker = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while wr.write_all(b"PONG\r\n").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let fast = s.client("acme", &s.acme).await;
+    assert_eq!(flood(&s, &fast).await, 4000, "the fast client got everything");
+    eventually(Duration::from_secs(15), "the client that reads nothing to be closed", || async {
+        s.metric("flotilla_proxy_connections").await == Some(1.0)
+    })
+    .await;
+    talker.abort();
+    drop(rd);
 }

@@ -6,8 +6,13 @@
 //! operation at the start of `buf`, `Ok(None)` when more bytes are needed, or
 //! an error for input nats-server would not send. It never panics.
 
-/// The longest control line accepted (nats-server's own default).
-pub const MAX_CONTROL_LINE: usize = 4096;
+/// The longest control line accepted. nats-server caps what its clients
+/// send at its `max_control_line` (4096 bytes unless raised), but what it
+/// sends back adds a sid (a `MSG` line may be longer than the `PUB` that
+/// caused it), and an operator may raise that cap: a line from the server
+/// is taken up to 64 KiB, so that no publisher can end a session with
+/// one long subject.
+pub const MAX_CONTROL_LINE: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerOp<'a> {
@@ -212,6 +217,18 @@ mod tests {
         assert!(parse(b"MSG a 1 3\r\nabcXY", MAX).is_err(), "a length that lies");
         assert_eq!(parse(b"MSG a 1 99\r\n", 10), Err(FrameError::TooLarge(99)));
         assert_eq!(parse(&[b'x'; MAX_CONTROL_LINE + 10], MAX), Err(FrameError::ControlLineTooLong));
+    }
+
+    #[test]
+    fn a_msg_line_longer_than_a_client_may_send_is_taken() {
+        // A 4090-byte subject (a PUB line of 4096 bytes), sent back with a
+        // sid and a reply.
+        let subject = format!("logs.{}", "a".repeat(4085));
+        let frame = format!("MSG {subject} 123456 _INBOX.abcdefgh 2\r\nhi\r\n");
+        let Ok(Some((ServerOp::Msg { subject: s, sid, payload, .. }, used))) = parse(frame.as_bytes(), MAX) else {
+            panic!("not parsed");
+        };
+        assert_eq!((s, sid, payload, used), (subject.as_str(), 123456, &b"hi"[..], frame.len()));
     }
 
     /// A stream of frames, and the ops they are.

@@ -28,8 +28,13 @@ use crate::scope::{Scope, SubTarget};
 use crate::socket::{write_loop, ClientSocket, Stall};
 use crate::Shared;
 
-/// Prefix of the per-connection upstream reply subjects.
-const REPLY_PREFIX: &str = "_FLOTILLA.reply";
+/// Prefix of a tenant connection's upstream reply subjects: requests made
+/// with one are its org's, and other clients of the org may answer them.
+pub const TENANT_REPLY_PREFIX: &str = "_FLOTILLA.reply.";
+/// Everyone else's (agents' JetStream ack inboxes above all): never shown
+/// to a tenant, who could otherwise forge an ack to an agent serving many
+/// orgs.
+const PLATFORM_REPLY_PREFIX: &str = "_FLOTILLA.platform.";
 
 /// How long a control frame may wait for room in the queue of a client
 /// that does not read, and a closing connection's last bytes (its `-ERR`
@@ -161,7 +166,8 @@ pub async fn serve(
         token: None,
         subs: HashMap::new(),
         inbox: Arc::new(Mutex::new(Vec::new())),
-        reply_prefix: format!("{REPLY_PREFIX}.{id}x{:016x}", rand::random::<u64>()),
+        // Set on authentication, by role.
+        reply_prefix: String::new(),
         reply_task: None,
         pings_out: 0,
         rate: PublishRate::new(shared.config.limits.publish_msgs_per_sec, shared.config.limits.publish_bytes_per_sec),
@@ -500,6 +506,8 @@ impl Conn {
             version = ?info.version,
             "client connected"
         );
+        let root = if matches!(scope, Scope::Tenant { .. }) { TENANT_REPLY_PREFIX } else { PLATFORM_REPLY_PREFIX };
+        self.reply_prefix = format!("{root}{}x{:016x}", self.id, rand::random::<u64>());
         self.verbose = info.verbose;
         self.pedantic = info.pedantic;
         self.token = Some(token);

@@ -692,31 +692,59 @@ async fn reply_aliases_are_per_connection_and_not_forgeable() {
     assert_eq!((subject.as_str(), sid.as_str()), ("_INBOX.req.1", "1"), "the requester sees its own inbox");
 }
 
-/// A read-only tenant sees reply subjects (as aliases) on the messages it
-/// reads — e.g. the ack inbox of a platform agent's JetStream publish.
-/// Without publish rights it must not be able to answer them: that would
-/// let it forge acks to an agent that serves other orgs too.
+/// The reply subject of the next message with `payload` that `raw` gets.
+async fn reply_of(raw: &mut Raw, payload: &str) -> Option<String> {
+    loop {
+        match raw.frame().await {
+            Frame::Msg { payload: p, reply, .. } if p == payload => return reply,
+            Frame::Ping => raw.send("PONG\r\n").await,
+            Frame::Eof => panic!("closed while waiting for {payload:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// A tenant is shown the requests of its own org's clients only. The ack
+/// inbox of an agent's JetStream publish, or a platform service's inbox,
+/// never reaches it: a tenant with publish rights could otherwise forge
+/// acks to an agent that serves other orgs too. And a read-only tenant
+/// sees its org's requests but may not answer them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_only_tenant_cannot_answer_the_messages_it_reads() {
+async fn a_tenant_answers_only_its_own_orgs_requests_and_only_with_publish_rights() {
     let s = stack().await;
     let direct = s.direct().await;
     let mut reader = s.raw_as("acme", &s.acme).await;
-    reader.send("SUB logs.> 1\r\n").await;
-    prime_raw(&direct, "logs.acme.prime.p.p", &mut reader, Some("1")).await;
+    let mut writer = s.raw_as("acme", &s.acme_pub).await;
+    for r in [&mut reader, &mut writer] {
+        r.send("SUB logs.> 1\r\n").await;
+        prime_raw(&direct, "logs.acme.prime.p.p", r, Some("1")).await;
+    }
     let mut agent = s.raw_as("host-agent", &s.agent).await;
     agent.send("SUB _INBOX.acks.* 1\r\nPUB logs.acme.web.iad.h1 _INBOX.acks.1 6\r\nacme-1\r\n").await;
-    let reply = loop {
-        match reader.frame().await {
-            Frame::Msg { payload, reply, .. } if payload == "acme-1" => {
-                break reply.expect("the reader sees a reply subject")
+    direct.publish_with_reply("logs.acme.web.iad.h1", "_INBOX.platform.1", "platform".into()).await.unwrap();
+    direct.flush().await.unwrap();
+    for (who, r) in [("read-only", &mut reader), ("publisher", &mut writer)] {
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            match r.frame().await {
+                Frame::Msg { payload, reply, .. } if payload != "prime" => seen.push((payload, reply)),
+                Frame::Ping => r.send("PONG\r\n").await,
+                _ => {}
             }
-            Frame::Eof => panic!("reader closed"),
-            _ => {}
         }
-    };
+        seen.sort();
+        let want = [("acme-1".to_string(), None), ("platform".to_string(), None)];
+        assert_eq!(seen, want, "{who}: no reply subject of an agent's or a platform inbox is shown");
+    }
+    let mut requester = s.raw_as("acme", &s.acme_pub).await;
+    requester.send("SUB _INBOX.req.* 1\r\nPUB logs.rpc.x _INBOX.req.1 4\r\nping\r\n").await;
+    let reply = reply_of(&mut reader, "ping").await.expect("a tenant's request has a reply subject");
     reader.send(&format!("PUB {reply} 6\r\nforged\r\n")).await;
     let frames = reader.sync().await;
     assert_eq!(errors(&frames), [denied_pub(&reply)], "a read-only token may not publish, not even a reply");
-    let got = agent.drain(Duration::from_millis(500)).await;
-    assert!(!payloads(&got).contains(&"forged".to_string()), "the agent received a forged reply: {got:?}");
+    let answer = reply_of(&mut writer, "ping").await.expect("the publisher sees it too");
+    writer.send(&format!("PUB {answer} 4\r\npong\r\n")).await;
+    let got = requester.drain(Duration::from_millis(500)).await;
+    assert_eq!(payloads(&got), ["pong"], "{got:?}");
+    assert!(payloads(&agent.drain(Duration::from_millis(200)).await).is_empty(), "nothing reached the agent's inbox");
 }

@@ -54,6 +54,8 @@ pub struct Tls {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
+    /// Sockets in all (those in a TLS handshake too).
+    pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub max_connections_per_org: usize,
     /// Per connection.
@@ -84,6 +86,7 @@ pub enum SlowConsumer {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            max_connections: 65536,
             max_connections_per_ip: 1000,
             max_connections_per_org: 1000,
             max_subscriptions: 1000,
@@ -169,6 +172,7 @@ impl Validate for Config {
             v.check(!zero, key, "must be more than 0s");
         }
         let l = &self.limits;
+        v.check(l.max_connections > 0, "limits.max_connections", "must be at least 1");
         v.check(l.max_connections_per_ip > 0, "limits.max_connections_per_ip", "must be at least 1");
         v.check(l.max_connections_per_org > 0, "limits.max_connections_per_org", "must be at least 1");
         v.check(l.max_subscriptions > 0, "limits.max_subscriptions", "must be at least 1");

@@ -23,7 +23,7 @@ use crate::limits::{PublishRate, SubSlot};
 use crate::outlet::{lock, Limit, Outlet};
 use crate::protocol::{parse, writer, ClientOp, ProtoError};
 use crate::queue::Queue;
-use crate::registry::Caps;
+use crate::registry::Admission;
 use crate::scope::{Scope, SubTarget};
 use crate::socket::{write_loop, ClientSocket, Stall};
 use crate::Shared;
@@ -138,6 +138,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     greeted: Option<u64>,
+    admission: Option<Admission>,
 ) {
     let id = greeted.unwrap_or_else(|| shared.next_client_id());
     let (mut rd, wr) = stream.split();
@@ -150,11 +151,10 @@ pub async fn serve(
     let _writer_guard = AbortOnDrop(writer.abort_handle());
     let (close_tx, close_rx) = watch::channel(None);
     let (spent_tx, spent_rx) = mpsc::unbounded_channel();
-    let caps = Caps {
-        per_ip: shared.config.limits.max_connections_per_ip,
-        per_org: shared.config.limits.max_connections_per_org,
-    };
-    let opened = shared.registry.open(id, peer.ip(), close_tx, queue.clone(), &caps);
+    // Held until the connection ends: its place under the caps.
+    let opened = admission.is_some();
+    let _admission = admission;
+    shared.registry.open(id, close_tx, queue.clone());
     let mut conn = Conn {
         id,
         peer,
@@ -172,7 +172,6 @@ pub async fn serve(
         pings_out: 0,
         rate: PublishRate::new(shared.config.limits.publish_msgs_per_sec, shared.config.limits.publish_bytes_per_sec),
         kill,
-        caps,
         spent: spent_tx,
         publish_metrics: HashMap::new(),
         denials: Default::default(),
@@ -261,7 +260,6 @@ struct Conn {
     /// Cancelled to disconnect a slow consumer: by policy, or once its
     /// socket took nothing for the write deadline.
     kill: CancellationToken,
-    caps: Caps,
     /// Told the sid of a subscription whose UNSUB limit a delivery reached.
     spent: mpsc::UnboundedSender<String>,
     /// An agent's publishes are counted under the org they go to.
@@ -491,9 +489,12 @@ impl Conn {
         let token = (entry.name.clone(), entry.hash.clone());
         // The per-org cap is for tenants: an agent serves many orgs, and a
         // fleet has more hosts than any one org has tenant connections.
-        let per_org = if matches!(scope, Scope::Tenant { .. }) { self.caps.per_org } else { usize::MAX };
-        let caps = Caps { per_ip: self.caps.per_ip, per_org };
-        if !self.shared.registry.authenticated(self.id, scope.label(), token.clone(), &caps) {
+        let per_org = if matches!(scope, Scope::Tenant { .. }) {
+            self.shared.config.limits.max_connections_per_org
+        } else {
+            usize::MAX
+        };
+        if !self.shared.registry.authenticated(self.id, scope.label(), token.clone(), per_org) {
             self.farewell("maximum connections exceeded").await;
             return Flow::Close;
         }

@@ -176,15 +176,24 @@ pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyErr
     let shutdown = signals.shutdown.clone();
     let done = tokio::spawn(async move {
         let tracker = TaskTracker::new();
+        let limits = &shared.config.limits;
+        let caps = registry::Caps { total: limits.max_connections, per_ip: limits.max_connections_per_ip };
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        match shared.tls.clone() {
-                            None => tracker.spawn(conn::serve(stream, peer, shared.clone(), shutdown.clone(), None)),
-                            Some(acceptor) => tracker.spawn(accept_tls(stream, peer, acceptor, shared.clone(), shutdown.clone())),
-                        };
+                        // Counted from here: a TLS handshake holds a socket too.
+                        let admission = shared.registry.admit(peer.ip(), &caps);
+                        match (shared.tls.clone(), admission) {
+                            (None, admission) => {
+                                tracker.spawn(conn::serve(stream, peer, shared.clone(), shutdown.clone(), None, admission));
+                            }
+                            (Some(acceptor), Some(admission)) => {
+                                tracker.spawn(accept_tls(stream, peer, acceptor, shared.clone(), shutdown.clone(), admission));
+                            }
+                            (Some(_), None) => tracing::debug!(%peer, "maximum connections exceeded: closed before TLS"),
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -240,6 +249,7 @@ async fn accept_tls(
     acceptor: tokio_rustls::TlsAcceptor,
     shared: Arc<Shared>,
     shutdown: tokio_util::sync::CancellationToken,
+    admission: registry::Admission,
 ) {
     use tokio::io::AsyncWriteExt as _;
     let mut stream = stream;
@@ -256,7 +266,7 @@ async fn accept_tls(
         Some(id)
     };
     match tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => conn::serve(tls, peer, shared, shutdown, greeted).await,
+        Ok(Ok(tls)) => conn::serve(tls, peer, shared, shutdown, greeted, Some(admission)).await,
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }

@@ -349,3 +349,57 @@ async fn tls_clients_connect_and_receive() {
     assert_ne!(raw.line().await, "PONG\r\n");
     let _ = &s.dir;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cap_on_all_connections_holds_and_gives_places_back() {
+    let s = stack("[limits]\nmax_connections = 2\n").await;
+    let acme = s.tenant("acme");
+    let mut a1 = Raw::connect(s.addr).await;
+    a1.login("acme", &acme).await;
+    let a2 = Raw::connect(s.addr).await;
+    let mut over = Raw::connect(s.addr).await;
+    assert_eq!(over.line().await, "-ERR 'maximum connections exceeded'\r\n");
+    drop((a2, over));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = Raw::connect(s.addr).await;
+    again.login("acme", &acme).await;
+}
+
+/// A socket in its TLS handshake holds a place under the caps too: a peer
+/// that opens connections and never finishes a handshake cannot hold more
+/// than its address's share (each for up to the 5 s handshake timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_in_a_tls_handshake_count_against_the_caps() {
+    flotilla_core::daemon::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let s = stack(&format!(
+        "[limits]\nmax_connections_per_ip = 2\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert_path.display(),
+        key_path.display()
+    ))
+    .await;
+    let acme = s.tenant("acme");
+    let tls_client = || {
+        async_nats::ConnectOptions::with_user_and_password("acme".into(), acme.clone())
+            .require_tls(true)
+            .add_root_certificates(cert_path.clone())
+            .connection_timeout(Duration::from_secs(2))
+            .connect(format!("tls://localhost:{}", s.addr.port()))
+    };
+    // Two sockets that get their INFO and never start TLS.
+    let (stuck1, stuck2) = (Raw::connect(s.addr).await, Raw::connect(s.addr).await);
+    let through = match tokio::time::timeout(Duration::from_secs(4), tls_client()).await {
+        Ok(Ok(c)) => tokio::time::timeout(Duration::from_secs(2), c.flush()).await.is_ok_and(|r| r.is_ok()),
+        _ => false,
+    };
+    assert!(!through, "a third socket from the address got through");
+    drop((stuck1, stuck2));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ok = tls_client().await.expect("with the stuck sockets gone, a TLS client connects");
+    ok.flush().await.expect("and is served");
+    let _ = &s.dir;
+}

@@ -18,11 +18,17 @@ const WINDOW: Duration = Duration::from_secs(60);
 pub struct AuthThrottle {
     max: u32,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// When the table was last swept of old entries.
+    swept: Mutex<Instant>,
 }
+
+/// Addresses tracked before old entries are swept (at most once a second:
+/// a flood from many addresses must not make every failure a full pass).
+const SWEEP_ABOVE: usize = 100_000;
 
 impl AuthThrottle {
     pub fn new(max_per_minute: u32) -> Self {
-        AuthThrottle { max: max_per_minute, failures: Mutex::new(HashMap::new()) }
+        AuthThrottle { max: max_per_minute, failures: Mutex::new(HashMap::new()), swept: Mutex::new(Instant::now()) }
     }
 
     /// True while this address has used up its failed attempts.
@@ -33,8 +39,12 @@ impl AuthThrottle {
 
     pub fn failed(&self, ip: IpAddr) {
         let mut failures = lock(&self.failures);
-        if failures.len() > 100_000 {
-            failures.retain(|_, (_, since)| since.elapsed() < WINDOW);
+        if failures.len() > SWEEP_ABOVE {
+            let mut swept = lock(&self.swept);
+            if swept.elapsed() >= Duration::from_secs(1) {
+                *swept = Instant::now();
+                failures.retain(|_, (_, since)| since.elapsed() < WINDOW);
+            }
         }
         let e = failures.entry(ip).or_insert((0, Instant::now()));
         if e.1.elapsed() >= WINDOW {

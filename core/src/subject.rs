@@ -48,13 +48,25 @@ impl<'de> serde::Deserialize<'de> for OrgId {
     }
 }
 
+/// The longest token [`sanitize_token`] makes, in bytes: a subject of a
+/// few tokens stays far inside nats-server's 4096-byte line, whatever an
+/// app or host name from outside (a syslog tag, a container name) says. (A
+/// host's full DNS name, at most 253 bytes, is kept whole.)
+pub const MAX_TOKEN: usize = 256;
+
 /// Make `raw` safe as one subject token: `.`, `*`, `>`, whitespace and
-/// control characters become `_`; an empty token becomes `_`.
+/// control characters become `_`; an empty token becomes `_`; one longer
+/// than [`MAX_TOKEN`] bytes is cut at a character boundary.
 pub fn sanitize_token(raw: &str) -> String {
     if raw.is_empty() {
         return "_".to_string();
     }
-    raw.chars()
+    let mut end = raw.len().min(MAX_TOKEN);
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    raw[..end]
+        .chars()
         .map(|c| match c {
             '.' | '*' | '>' => '_',
             c if c.is_whitespace() || c.is_control() => '_',
@@ -154,6 +166,9 @@ mod tests {
         assert_eq!(sanitize_token("a b\tc\r\n"), "a_b_c__");
         assert_eq!(sanitize_token("x\u{0}y"), "x_y");
         assert_eq!(sanitize_token(""), "_");
+        assert_eq!(sanitize_token(&"a".repeat(1000)), "a".repeat(MAX_TOKEN));
+        let wide = "é".repeat(MAX_TOKEN); // two bytes each: cut between characters
+        assert_eq!(sanitize_token(&wide), "é".repeat(MAX_TOKEN / 2));
         assert_eq!(sanitize_token("héllo"), "héllo");
     }
 

@@ -26,9 +26,10 @@ pub struct Config {
     /// How often the proxy pings an idle client.
     #[serde(default = "default_ping_interval")]
     pub ping_interval: String,
-    /// How long a client's socket may take no bytes before the client is
-    /// closed as a slow consumer (nats-server's `write_deadline`), whatever
-    /// `limits.slow_consumer` says: that is for clients that read, slowly.
+    /// How long a client's socket may take to take one batch of writes (at
+    /// most 256 KiB) before the client is closed as a slow consumer
+    /// (nats-server's `write_deadline`), whatever `limits.slow_consumer`
+    /// says: that is for clients that read, if slowly.
     #[serde(default = "default_write_deadline")]
     pub write_deadline: String,
     #[serde(default)]

@@ -42,11 +42,11 @@ const PLATFORM_REPLY_PREFIX: &str = "_FLOTILLA.platform.";
 const WRITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long a client's subject and queue group, or subject and reply, may
-/// be together once scoped for upstream. Their line to nats-server, and the
-/// `MSG` line it sends back with a sid and sizes, must fit its 4096-byte
-/// control line: over it, nats-server closes the connection that every
-/// client's subscriptions (or publishes) share.
-const UPSTREAM_ARGS_MAX: usize = crate::protocol::parser::MAX_CONTROL_LINE - 96;
+/// be together once scoped for upstream: their line to nats-server (with
+/// `HPUB`, two sizes of at most 8 digits, or `SUB` and a sid) must fit its
+/// 4096-byte control line. Over it, nats-server closes the connection that
+/// every client's subscriptions (or publishes) share.
+const UPSTREAM_ARGS_MAX: usize = crate::protocol::parser::MAX_CONTROL_LINE - 32;
 
 /// Denials logged per connection before only one in 1,000 is.
 const LOGGED_DENIALS: u64 = 10;
@@ -138,7 +138,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     greeted: Option<u64>,
-    admission: Option<Admission>,
+    admission: Admission,
 ) {
     let id = greeted.unwrap_or_else(|| shared.next_client_id());
     let (mut rd, wr) = stream.split();
@@ -152,7 +152,6 @@ pub async fn serve(
     let (close_tx, close_rx) = watch::channel(None);
     let (spent_tx, spent_rx) = mpsc::unbounded_channel();
     // Held until the connection ends: its place under the caps.
-    let opened = admission.is_some();
     let _admission = admission;
     shared.registry.open(id, close_tx, queue.clone());
     let mut conn = Conn {
@@ -182,11 +181,7 @@ pub async fn serve(
     let mut registered = Registered { shared: shared.clone(), id, done: false };
     let greeting = greeted.is_some() || conn.send(writer::info(&info(&shared, id, peer).to_string())).await;
     if greeting {
-        if opened {
-            conn.run(&mut rd, close_rx, spent_rx, shutdown).await;
-        } else {
-            conn.farewell("maximum connections exceeded").await;
-        }
+        conn.run(&mut rd, close_rx, spent_rx, shutdown).await;
     }
     conn.close().await;
     // The registry holds a sender of the client's queue: let it go so the

@@ -186,12 +186,13 @@ pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyErr
                         // Counted from here: a TLS handshake holds a socket too.
                         let admission = shared.registry.admit(peer.ip(), &caps);
                         match (shared.tls.clone(), admission) {
-                            (None, admission) => {
+                            (None, Some(admission)) => {
                                 tracker.spawn(conn::serve(stream, peer, shared.clone(), shutdown.clone(), None, admission));
                             }
                             (Some(acceptor), Some(admission)) => {
                                 tracker.spawn(accept_tls(stream, peer, acceptor, shared.clone(), shutdown.clone(), admission));
                             }
+                            (None, None) => refuse(&stream, peer, &shared),
                             (Some(_), None) => tracing::debug!(%peer, "maximum connections exceeded: closed before TLS"),
                         }
                     }
@@ -240,6 +241,15 @@ async fn housekeeping(shared: Arc<Shared>, signals: Signals) {
     }
 }
 
+/// A plaintext socket over a cap: its INFO and the `-ERR`, if the socket
+/// takes them at once, and closed, with no task spawned for it (a flood
+/// over the cap costs no more than this).
+fn refuse(stream: &tokio::net::TcpStream, peer: SocketAddr, shared: &Shared) {
+    let info = conn::info(shared, shared.next_client_id(), peer);
+    let _ = stream.try_write(format!("INFO {info}\r\n-ERR 'maximum connections exceeded'\r\n").as_bytes());
+    tracing::debug!(%peer, "maximum connections exceeded");
+}
+
 /// A TLS client: either it starts with the handshake ("handshake first"),
 /// or it reads the plaintext INFO and then upgrades; then, as with
 /// nats-server, no second INFO comes inside TLS.
@@ -266,7 +276,7 @@ async fn accept_tls(
         Some(id)
     };
     match tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => conn::serve(tls, peer, shared, shutdown, greeted, Some(admission)).await,
+        Ok(Ok(tls)) => conn::serve(tls, peer, shared, shutdown, greeted, admission).await,
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }

@@ -64,10 +64,12 @@ where
     }
 }
 
-/// A client whose socket takes no byte for `deadline` has stopped reading
-/// (nats-server's `write_deadline`): `stalled` is cancelled, and the
+/// nats-server's `write_deadline`: a batch (at most [`MAX_WRITE`] bytes)
+/// the client's socket does not take within `deadline` means the client
+/// has stopped reading (a trickle, or what its kernel takes for it while
+/// it reads nothing, does not count). Then `stalled` is cancelled and the
 /// connection is closed as a slow consumer, whatever the slow-consumer
-/// policy (that is for clients that read, if slowly).
+/// policy: that is for clients that read, if slowly.
 #[derive(Clone)]
 pub struct Stall {
     pub deadline: Duration,
@@ -75,17 +77,17 @@ pub struct Stall {
 }
 
 impl Stall {
-    /// `io` within the deadline, or a `TimedOut` error (and the stall
-    /// told). Boxed: only a full socket comes here, and the timer must not
-    /// be carried by every idle connection's writer task.
-    async fn within<T>(&self, io: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-        match Box::pin(tokio::time::timeout(self.deadline, io)).await {
-            Ok(r) => r,
-            Err(_) => {
-                self.stalled.cancel();
-                Err(io::ErrorKind::TimedOut.into())
-            }
-        }
+    /// `io` if it completes by `until`, `None` if not. Boxed: only a full
+    /// socket comes here, and the timer must not be carried by every idle
+    /// connection's writer task.
+    async fn wait_until<T>(&self, until: tokio::time::Instant, io: impl Future<Output = T>) -> Option<T> {
+        Box::pin(tokio::time::timeout_at(until, io)).await.ok()
+    }
+
+    /// Tell the connection, and end the writer with this error.
+    fn stalled(&self) -> io::Error {
+        self.stalled.cancel();
+        io::ErrorKind::TimedOut.into()
     }
 }
 
@@ -104,14 +106,14 @@ pub async fn write_loop(out: WriteHalf, mut rx: QueueRx, stall: Stall) {
         }
         WriteHalf::Stream(mut out) => {
             while let Some(mut batch) = rx.next_batch(MAX_WRITE).await {
-                while batch.has_remaining() {
-                    match stall.within(out.write_buf(&mut batch)).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => rx.wrote(n),
+                let until = tokio::time::Instant::now() + stall.deadline;
+                match stall.wait_until(until, write_all_stream(&mut out, &mut batch, &rx)).await {
+                    Some(Ok(())) => {}
+                    Some(Err(_)) => return,
+                    None => {
+                        stall.stalled();
+                        return;
                     }
-                }
-                if stall.within(out.flush()).await.is_err() {
-                    return;
                 }
                 rx.written(&batch);
             }
@@ -120,9 +122,22 @@ pub async fn write_loop(out: WriteHalf, mut rx: QueueRx, stall: Stall) {
     }
 }
 
+/// Write all of `buf` to a TLS (or other) stream and flush it.
+async fn write_all_stream(out: &mut (impl AsyncWrite + Unpin), buf: &mut impl Buf, rx: &QueueRx) -> io::Result<()> {
+    while buf.has_remaining() {
+        match out.write_buf(buf).await? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => rx.wrote(n),
+        }
+    }
+    out.flush().await
+}
+
 /// Write all of `buf` to a shared TCP write half, waiting for the socket
 /// to take more when it is full; `rx` counts the bytes as they go.
 async fn write_all_tcp(w: &OwnedWriteHalf, buf: &mut impl Buf, rx: &QueueRx, stall: &Stall) -> io::Result<()> {
+    // Set at the first wait: a batch the socket takes at once needs no timer.
+    let mut until = None;
     while buf.has_remaining() {
         // The slices live only for the call, not across the await below:
         // every idle connection's writer task would carry them.
@@ -137,7 +152,12 @@ async fn write_all_tcp(w: &OwnedWriteHalf, buf: &mut impl Buf, rx: &QueueRx, sta
                 buf.advance(k);
                 rx.wrote(k);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stall.within(w.writable()).await?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let until = *until.get_or_insert_with(|| tokio::time::Instant::now() + stall.deadline);
+                if stall.wait_until(until, w.writable()).await.transpose()?.is_none() {
+                    return Err(stall.stalled());
+                }
+            }
             Err(e) => return Err(e),
         }
     }
@@ -166,7 +186,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_client_that_takes_nothing_for_the_deadline_is_stalled() {
+    async fn a_client_that_takes_no_batch_within_the_deadline_is_stalled_and_a_slow_one_is_not() {
         let (_r, w, _peer) = pair().await;
         let (queue, rx) = Queue::new(100, w.direct());
         let stall = Stall { deadline: Duration::from_millis(300), stalled: CancellationToken::new() };
@@ -175,22 +195,28 @@ mod tests {
         queue.deliver(Bytes::from(vec![b'x'; 16 << 20]), 1).unwrap();
         tokio::time::timeout(Duration::from_secs(10), stall.stalled.cancelled()).await.expect("found stalled");
         writer.await.unwrap();
-        // One that reads, however slowly, is not.
-        let (_r, w, mut peer2) = pair().await;
-        let (queue2, rx) = Queue::new(100, w.direct());
-        let stall = Stall { deadline: Duration::from_millis(300), stalled: CancellationToken::new() };
+        drop(queue);
+
+        // 128 KiB every 50 ms: readiness (half the socket's buffer free)
+        // comes seldom, but each batch goes within the deadline.
+        let (_r, w, mut peer) = pair().await;
+        let (queue, rx) = Queue::new(100, w.direct());
+        let stall = Stall { deadline: Duration::from_secs(2), stalled: CancellationToken::new() };
         let writer = tokio::spawn(write_loop(w, rx, stall.clone()));
-        queue2.deliver(Bytes::from(vec![b'y'; 16 << 20]), 1).unwrap();
-        drop(queue2);
-        let mut buf = vec![0u8; 1 << 20];
+        queue.deliver(Bytes::from(vec![b'y'; 8 << 20]), 1).unwrap();
+        drop(queue);
+        let mut buf = vec![0u8; 128 * 1024];
         let mut got = 0;
-        while got < 16 << 20 {
+        loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            got += peer2.read(&mut buf).await.unwrap();
+            match peer.read(&mut buf).await.unwrap() {
+                0 => break,
+                n => got += n,
+            }
         }
         writer.await.unwrap();
+        assert_eq!(got, 8 << 20, "every byte reached the slow reader");
         assert!(!stall.stalled.is_cancelled(), "a slow reader is not stalled");
-        drop(queue);
     }
 
     #[tokio::test]

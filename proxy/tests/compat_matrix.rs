@@ -901,7 +901,8 @@ async fn client_err_subscription_violation_naming_a_live_subscription_closes_it_
 /// async-nats all show without closing the connection or the subscription.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_tenant_consumer_is_told_in_a_way_every_client_shows_without_closing() {
-    let s = stack_with(Extra { top: "client_queue = 16", ..Default::default() }).await;
+    // It reads nothing for a while: not long enough to be closed.
+    let s = stack_with(Extra { top: "client_queue = 16\nwrite_deadline = \"5m\"", ..Default::default() }).await;
     let direct = s.direct().await;
     let mut raw = s.raw_as("acme", &s.acme).await;
     raw.send("SUB logs.> 1\r\n").await;

@@ -218,7 +218,8 @@ async fn one_upstream_subscription_serves_many_clients_and_queue_groups_share_wo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_drops_counted_and_told_while_others_keep_up() {
-    let s = stack("client_queue = 256\n").await;
+    // It reads nothing for a while: not long enough to be closed.
+    let s = stack("client_queue = 256\nwrite_deadline = \"5m\"\n").await;
     let acme = s.tenant("acme");
     let mut slow = Raw::connect(s.addr).await;
     slow.login("acme", &acme).await;

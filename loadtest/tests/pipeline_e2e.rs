@@ -76,10 +76,12 @@ async fn trip(pki: Option<&Pki>) {
     let dir = tempfile::tempdir().unwrap();
     let (logs, data, archive, tokens) =
         (dir.path().join("logs"), dir.path().join("agent"), dir.path().join("archive"), dir.path().join("tokens.toml"));
-    let agent_secret = flotilla_proxy::cli::token_new(
+    // Bound to the agent's host (`host` below): its ids and heartbeats pass.
+    let agent_secret = flotilla_proxy::cli::token_new_for_hosts(
         &tokens,
         Role::Agent,
         &["acme".into(), "globex".into()],
+        &["e2e-host".into()],
         Some("e2e-agent".into()),
         None,
         false,

@@ -27,6 +27,30 @@ pub fn token_new(
     expires: Option<&str>,
     publish: bool,
 ) -> Result<String, CliError> {
+    token_new_for_hosts(tokens, role, orgs, &[], name, expires, publish)
+}
+
+/// As [`token_new`]; an agent token with `hosts` speaks for those hosts
+/// only (its origin ids and heartbeats must name one of them).
+pub fn token_new_for_hosts(
+    tokens: &Path,
+    role: Role,
+    orgs: &[String],
+    hosts: &[String],
+    name: Option<String>,
+    expires: Option<&str>,
+    publish: bool,
+) -> Result<String, CliError> {
+    if !hosts.is_empty() && role != Role::Agent {
+        return Err(CliError::Usage("--host is for agent tokens".into()));
+    }
+    if let Some(bad) =
+        hosts.iter().find(|h| h.is_empty() || h.contains(['/', '.', '*', '>']) || h.contains(char::is_whitespace))
+    {
+        return Err(CliError::Usage(format!(
+            "--host {bad:?}: a host name as the agent's `host` (no '/', '.', '*', '>' or spaces)"
+        )));
+    }
     let orgs: Vec<OrgId> =
         orgs.iter().map(|o| OrgId::new(o).map_err(|e| CliError::Usage(e.to_string()))).collect::<Result<_, _>>()?;
     if publish && role != Role::Tenant {
@@ -56,7 +80,10 @@ pub fn token_new(
         format!("{role}-{who}-{:06x}", rand::random::<u32>() & 0xff_ffff)
     });
     let secret = new_secret();
-    append(tokens, TokenEntry { name, role, orgs, publish, hash: hash_secret(&secret), created: Utc::now(), expires })?;
+    let hosts = hosts.to_vec();
+    let entry =
+        TokenEntry { name, role, orgs, publish, hosts, hash: hash_secret(&secret), created: Utc::now(), expires };
+    append(tokens, entry)?;
     Ok(secret)
 }
 
@@ -78,7 +105,8 @@ pub fn token_list(tokens: &Path) -> Result<Vec<String>, CliError> {
             let orgs: Vec<&str> = t.orgs.iter().map(OrgId::as_str).collect();
             let expires = t.expires.map(|e| e.to_rfc3339()).unwrap_or_else(|| "never".into());
             let publish = if t.publish { "\tpublish" } else { "" };
-            format!("{}\t{:?}\t{}\texpires {}{publish}", t.name, t.role, orgs.join(","), expires).to_lowercase()
+            let hosts = if t.hosts.is_empty() { String::new() } else { format!("\thosts {}", t.hosts.join(",")) };
+            format!("{}\t{:?}\t{}\texpires {}{publish}{hosts}", t.name, t.role, orgs.join(","), expires).to_lowercase()
         })
         .collect())
 }

@@ -57,6 +57,10 @@ enum TokenCommand {
         /// Tenants only: may publish into their own org.
         #[arg(long)]
         publish: bool,
+        /// Agents only: bind the token to this host (repeatable): its
+        /// events' origin ids and its heartbeats must name one of them.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
     },
     /// Remove a token; proxies close its connections within seconds.
     Revoke {
@@ -77,8 +81,8 @@ fn main() -> ExitCode {
     match args.command {
         Command::Run { config } => daemon::run("flotilla-proxy", &config, flotilla_proxy::run),
         Command::Validate { config } => daemon::validate::<Config>(&config),
-        Command::Token { command: TokenCommand::New { tokens, role, orgs, name, expires, publish } } => {
-            match cli::token_new(&tokens, role, &orgs, name, expires.as_deref(), publish) {
+        Command::Token { command: TokenCommand::New { tokens, role, orgs, name, expires, publish, hosts } } => {
+            match cli::token_new_for_hosts(&tokens, role, &orgs, &hosts, name, expires.as_deref(), publish) {
                 Ok(secret) => {
                     println!("{secret}");
                     ExitCode::SUCCESS

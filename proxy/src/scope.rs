@@ -8,7 +8,7 @@
 
 use async_nats::HeaderMap;
 use flotilla_core::subject::{is_valid_subject, OrgId};
-use flotilla_core::HDR_MSG_ID;
+use flotilla_core::{origin, HDR_MSG_ID};
 
 use crate::auth::{Role, TokenEntry};
 
@@ -22,8 +22,15 @@ const ORG_SCOPED: [&str; 2] = ["logs", "telemetry"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
-    Tenant { org: OrgId, publish: bool },
-    Agent { orgs: Vec<OrgId> },
+    Tenant {
+        org: OrgId,
+        publish: bool,
+    },
+    /// `hosts`: the hosts it speaks for, if its token is bound to some.
+    Agent {
+        orgs: Vec<OrgId>,
+        hosts: Vec<String>,
+    },
     Admin,
 }
 
@@ -45,7 +52,7 @@ impl Scope {
     pub fn for_token(entry: &TokenEntry, user: Option<&str>) -> Option<Scope> {
         match entry.role {
             Role::Admin => Some(Scope::Admin),
-            Role::Agent => Some(Scope::Agent { orgs: entry.orgs.clone() }),
+            Role::Agent => Some(Scope::Agent { orgs: entry.orgs.clone(), hosts: entry.hosts.clone() }),
             Role::Tenant => {
                 // A tenant token names one org; `user` (when given) was
                 // checked to be one of the token's orgs.
@@ -130,8 +137,11 @@ impl Scope {
                 }
                 Ok(format!("{family}.{org}.{rest}"))
             }
-            Scope::Agent { .. } if is_agent_status(subject) => Ok(subject.to_string()),
-            Scope::Agent { orgs } => {
+            Scope::Agent { hosts, .. } if is_agent_status(subject) => match agent_status_host(subject) {
+                Some(h) if !hosts.is_empty() && !hosts.iter().any(|x| x == h) => Err(deny()),
+                _ => Ok(subject.to_string()),
+            },
+            Scope::Agent { orgs, .. } => {
                 let mut t = subject.split('.');
                 let (family, org, rest) = (t.next(), t.next(), t.next());
                 let ok = family.is_some_and(|f| ORG_SCOPED.contains(&f))
@@ -156,12 +166,15 @@ impl Scope {
     /// stream, so one org's ids must not suppress another's messages), and
     /// the pipeline's own headers (`Flotilla-*`: the origins agents vouch
     /// for, which the delivery ledger counts) are not a tenant's to send.
+    /// An agent bound to hosts sends origin ids of those hosts only.
     pub fn publish_headers(&self, subject: &str, headers: HeaderMap) -> Result<HeaderMap, Denied> {
-        let tenant = match self {
+        let (tenant, hosts) = match self {
             Scope::Admin => return Ok(headers),
-            Scope::Agent { .. } => None,
-            Scope::Tenant { org, .. } => Some(org),
+            Scope::Agent { hosts, .. } => (None, hosts.as_slice()),
+            Scope::Tenant { org, .. } => (Some(org), &[][..]),
         };
+        let own_host =
+            |id: &str| hosts.is_empty() || origin::parse(id).is_some_and(|m| hosts.iter().any(|h| h == m.host));
         let deny = |name: &str| {
             Denied(format!(
                 "Permissions Violation for Publish to \"{}\" with header \"{}\"",
@@ -180,6 +193,9 @@ impl Scope {
                 return Err(deny(n));
             }
             for v in values {
+                if msg_id && !own_host(v.as_str()) {
+                    return Err(deny(n));
+                }
                 match tenant {
                     Some(org) if msg_id => out.append(name.clone(), format!("{org}:{}", v.as_str()).as_str()),
                     _ => out.append(name.clone(), v.clone()),
@@ -205,8 +221,15 @@ impl Scope {
 
 /// `flotilla.agent.<host>.status`: the heartbeat every agent publishes.
 fn is_agent_status(subject: &str) -> bool {
+    agent_status_host(subject).is_some()
+}
+
+fn agent_status_host(subject: &str) -> Option<&str> {
     let t: Vec<&str> = subject.split('.').collect();
-    matches!(t.as_slice(), ["flotilla", "agent", _, "status"])
+    match t.as_slice() {
+        ["flotilla", "agent", host, "status"] => Some(host),
+        _ => None,
+    }
 }
 
 pub fn is_inbox(subject: &str) -> bool {
@@ -265,7 +288,8 @@ mod tests {
 
     #[test]
     fn an_agents_publishes_count_against_the_org_they_go_to() {
-        let agent = Scope::Agent { orgs: vec![OrgId::new("acme").unwrap(), OrgId::new("globex").unwrap()] };
+        let agent =
+            Scope::Agent { orgs: vec![OrgId::new("acme").unwrap(), OrgId::new("globex").unwrap()], hosts: vec![] };
         assert_eq!(agent.org_of("logs.globex.web.iad.h1"), "globex");
         assert_eq!(agent.org_of("telemetry.acme.iad.r1.if"), "acme");
         assert_eq!(agent.org_of("flotilla.agent.h1.status"), "_agent");
@@ -280,6 +304,7 @@ mod tests {
             role: Role::Tenant,
             orgs: vec![],
             publish: true,
+            hosts: vec![],
             hash: "sha256:00".into(),
             created: chrono::Utc::now(),
             expires: None,
@@ -300,6 +325,29 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_bound_to_hosts_speaks_for_those_hosts_only() {
+        let bound = Scope::Agent { orgs: vec![OrgId::new("acme").unwrap()], hosts: vec!["h-acme".into()] };
+        let free = Scope::Agent { orgs: vec![OrgId::new("acme").unwrap()], hosts: vec![] };
+        let with_id = |id: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("Nats-Msg-Id", id);
+            h
+        };
+        let subject = "logs.acme.web.iad.h-acme";
+        for own in ["h-acme/f/00ab/42", "h-acme/syslog/7", "h-acme/journal/k/s=1", "h-acme/f/00ab/42/notice"] {
+            assert!(bound.publish_headers(subject, with_id(own)).is_ok(), "{own}");
+        }
+        for other in ["globex-h1/syslog/5", "h-acme2/f/00ab/1", "acme:h-acme/syslog/1", "anything"] {
+            assert!(bound.publish_headers(subject, with_id(other)).is_err(), "{other}");
+            assert!(free.publish_headers(subject, with_id(other)).is_ok(), "unbound: {other}");
+        }
+        assert!(bound.publish_headers(subject, HeaderMap::new()).is_ok(), "no id: nothing to check");
+        assert_eq!(bound.publish("flotilla.agent.h-acme.status").as_deref(), Ok("flotilla.agent.h-acme.status"));
+        assert!(bound.publish("flotilla.agent.globex-h1.status").is_err());
+        assert!(free.publish("flotilla.agent.globex-h1.status").is_ok());
+    }
+
+    #[test]
     fn a_tenants_message_ids_are_its_orgs_and_other_server_headers_are_refused() {
         let mut h = HeaderMap::new();
         h.insert("Nats-Msg-Id", "h1/f/00ff/120");
@@ -309,7 +357,7 @@ mod tests {
         assert_eq!(out.get("Nats-Msg-Id").map(|v| v.as_str()), Some("acme:h1/f/00ff/120"));
         let traces: Vec<&str> = out.get_all("X-Trace").map(|v| v.as_str()).collect();
         assert_eq!(traces, ["a", "b"]);
-        let agent = Scope::Agent { orgs: vec![OrgId::new("acme").unwrap()] };
+        let agent = Scope::Agent { orgs: vec![OrgId::new("acme").unwrap()], hosts: vec![] };
         let mut origin = h.clone();
         origin.insert("Flotilla-Seq", "7");
         assert_eq!(
@@ -343,7 +391,7 @@ mod tests {
 
     #[test]
     fn agents_publish_only_into_their_orgs() {
-        let a = Scope::Agent { orgs: vec![OrgId::new("acme").unwrap(), OrgId::new("globex").unwrap()] };
+        let a = Scope::Agent { orgs: vec![OrgId::new("acme").unwrap(), OrgId::new("globex").unwrap()], hosts: vec![] };
         assert!(a.publish("logs.acme.web.iad.h1").is_ok());
         assert!(a.publish("logs.globex.web.iad.h1").is_ok());
         assert!(a.publish("flotilla.agent.h1.status").is_ok(), "heartbeats");

@@ -10,6 +10,7 @@ mod common;
 
 use std::time::Duration;
 
+use flotilla_proxy::auth::Role;
 use futures::StreamExt;
 
 use common::*;
@@ -72,6 +73,55 @@ async fn a_tenants_message_ids_cannot_suppress_another_orgs_events() {
     let globex = stream.get_raw_message(2).await.unwrap();
     assert_eq!(globex.headers.get("Nats-Msg-Id").map(|v| v.as_str()), Some("globex-host/f/00ff/0"));
     assert_eq!(globex.headers.get("Flotilla-Seq").map(|v| v.as_str()), Some("1"), "agents' headers go as they are");
+}
+
+/// An agent token bound to its host (`token new --host`) speaks for that
+/// host only: another host's origin ids (JetStream de-duplicates by them
+/// across every org, the ledger counts by them) and heartbeats are refused,
+/// and its own go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_bound_to_its_host_cannot_use_another_hosts_ids_or_heartbeat() {
+    let s = stack().await;
+    let direct = s.direct().await;
+    let js = async_nats::jetstream::new(direct.clone());
+    let mut stream = logs_stream(&js).await;
+    let mut beats = direct.subscribe("flotilla.agent.>").await.unwrap();
+    direct.flush().await.unwrap();
+    let (orgs, hosts) = (["acme".to_string()], ["h-acme".to_string()]);
+    let secret = flotilla_proxy::cli::token_new_for_hosts(
+        &s.tokens,
+        Role::Agent,
+        &orgs,
+        &hosts,
+        Some("bound".into()),
+        None,
+        false,
+    )
+    .expect("token new --host");
+    let mut raw = s.raw_as("bound", &secret).await;
+    let hpub = |id: &str, payload: &str| {
+        let block = format!("NATS/1.0\r\nNats-Msg-Id: {id}\r\n\r\n");
+        format!("HPUB logs.acme.web.iad.h-acme {} {}\r\n{block}{payload}\r\n", block.len(), block.len() + payload.len())
+    };
+    raw.send(&hpub("globex-h1/syslog/5", "forged")).await;
+    raw.send(&hpub("h-acme/syslog/5", "own")).await;
+    raw.send("PUB flotilla.agent.globex-h1.status 6\r\nforged\r\nPUB flotilla.agent.h-acme.status 3\r\nown\r\n").await;
+    assert_eq!(
+        errors(&raw.sync().await),
+        [
+            "'Permissions Violation for Publish to \"logs.acme.web.iad.h-acme\" with header \"Nats-Msg-Id\"'",
+            "'Permissions Violation for Publish to \"flotilla.agent.globex-h1.status\"'",
+        ]
+    );
+    let beat = tokio::time::timeout(Duration::from_secs(5), beats.next()).await.unwrap().unwrap();
+    assert_eq!((beat.subject.as_str(), &beat.payload[..]), ("flotilla.agent.h-acme.status", &b"own"[..]));
+    assert!(tokio::time::timeout(Duration::from_millis(300), beats.next()).await.is_err(), "one heartbeat only");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while stream.info().await.unwrap().state.messages == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+    assert_eq!(&stream.get_raw_message(1).await.unwrap().payload[..], b"own");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -110,3 +110,39 @@ async fn sighup_rereads_an_edit_the_regular_look_misses() {
     proxy.sighup();
     assert_eq!(raw.until_closed(Duration::from_secs(5)).await, [Frame::Err("'User Authentication Revoked'".into())]);
 }
+
+/// A tenant token that names no org (a hand-edited file) is refused at
+/// CONNECT, not given some other role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_token_that_names_no_org_is_refused() {
+    let s = stack().await;
+    let secret = flotilla_proxy::auth::new_secret();
+    let entry = format!(
+        "\n[[tokens]]\nname = \"no-org\"\nrole = \"tenant\"\npublish = true\nhash = \"{}\"\ncreated = \"2026-01-01T00:00:00Z\"\n",
+        flotilla_proxy::auth::hash_secret(&secret)
+    );
+    let mut text = std::fs::read_to_string(&s.tokens).unwrap();
+    text.push_str(&entry);
+    std::fs::write(&s.tokens, text).unwrap();
+    s.signals.reload.notify_one();
+    // The file is read (another new token in it works) ...
+    let orgs = ["acme".to_string()];
+    let later = flotilla_proxy::cli::token_new(&s.tokens, Role::Tenant, &orgs, Some("later".into()), None, false)
+        .expect("token new");
+    s.raw_as("acme", &later).await;
+    // ... and the one without an org is refused, with or without a user.
+    for connect in [
+        format!("CONNECT {}\r\n", serde_json::json!({"auth_token": secret})),
+        connect_json("no-org", &secret),
+        connect_json("acme", &secret),
+    ] {
+        let mut raw = Raw::connect(s.addr).await;
+        raw.send(&connect).await;
+        raw.send("PUB flotilla.agent.h1.status 2\r\nhi\r\nPING\r\n").await;
+        assert_eq!(
+            raw.until_closed(Duration::from_secs(5)).await,
+            [Frame::Err("'Authorization Violation'".into())],
+            "{connect}"
+        );
+    }
+}

@@ -30,10 +30,13 @@ pub fn shipper(ports: &Ports, archive: &Path) -> String {
     )
 }
 
+/// The demo agent's `host` (its token is bound to it).
+pub const AGENT_HOST: &str = "demo-host";
+
 /// The agent's secret stays out of the file: `${FLOTILLA_AGENT_TOKEN}`.
 pub fn agent(ports: &Ports, data: &Path, logs: &Path, agent_name: &str) -> String {
     format!(
-        "host = \"demo-host\"\nregion = \"local\"\ndata_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{}\"\n\n[nats]\nurl = \"nats://127.0.0.1:{}\"\nuser = \"{agent_name}\"\npassword = \"${{FLOTILLA_AGENT_TOKEN}}\"\n\n[[sources]]\ntype = \"file\"\ninclude = [\"{}/{{org}}/{{app}}/*.log\"]\ncodec = \"json\"\n",
+        "host = \"{AGENT_HOST}\"\nregion = \"local\"\ndata_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{}\"\n\n[nats]\nurl = \"nats://127.0.0.1:{}\"\nuser = \"{agent_name}\"\npassword = \"${{FLOTILLA_AGENT_TOKEN}}\"\n\n[[sources]]\ntype = \"file\"\ninclude = [\"{}/{{org}}/{{app}}/*.log\"]\ncodec = \"json\"\n",
         data.display(),
         ports.agent_http,
         ports.proxy,

@@ -59,16 +59,18 @@ pub async fn run(opts: DemoOptions, stop: CancellationToken) -> Result<(), DemoE
     let tokens = run_dir.join("tokens.toml");
     let _ = std::fs::remove_file(&tokens);
     let tokens_arg = tokens.to_string_lossy().to_string();
-    let mint = |role: &str, orgs: &[&str], name: &str| -> Result<String, ProcError> {
+    let mint = |role: &str, orgs: &[&str], name: &str, extra: &[&str]| -> Result<String, ProcError> {
         let mut args = vec!["token", "new", "--tokens", &tokens_arg, "--role", role, "--name", name];
         for o in orgs {
             args.extend(["--org", o]);
         }
+        args.extend(extra);
         output(&proxy_bin, &args)
     };
-    let agent_secret = mint("agent", &["acme", "globex"], AGENT_NAME)?;
-    let acme_secret = mint("tenant", &["acme"], "demo-acme")?;
-    let globex_secret = mint("tenant", &["globex"], "demo-globex")?;
+    // The agent's token speaks for its host only (`configs::agent`'s `host`).
+    let agent_secret = mint("agent", &["acme", "globex"], AGENT_NAME, &["--host", configs::AGENT_HOST])?;
+    let acme_secret = mint("tenant", &["acme"], "demo-acme", &[])?;
+    let globex_secret = mint("tenant", &["globex"], "demo-globex", &[])?;
 
     let write = |name: &str, text: String| -> Result<PathBuf, DemoError> {
         let path = run_dir.join(name);

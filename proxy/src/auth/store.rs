@@ -183,6 +183,7 @@ mod tests {
             role,
             orgs: orgs.iter().map(|o| OrgId::new(o).unwrap()).collect(),
             publish: false,
+            hosts: vec![],
             hash: hash_secret(secret),
             created: Utc::now(),
             expires: None,

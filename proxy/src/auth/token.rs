@@ -30,6 +30,11 @@ pub struct TokenEntry {
     /// Tenants only: may publish into their own org.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub publish: bool,
+    /// Agents only: the hosts it speaks for, if bound. Its events' origin
+    /// ids (`Nats-Msg-Id`, which JetStream de-duplicates by across every
+    /// org) and its heartbeat subject must then name one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
     /// `sha256:<hex>` of the secret.
     pub hash: String,
     pub created: DateTime<Utc>,

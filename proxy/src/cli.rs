@@ -44,12 +44,11 @@ pub fn token_new_for_hosts(
     if !hosts.is_empty() && role != Role::Agent {
         return Err(CliError::Usage("--host is for agent tokens".into()));
     }
-    if let Some(bad) =
-        hosts.iter().find(|h| h.is_empty() || h.contains(['/', '.', '*', '>']) || h.contains(char::is_whitespace))
+    // As the agent's `host` (its origin ids hold it whole, before a `/`;
+    // a `:` would read as a tenant's `<org>:` id prefix).
+    if let Some(bad) = hosts.iter().find(|h| h.is_empty() || h.contains(['/', ':']) || h.contains(char::is_whitespace))
     {
-        return Err(CliError::Usage(format!(
-            "--host {bad:?}: a host name as the agent's `host` (no '/', '.', '*', '>' or spaces)"
-        )));
+        return Err(CliError::Usage(format!("--host {bad:?}: the agent's `host`, with no '/', ':' or spaces")));
     }
     let orgs: Vec<OrgId> =
         orgs.iter().map(|o| OrgId::new(o).map_err(|e| CliError::Usage(e.to_string()))).collect::<Result<_, _>>()?;
@@ -106,7 +105,8 @@ pub fn token_list(tokens: &Path) -> Result<Vec<String>, CliError> {
             let expires = t.expires.map(|e| e.to_rfc3339()).unwrap_or_else(|| "never".into());
             let publish = if t.publish { "\tpublish" } else { "" };
             let hosts = if t.hosts.is_empty() { String::new() } else { format!("\thosts {}", t.hosts.join(",")) };
-            format!("{}\t{:?}\t{}\texpires {}{publish}{hosts}", t.name, t.role, orgs.join(","), expires).to_lowercase()
+            let role = format!("{:?}", t.role).to_lowercase();
+            format!("{}\t{role}\t{}\texpires {}{publish}{hosts}", t.name, orgs.join(","), expires)
         })
         .collect())
 }

@@ -192,7 +192,7 @@ pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyErr
                             (Some(acceptor), Some(admission)) => {
                                 tracker.spawn(accept_tls(stream, peer, acceptor, shared.clone(), shutdown.clone(), admission));
                             }
-                            (None, None) => refuse(&stream, peer, &shared),
+                            (None, None) => refuse(stream, peer, &shared),
                             (Some(_), None) => tracing::debug!(%peer, "maximum connections exceeded: closed before TLS"),
                         }
                     }
@@ -244,9 +244,15 @@ async fn housekeeping(shared: Arc<Shared>, signals: Signals) {
 /// A plaintext socket over a cap: its INFO and the `-ERR`, if the socket
 /// takes them at once, and closed, with no task spawned for it (a flood
 /// over the cap costs no more than this).
-fn refuse(stream: &tokio::net::TcpStream, peer: SocketAddr, shared: &Shared) {
+fn refuse(stream: tokio::net::TcpStream, peer: SocketAddr, shared: &Shared) {
+    use std::io::Write as _;
     let info = conn::info(shared, shared.next_client_id(), peer);
-    let _ = stream.try_write(format!("INFO {info}\r\n-ERR 'maximum connections exceeded'\r\n").as_bytes());
+    // Written by the socket itself (still non-blocking), out of the
+    // runtime: a socket just accepted has no readiness yet, so tokio's
+    // `try_write` would not even try.
+    if let Ok(mut socket) = stream.into_std() {
+        let _ = socket.write(format!("INFO {info}\r\n-ERR 'maximum connections exceeded'\r\n").as_bytes());
+    }
     tracing::debug!(%peer, "maximum connections exceeded");
 }
 

@@ -7,7 +7,7 @@
 //! another's replies.
 
 use async_nats::HeaderMap;
-use flotilla_core::subject::{is_valid_subject, OrgId};
+use flotilla_core::subject::{is_valid_subject, sanitize_token, OrgId};
 use flotilla_core::{origin, HDR_MSG_ID};
 
 use crate::auth::{Role, TokenEntry};
@@ -137,16 +137,25 @@ impl Scope {
                 }
                 Ok(format!("{family}.{org}.{rest}"))
             }
+            // A bound agent's heartbeat and log subjects name one of its
+            // hosts, as the agent writes them (the host as a subject token).
             Scope::Agent { hosts, .. } if is_agent_status(subject) => match agent_status_host(subject) {
-                Some(h) if !hosts.is_empty() && !hosts.iter().any(|x| x == h) => Err(deny()),
+                Some(h) if !speaks_for(hosts, h) => Err(deny()),
                 _ => Ok(subject.to_string()),
             },
-            Scope::Agent { orgs, .. } => {
-                let mut t = subject.split('.');
-                let (family, org, rest) = (t.next(), t.next(), t.next());
-                let ok = family.is_some_and(|f| ORG_SCOPED.contains(&f))
-                    && org.is_some_and(|o| orgs.iter().any(|x| x.as_str() == o))
-                    && rest.is_some();
+            Scope::Agent { orgs, hosts } => {
+                let t: Vec<&str> = subject.split('.').collect();
+                let ok = match t.as_slice() {
+                    [family, org, _, ..] => ORG_SCOPED.contains(family) && orgs.iter().any(|x| x.as_str() == *org),
+                    _ => false,
+                };
+                let host_ok = match t.as_slice() {
+                    _ if hosts.is_empty() => true,
+                    ["logs", _, _, _, host] => speaks_for(hosts, host),
+                    ["logs", ..] => false,
+                    _ => true,
+                };
+                let ok = ok && host_ok;
                 if ok {
                     Ok(subject.to_string())
                 } else {
@@ -222,6 +231,11 @@ impl Scope {
 /// `flotilla.agent.<host>.status`: the heartbeat every agent publishes.
 fn is_agent_status(subject: &str) -> bool {
     agent_status_host(subject).is_some()
+}
+
+/// Is `token` (a host as a subject token) one of a bound agent's `hosts`?
+fn speaks_for(hosts: &[String], token: &str) -> bool {
+    hosts.is_empty() || hosts.iter().any(|h| sanitize_token(h) == token)
 }
 
 fn agent_status_host(subject: &str) -> Option<&str> {
@@ -345,6 +359,18 @@ mod tests {
         assert_eq!(bound.publish("flotilla.agent.h-acme.status").as_deref(), Ok("flotilla.agent.h-acme.status"));
         assert!(bound.publish("flotilla.agent.globex-h1.status").is_err());
         assert!(free.publish("flotilla.agent.globex-h1.status").is_ok());
+        // Its log subjects name it too; telemetry (a polled router) is not the host's.
+        assert!(bound.publish("logs.acme.web.iad.h-acme").is_ok());
+        assert!(bound.publish("logs.acme.web.iad.globex-h1").is_err());
+        assert!(bound.publish("logs.acme.web.h-acme").is_err());
+        assert!(free.publish("logs.acme.web.iad.globex-h1").is_ok());
+        assert!(bound.publish("telemetry.acme.iad.r1.if").is_ok());
+        // A host with dots: ids carry it whole, subjects as one token.
+        let dotted =
+            Scope::Agent { orgs: vec![OrgId::new("acme").unwrap()], hosts: vec!["ip-10-0-0-1.ec2.internal".into()] };
+        assert!(dotted.publish_headers(subject, with_id("ip-10-0-0-1.ec2.internal/syslog/1")).is_ok());
+        assert!(dotted.publish("flotilla.agent.ip-10-0-0-1_ec2_internal.status").is_ok());
+        assert!(dotted.publish("logs.acme.web.iad.ip-10-0-0-1_ec2_internal").is_ok());
     }
 
     #[test]

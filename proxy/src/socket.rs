@@ -77,9 +77,9 @@ pub struct Stall {
 }
 
 impl Stall {
-    /// `io` if it completes by `until`, `None` if not. Boxed: only a full
-    /// socket comes here, and the timer must not be carried by every idle
-    /// connection's writer task.
+    /// `io` if it completes by `until`, `None` if not. Boxed: the timer
+    /// must not be carried by every idle connection's writer task (plain
+    /// TCP comes here only with a full socket; TLS once per batch).
     async fn wait_until<T>(&self, until: tokio::time::Instant, io: impl Future<Output = T>) -> Option<T> {
         Box::pin(tokio::time::timeout_at(until, io)).await.ok()
     }

@@ -43,11 +43,15 @@ fn token_new_prints_the_secret_alone_and_stores_a_hash() {
     // An agent bound to its hosts; --host is for agents, and a host name.
     let new = |args: &[&str]| Command::new(BIN).args(["token", "new", "--tokens"]).arg(&tokens).args(args).output();
     let bound =
-        new(&["--role", "agent", "--org", "acme", "--name", "h1-agent", "--host", "h1", "--host", "h2"]).unwrap();
+        new(&["--role", "agent", "--org", "acme", "--name", "h1-agent", "--host", "h1", "--host", "Web2.example.com"])
+            .unwrap();
     assert!(bound.status.success(), "{}", String::from_utf8_lossy(&bound.stderr));
     let list = Command::new(BIN).args(["token", "list", "--tokens"]).arg(&tokens).output().unwrap();
     let listed = String::from_utf8(list.stdout).unwrap();
-    assert!(listed.lines().any(|l| l.starts_with("h1-agent\t") && l.ends_with("\thosts h1,h2")), "{listed}");
+    assert!(
+        listed.lines().any(|l| l.starts_with("h1-agent\tagent\t") && l.ends_with("\thosts h1,Web2.example.com")),
+        "{listed}"
+    );
     for args in [
         &["--role", "tenant", "--org", "acme", "--host", "h1"][..],
         &["--role", "agent", "--org", "acme", "--host", "a/b"],

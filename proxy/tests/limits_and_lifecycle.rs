@@ -351,7 +351,9 @@ async fn tls_clients_connect_and_receive() {
     let _ = &s.dir;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On one thread: the refusal is written by the accept loop itself, with
+/// no task spawned, while the socket is brand new.
+#[tokio::test(flavor = "current_thread")]
 async fn the_cap_on_all_connections_holds_and_gives_places_back() {
     let s = stack("[limits]\nmax_connections = 2\n").await;
     let acme = s.tenant("acme");

@@ -299,6 +299,34 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_client_that_reads_nothing_has_one_notice_waiting_at_most() {
+        // A queue of one, full, with no writer: a notice waits for room.
+        let (queue, mut rx) = Queue::new(1, None);
+        assert!(queue.try_control(bytes::Bytes::from_static(b"x")));
+        let org = crate::metrics::ProxyMetrics::new(Default::default()).org("acme");
+        let outlet = Outlet::new(queue, Scope::Admin, false, org, SlowConsumer::Drop, CancellationToken::new());
+        outlet.on_slow();
+        assert!(outlet.slow.waiting.load(Ordering::Acquire), "the first notice waits");
+        // Later (as if the notice interval had passed): no second one while
+        // the first still waits.
+        *lock(&outlet.slow.noticed) = None;
+        outlet.on_slow();
+        assert!(lock(&outlet.slow.noticed).is_none(), "no second notice was started");
+        // Room: the first goes out, and a later overflow may notice again.
+        let batch = rx.next_batch(1024).await.expect("the frame queued first");
+        rx.written(&batch);
+        let notice = tokio::time::timeout(std::time::Duration::from_secs(5), rx.next_batch(1024)).await;
+        assert_eq!(notice.ok().flatten().map(|b| b.msgs()), Some(0), "the notice, a control frame");
+        for _ in 0..100 {
+            if !outlet.slow.waiting.load(Ordering::Acquire) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(!outlet.slow.waiting.load(Ordering::Acquire), "no notice waiting once it went");
+    }
+
     #[test]
     fn aliases_resolve_only_what_was_handed_out() {
         let mut a = Aliases::default();

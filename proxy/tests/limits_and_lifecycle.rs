@@ -307,15 +307,23 @@ async fn publishers_over_their_rate_are_slowed_not_dropped() {
     assert!(start.elapsed() >= Duration::from_millis(900), "slowed: {:?}", start.elapsed());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_clients_connect_and_receive() {
+/// A self-signed certificate for localhost in `dir`: its path, and the
+/// proxy's `[tls]` table using it.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, String) {
     flotilla_core::daemon::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let s = stack(&format!("[tls]\ncert = \"{}\"\nkey = \"{}\"\n", cert_path.display(), key_path.display())).await;
+    let table = format!("[tls]\ncert = \"{}\"\nkey = \"{}\"\n", cert_path.display(), key_path.display());
+    (cert_path, table)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_clients_connect_and_receive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, tls) = self_signed(dir.path());
+    let s = stack(&tls).await;
     let acme = s.tenant("acme");
     let client = async_nats::ConnectOptions::with_user_and_password("acme".into(), acme.clone())
         .require_tls(true)
@@ -373,18 +381,9 @@ async fn the_cap_on_all_connections_holds_and_gives_places_back() {
 /// than its address's share (each for up to the 5 s handshake timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sockets_in_a_tls_handshake_count_against_the_caps() {
-    flotilla_core::daemon::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let s = stack(&format!(
-        "[limits]\nmax_connections_per_ip = 2\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
-        cert_path.display(),
-        key_path.display()
-    ))
-    .await;
+    let (cert_path, tls) = self_signed(dir.path());
+    let s = stack(&format!("[limits]\nmax_connections_per_ip = 2\n{tls}")).await;
     let acme = s.tenant("acme");
     let tls_client = || {
         async_nats::ConnectOptions::with_user_and_password("acme".into(), acme.clone())

@@ -307,6 +307,24 @@ async fn publishers_over_their_rate_are_slowed_not_dropped() {
     assert!(start.elapsed() >= Duration::from_millis(900), "slowed: {:?}", start.elapsed());
 }
 
+/// Publish `payload` on acme's `logs.acme.web.iad.h1` until `sub` gets it:
+/// async-nats's `flush` says its SUB was written, not that the proxy has
+/// read it (a message published at once may come before the SUB).
+async fn publish_until_received(
+    direct: &async_nats::Client,
+    payload: &'static str,
+    sub: &mut async_nats::Subscriber,
+) -> async_nats::Message {
+    for _ in 0..50 {
+        direct.publish("logs.acme.web.iad.h1", payload.into()).await.unwrap();
+        direct.flush().await.unwrap();
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
+            return m;
+        }
+    }
+    panic!("{payload:?} never arrived");
+}
+
 /// A self-signed certificate for localhost in `dir`: its path, and the
 /// proxy's `[tls]` table using it.
 fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, String) {
@@ -332,11 +350,8 @@ async fn tls_clients_connect_and_receive() {
         .await
         .unwrap();
     let mut sub = client.subscribe("logs.>").await.unwrap();
-    client.flush().await.unwrap();
     let direct = async_nats::connect(s.nats.url()).await.unwrap();
-    direct.publish("logs.acme.web.iad.h1", "over tls".into()).await.unwrap();
-    direct.flush().await.unwrap();
-    let m = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
+    let m = publish_until_received(&direct, "over tls", &mut sub).await;
     assert_eq!((m.subject.as_str(), &m.payload[..]), ("logs.web.iad.h1", &b"over tls"[..]));
     // A client that starts with the handshake ("handshake first") gets its
     // INFO inside TLS.
@@ -347,10 +362,7 @@ async fn tls_clients_connect_and_receive() {
         .await
         .expect("a handshake-first client connects");
     let mut sub = first.subscribe("logs.>").await.unwrap();
-    first.flush().await.unwrap();
-    direct.publish("logs.acme.web.iad.h1", "tls first".into()).await.unwrap();
-    direct.flush().await.unwrap();
-    let m = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
+    let m = publish_until_received(&direct, "tls first", &mut sub).await;
     assert_eq!((m.subject.as_str(), &m.payload[..]), ("logs.web.iad.h1", &b"tls first"[..]));
     // Plaintext is refused: the handshake never completes.
     let mut raw = Raw::connect(s.addr).await;

@@ -101,12 +101,6 @@ struct SubEntry {
     _slot: Option<SubSlot>,
 }
 
-impl SubEntry {
-    fn limit(&self) -> &Limit {
-        &self.limit
-    }
-}
-
 enum Flow {
     Continue,
     Close,
@@ -378,7 +372,7 @@ impl Conn {
                 Some(sid) = spent.recv() => {
                     // Dropped as nats-server drops it (unless the sid was
                     // subscribed anew meanwhile).
-                    if self.subs.get(&sid).is_some_and(|s| s.limit().exhausted()) {
+                    if self.subs.get(&sid).is_some_and(|s| s.limit.exhausted()) {
                         self.unsubscribe(&sid, None).await;
                     }
                 }
@@ -605,7 +599,7 @@ impl Conn {
     /// all; a limit already reached unsubscribes now.
     async fn unsubscribe(&mut self, sid: &str, max: Option<u64>) {
         if let (Some(max), Some(entry)) = (max, self.subs.get(sid)) {
-            if entry.limit().set(max) {
+            if entry.limit.set(max) {
                 return;
             }
         }

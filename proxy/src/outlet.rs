@@ -201,10 +201,10 @@ impl Outlet {
             return;
         }
         let headers = if self.headers { m.header_block() } else { None };
-        // Aliases only for what is queued: a dropped request's must not
-        // push out those of requests the client got.
-        // A tenant is shown the requests of its own org's clients only (an
-        // agent's ack inbox or a platform service's is not its to answer).
+        // Aliases only for what is queued (a dropped request's must not
+        // push out those of requests the client got). A tenant is shown the
+        // requests of its own org's clients only: an agent's ack inbox or a
+        // platform service's is not its to answer.
         let reply = m.reply().and_then(|r| match self.scope {
             Scope::Admin => Some(r.to_string()),
             Scope::Tenant { .. } if !r.starts_with(crate::conn::TENANT_REPLY_PREFIX) => None,

@@ -29,9 +29,23 @@ pub enum Scope {
     /// `hosts`: the hosts it speaks for, if its token is bound to some.
     Agent {
         orgs: Vec<OrgId>,
-        hosts: Vec<String>,
+        hosts: Vec<BoundHost>,
     },
     Admin,
+}
+
+/// A host a bound agent speaks for: as its origin ids name it, and as its
+/// subjects do (one token, as the agent writes it), worked out once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundHost {
+    id: String,
+    token: String,
+}
+
+impl BoundHost {
+    pub fn new(name: &str) -> BoundHost {
+        BoundHost { id: name.to_string(), token: sanitize_token(name) }
+    }
 }
 
 /// Where a client's SUB goes.
@@ -52,7 +66,10 @@ impl Scope {
     pub fn for_token(entry: &TokenEntry, user: Option<&str>) -> Option<Scope> {
         match entry.role {
             Role::Admin => Some(Scope::Admin),
-            Role::Agent => Some(Scope::Agent { orgs: entry.orgs.clone(), hosts: entry.hosts.clone() }),
+            Role::Agent => {
+                let hosts = entry.hosts.iter().map(|h| BoundHost::new(h)).collect();
+                Some(Scope::Agent { orgs: entry.orgs.clone(), hosts })
+            }
             Role::Tenant => {
                 // A tenant token names one org; `user` (when given) was
                 // checked to be one of the token's orgs.
@@ -139,24 +156,20 @@ impl Scope {
             }
             // A bound agent's heartbeat and log subjects name one of its
             // hosts, as the agent writes them (the host as a subject token).
-            Scope::Agent { hosts, .. } if is_agent_status(subject) => match agent_status_host(subject) {
-                Some(h) if !speaks_for(hosts, h) => Err(deny()),
-                _ => Ok(subject.to_string()),
-            },
             Scope::Agent { orgs, hosts } => {
-                let t: Vec<&str> = subject.split('.').collect();
-                let ok = match t.as_slice() {
-                    [family, org, _, ..] => ORG_SCOPED.contains(family) && orgs.iter().any(|x| x.as_str() == *org),
-                    _ => false,
-                };
-                let host_ok = match t.as_slice() {
-                    _ if hosts.is_empty() => true,
-                    ["logs", _, _, _, host] => speaks_for(hosts, host),
-                    ["logs", ..] => false,
-                    _ => true,
-                };
-                let ok = ok && host_ok;
-                if ok {
+                if let Some(host) = agent_status_host(subject) {
+                    return if speaks_for(hosts, host) { Ok(subject.to_string()) } else { Err(deny()) };
+                }
+                let mut t = subject.split('.');
+                let (family, org, rest) = (t.next(), t.next(), t.next());
+                let ok = family.is_some_and(|f| ORG_SCOPED.contains(&f))
+                    && org.is_some_and(|o| orgs.iter().any(|x| x.as_str() == o))
+                    && rest.is_some();
+                // `logs.<org>.<app>.<region>.<host>`: the rest is the region and the host.
+                let host_ok = hosts.is_empty()
+                    || family != Some("logs")
+                    || matches!((t.next(), t.next(), t.next()), (Some(_), Some(h), None) if speaks_for(hosts, h));
+                if ok && host_ok {
                     Ok(subject.to_string())
                 } else {
                     Err(deny())
@@ -183,7 +196,7 @@ impl Scope {
             Scope::Tenant { org, .. } => (Some(org), &[][..]),
         };
         let own_host =
-            |id: &str| hosts.is_empty() || origin::parse(id).is_some_and(|m| hosts.iter().any(|h| h == m.host));
+            |id: &str| hosts.is_empty() || origin::parse(id).is_some_and(|m| hosts.iter().any(|h| h.id == m.host));
         let deny = |name: &str| {
             Denied(format!(
                 "Permissions Violation for Publish to \"{}\" with header \"{}\"",
@@ -228,22 +241,16 @@ impl Scope {
     }
 }
 
-/// `flotilla.agent.<host>.status`: the heartbeat every agent publishes.
-fn is_agent_status(subject: &str) -> bool {
-    agent_status_host(subject).is_some()
-}
-
 /// Is `token` (a host as a subject token) one of a bound agent's `hosts`?
-fn speaks_for(hosts: &[String], token: &str) -> bool {
-    hosts.is_empty() || hosts.iter().any(|h| sanitize_token(h) == token)
+fn speaks_for(hosts: &[BoundHost], token: &str) -> bool {
+    hosts.is_empty() || hosts.iter().any(|h| h.token == token)
 }
 
+/// The host of `flotilla.agent.<host>.status`, the heartbeat every agent
+/// publishes (read in place: it is asked of every agent publish).
 fn agent_status_host(subject: &str) -> Option<&str> {
-    let t: Vec<&str> = subject.split('.').collect();
-    match t.as_slice() {
-        ["flotilla", "agent", host, "status"] => Some(host),
-        _ => None,
-    }
+    let host = subject.strip_prefix("flotilla.agent.")?.strip_suffix(".status")?;
+    (!host.is_empty() && !host.contains('.')).then_some(host)
 }
 
 pub fn is_inbox(subject: &str) -> bool {
@@ -340,7 +347,7 @@ mod tests {
 
     #[test]
     fn an_agent_bound_to_hosts_speaks_for_those_hosts_only() {
-        let bound = Scope::Agent { orgs: vec![OrgId::new("acme").unwrap()], hosts: vec!["h-acme".into()] };
+        let bound = Scope::Agent { orgs: vec![OrgId::new("acme").unwrap()], hosts: vec![BoundHost::new("h-acme")] };
         let free = Scope::Agent { orgs: vec![OrgId::new("acme").unwrap()], hosts: vec![] };
         let with_id = |id: &str| {
             let mut h = HeaderMap::new();
@@ -366,8 +373,10 @@ mod tests {
         assert!(free.publish("logs.acme.web.iad.globex-h1").is_ok());
         assert!(bound.publish("telemetry.acme.iad.r1.if").is_ok());
         // A host with dots: ids carry it whole, subjects as one token.
-        let dotted =
-            Scope::Agent { orgs: vec![OrgId::new("acme").unwrap()], hosts: vec!["ip-10-0-0-1.ec2.internal".into()] };
+        let dotted = Scope::Agent {
+            orgs: vec![OrgId::new("acme").unwrap()],
+            hosts: vec![BoundHost::new("ip-10-0-0-1.ec2.internal")],
+        };
         assert!(dotted.publish_headers(subject, with_id("ip-10-0-0-1.ec2.internal/syslog/1")).is_ok());
         assert!(dotted.publish("flotilla.agent.ip-10-0-0-1_ec2_internal.status").is_ok());
         assert!(dotted.publish("logs.acme.web.iad.ip-10-0-0-1_ec2_internal").is_ok());

@@ -13,6 +13,14 @@ use futures::StreamExt;
 
 use common::*;
 
+/// An acme tenant's raw connection, subscribed to `logs.>`.
+async fn subscribed(s: &Stack) -> Raw {
+    let mut raw = s.raw_as("acme", &s.acme).await;
+    raw.send("SUB logs.> 1\r\n").await;
+    assert!(errors(&raw.sync().await).is_empty());
+    raw
+}
+
 /// 4,000 messages of 4 KB (16 MB, more than a queue of 64 and the socket
 /// buffers hold) at a pace `fast` keeps up with; how many `fast` got.
 async fn flood(s: &Stack, fast: &async_nats::Client) -> usize {
@@ -51,9 +59,7 @@ async fn flood(s: &Stack, fast: &async_nats::Client) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_policy_a_slow_consumer_is_disconnected_while_others_keep_up() {
     let s = stack_with(Extra { top: "client_queue = 64", tables: "[limits]\nslow_consumer = \"disconnect\"" }).await;
-    let mut slow = s.raw_as("acme", &s.acme).await;
-    slow.send("SUB logs.> 1\r\n").await;
-    assert!(errors(&slow.sync().await).is_empty());
+    let mut slow = subscribed(&s).await;
     let fast = s.client("acme", &s.acme).await;
     assert_eq!(flood(&s, &fast).await, 4000, "the fast client got everything");
     assert!(s.metric("flotilla_proxy_slow_consumer_drops_total{org=\"acme\"}").await.unwrap_or(0.0) > 0.0);
@@ -68,9 +74,7 @@ async fn by_policy_a_slow_consumer_is_disconnected_while_others_keep_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stopped_reading_is_closed_as_stale() {
     let s = stack_with(Extra { top: "client_queue = 64\nping_interval = \"300ms\"", ..Default::default() }).await;
-    let mut dead = s.raw_as("acme", &s.acme).await;
-    dead.send("SUB logs.> 1\r\n").await;
-    assert!(errors(&dead.sync().await).is_empty());
+    let mut dead = subscribed(&s).await;
     let fast = s.client("acme", &s.acme).await;
     assert_eq!(flood(&s, &fast).await, 4000, "the fast client got everything");
     // Its PINGs go unanswered.
@@ -86,9 +90,7 @@ async fn queue_depth_is_exported_and_back_to_zero_once_the_client_is_gone() {
     // The write deadline far off: the gauge is read while the client
     // still holds its full queue.
     let s = stack_with(Extra { top: "client_queue = 64\nwrite_deadline = \"5m\"", ..Default::default() }).await;
-    let mut slow = s.raw_as("acme", &s.acme).await;
-    slow.send("SUB logs.> 1\r\n").await;
-    assert!(errors(&slow.sync().await).is_empty());
+    let slow = subscribed(&s).await;
     let fast = s.client("acme", &s.acme).await;
     assert_eq!(flood(&s, &fast).await, 4000);
     drop(fast);
@@ -132,9 +134,7 @@ async fn a_client_that_writes_but_never_reads_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_reads_nothing_is_closed_after_the_write_deadline_though_it_talks() {
     let s = stack_with(Extra { top: "client_queue = 64\nwrite_deadline = \"1s\"", ..Default::default() }).await;
-    let mut raw = s.raw_as("acme", &s.acme).await;
-    raw.send("SUB logs.> 1\r\n").await;
-    assert!(errors(&raw.sync().await).is_empty());
+    let raw = subscribed(&s).await;
     let Raw { rd, mut wr, .. } = raw;
     let talker = tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;

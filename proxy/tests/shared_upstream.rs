@@ -168,6 +168,9 @@ async fn spent_subscriptions_do_not_count_against_the_limit() {
             }
         }
     });
+    // Answered: the server has the service's SUB (a flush only says it was
+    // written), so the proxy's first request cannot come before it.
+    direct.request("logs.acme.rpc.ready", "".into()).await.unwrap();
     let mut raw = s.raw_as("acme", &s.acme_pub).await;
     for i in 0..40 {
         raw.send(&format!("SUB _INBOX.req.{i} {i}\r\nUNSUB {i} 1\r\nPUB logs.rpc.x _INBOX.req.{i} 4\r\nq-{i:02}\r\n"))

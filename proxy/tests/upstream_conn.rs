@@ -1,6 +1,7 @@
 //! The delivery connection against a real nats-server: subscriptions by sid,
 //! queue groups, headers passed through as bytes, unsubscribe, and a server
-//! restart after which every subscription is back.
+//! restart after which every subscription is back (and only those that
+//! still exist, whatever changed while it was away).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -106,6 +107,48 @@ async fn subscriptions_headers_queue_groups_and_a_server_restart() {
     }
     assert!(delivered.iter().any(|m| m.0 == 1 && m.4 == b"after"), "resubscribed after the restart: {delivered:?}");
     assert!(delivered.iter().all(|m| m.0 == 1), "only sid 1 was restored: {delivered:?}");
+}
+
+/// Subscriptions made and dropped while the server is away: when it is
+/// back, the connection has exactly the ones that still exist.
+#[tokio::test]
+async fn changes_made_during_an_outage_are_what_the_connection_comes_back_with() {
+    let mut nats = NatsServer::start();
+    let got = Collect::default();
+    let up = Upstream::start(options(&nats), got.clone());
+    up.subscribe(1, "logs.acme.>", None);
+    up.subscribe(2, "logs.acme.web.>", None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nats.stop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    up.unsubscribe(1);
+    for sid in 10..20_000 {
+        up.subscribe(sid, "logs.acme.>", None);
+        up.unsubscribe(sid);
+    }
+    up.subscribe(3, "logs.acme.db.>", Some("q"));
+    nats.restart();
+
+    let publisher = async_nats::connect(nats.url()).await.unwrap();
+    let mut delivered = vec![];
+    for _ in 0..100 {
+        publisher.publish("logs.acme.db.iad.h1", "after".into()).await.unwrap();
+        publisher.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        delivered.extend(got.take());
+        if delivered.iter().any(|m| m.0 == 3) {
+            break;
+        }
+    }
+    assert!(delivered.iter().any(|m| m.0 == 3), "subscribed during the outage: {delivered:?}");
+    publisher.publish("logs.acme.web.iad.h1", "web".into()).await.unwrap();
+    publisher.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    delivered.extend(got.take());
+    let mut sids: Vec<u64> = delivered.iter().map(|m| m.0).collect();
+    sids.sort();
+    sids.dedup();
+    assert_eq!(sids, [2, 3], "sid 1 and the churned ones are gone, 2 was kept: {delivered:?}");
 }
 
 /// A server that accepts and then says nothing holds the connection only

@@ -14,12 +14,12 @@
 //! ([`ServerList::learn_unverified`]); INFOs over TLS name the rest.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
@@ -27,6 +27,7 @@ pub use flotilla_core::nats::tls::TlsOptions;
 use flotilla_core::nats::tls::{self, ServerInfo};
 use flotilla_core::nats::ServerList;
 
+use super::changes::{self, Changes, Owner};
 use super::frames::{self, ServerOp};
 use crate::delivery::Raw;
 
@@ -57,32 +58,27 @@ pub struct Options {
 
 type Stream = Either<TcpStream, TlsStream<TcpStream>>;
 
-enum Cmd {
-    Sub { sid: u64, subject: String, queue: Option<String> },
-    Unsub { sid: u64 },
-}
-
 /// The handle: subscribe and unsubscribe; the connection lives in its task.
 #[derive(Clone)]
 pub struct Upstream {
-    cmds: mpsc::UnboundedSender<Cmd>,
+    owner: Arc<Owner>,
 }
 
 impl Upstream {
     /// Start the connection task (it connects, and keeps reconnecting,
     /// until every handle is dropped).
     pub fn start(opts: Options, sink: impl Sink) -> Upstream {
-        let (cmds, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(opts, sink, rx));
-        Upstream { cmds }
+        let changes = Arc::new(Changes::default());
+        tokio::spawn(run(opts, sink, changes.clone()));
+        Upstream { owner: Arc::new(Owner(changes)) }
     }
 
     pub fn subscribe(&self, sid: u64, subject: &str, queue: Option<&str>) {
-        let _ = self.cmds.send(Cmd::Sub { sid, subject: subject.into(), queue: queue.map(Into::into) });
+        self.owner.0.subscribe(sid, subject, queue);
     }
 
     pub fn unsubscribe(&self, sid: u64) {
-        let _ = self.cmds.send(Cmd::Unsub { sid });
+        self.owner.0.unsubscribe(sid);
     }
 }
 
@@ -105,8 +101,8 @@ enum Ended {
     Done,
 }
 
-async fn run(opts: Options, mut sink: impl Sink, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
-    let mut subs: BTreeMap<u64, (String, Option<String>)> = BTreeMap::new();
+async fn run(opts: Options, mut sink: impl Sink, changes: Arc<Changes>) {
+    let mut subs: BTreeMap<u64, changes::Sub> = BTreeMap::new();
     let mut failures: u32 = 0;
     let mut servers = ServerList::new(opts.servers.clone(), 0);
     loop {
@@ -114,7 +110,7 @@ async fn run(opts: Options, mut sink: impl Sink, mut cmds: mpsc::UnboundedReceiv
             tracing::error!("upstream delivery connection: no servers to connect to");
             return;
         };
-        match session(&server, &opts, &mut sink, &mut cmds, &mut subs, &mut servers, &mut failures).await {
+        match session(&server, &opts, &mut sink, &changes, &mut subs, &mut servers, &mut failures).await {
             Ended::Done => return,
             e => {
                 opts.reconnects.inc();
@@ -131,11 +127,15 @@ async fn session(
     server: &str,
     opts: &Options,
     sink: &mut impl Sink,
-    cmds: &mut mpsc::UnboundedReceiver<Cmd>,
-    subs: &mut BTreeMap<u64, (String, Option<String>)>,
+    changes: &Changes,
+    subs: &mut BTreeMap<u64, changes::Sub>,
     servers: &mut ServerList,
     failures: &mut u32,
 ) -> Ended {
+    // What changed while there was no connection; later changes wake the
+    // loop below.
+    let Some(batch) = changes.take() else { return Ended::Done };
+    changes::apply(subs, batch);
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     // INFO first; then CONNECT, every subscription, and a PING whose PONG
     // says the server took them.
@@ -167,16 +167,12 @@ async fn session(
                 Ok(_) => {}
                 Err(e) => return e.into(),
             },
-            cmd = cmds.recv() => {
-                let Some(cmd) = cmd else { return Ended::Done };
-                match cmd {
-                    Cmd::Sub { sid, subject, queue } => {
-                        out.extend_from_slice(sub_line(sid, &subject, queue.as_deref()).as_bytes());
-                        subs.insert(sid, (subject, queue));
-                    }
-                    Cmd::Unsub { sid } => {
-                        out.extend_from_slice(format!("UNSUB {sid}\r\n").as_bytes());
-                        subs.remove(&sid);
+            _ = changes.changed() => {
+                let Some(batch) = changes.take() else { return Ended::Done };
+                for (sid, change) in changes::apply(subs, batch) {
+                    match change {
+                        Some((subject, queue)) => out.extend_from_slice(sub_line(sid, &subject, queue.as_deref()).as_bytes()),
+                        None => out.extend_from_slice(format!("UNSUB {sid}\r\n").as_bytes()),
                     }
                 }
             }

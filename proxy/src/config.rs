@@ -72,6 +72,10 @@ pub struct Limits {
     /// Per org, over all its connections.
     pub org_publish_msgs_per_sec: u32,
     pub org_publish_bytes_per_sec: u32,
+    /// SUBs and UNSUBs per connection per second (a burst of
+    /// `max_subscriptions` is allowed); over it, the socket is not read.
+    /// 0 = off.
+    pub subscription_changes_per_sec: u32,
     /// What happens to a client whose queue is full: `drop` (counted, and the
     /// client is told) or `disconnect`.
     pub slow_consumer: SlowConsumer,
@@ -97,6 +101,7 @@ impl Default for Limits {
             publish_bytes_per_sec: 0,
             org_publish_msgs_per_sec: 0,
             org_publish_bytes_per_sec: 0,
+            subscription_changes_per_sec: 1000,
             slow_consumer: SlowConsumer::Drop,
         }
     }

@@ -19,7 +19,7 @@ use flotilla_core::subject::{is_valid_subject, subject_matches};
 
 use crate::auth::store::Credentials;
 use crate::fanout::{Key, Receiver};
-use crate::limits::{PublishRate, SubSlot};
+use crate::limits::{PublishRate, SubChanges, SubSlot};
 use crate::outlet::{lock, Limit, Outlet};
 use crate::protocol::{parse, writer, ClientOp, ProtoError};
 use crate::queue::Queue;
@@ -164,6 +164,10 @@ pub async fn serve(
         reply_task: None,
         pings_out: 0,
         rate: PublishRate::new(shared.config.limits.publish_msgs_per_sec, shared.config.limits.publish_bytes_per_sec),
+        sub_changes: SubChanges::new(
+            shared.config.limits.subscription_changes_per_sec,
+            shared.config.limits.max_subscriptions,
+        ),
         kill,
         spent: spent_tx,
         publish_metrics: HashMap::new(),
@@ -246,6 +250,7 @@ struct Conn {
     reply_task: Option<JoinHandle<()>>,
     pings_out: u32,
     rate: Option<PublishRate>,
+    sub_changes: Option<SubChanges>,
     /// Cancelled to disconnect a slow consumer: by policy, or once its
     /// socket took nothing for the write deadline.
     kill: CancellationToken,
@@ -406,6 +411,16 @@ impl Conn {
         tokio::time::timeout(WRITE_DEADLINE, self.queue.control(frame)).await.unwrap_or(false)
     }
 
+    /// Hold a SUB or UNSUB until it is within the connection's rate (the
+    /// socket is not read meanwhile); counted when it had to wait.
+    async fn admit_sub_change(&self, outlet: &Outlet) {
+        if let Some(rate) = &self.sub_changes {
+            if rate.admit().await {
+                outlet.org.sub_changes_held.inc();
+            }
+        }
+    }
+
     async fn ok(&self) -> Flow {
         if self.verbose && !self.send(Bytes::from_static(writer::OK)).await {
             return Flow::Close;
@@ -527,8 +542,12 @@ impl Conn {
                 self.pings_out = 0;
                 Flow::Continue
             }
-            ClientOp::Sub { subject, queue, sid } => self.subscribe(outlet, subject, queue, sid).await,
+            ClientOp::Sub { subject, queue, sid } => {
+                self.admit_sub_change(&outlet).await;
+                self.subscribe(outlet, subject, queue, sid).await
+            }
             ClientOp::Unsub { sid, max } => {
+                self.admit_sub_change(&outlet).await;
                 self.unsubscribe(&sid, max).await;
                 self.ok().await
             }

@@ -1,6 +1,7 @@
-//! Rates: failed-auth throttling per source address, and publish limits per
-//! connection and per org. Publishers over a limit are slowed by not reading
-//! their socket (TCP backpressure), never dropped.
+//! Rates: failed-auth throttling per source address, publish limits per
+//! connection and per org, and subscription changes per connection.
+//! Clients over a limit are slowed by not reading their socket (TCP
+//! backpressure), never dropped.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -80,6 +81,30 @@ impl PublishRate {
                 let _ = b.until_n_ready(n).await;
             }
         }
+    }
+}
+
+/// SUBs and UNSUBs per second on one connection. Each new subject is a
+/// change to nats-server's subscription index, which every publish is
+/// matched against: a client that subscribes and unsubscribes in a loop
+/// would tax every org's deliveries. The burst lets a client take its whole
+/// allowance of subscriptions at once (as on connect and reconnect).
+pub struct SubChanges(DefaultDirectRateLimiter);
+
+impl SubChanges {
+    pub fn new(per_sec: u32, max_subscriptions: usize) -> Option<SubChanges> {
+        let rate = NonZeroU32::new(per_sec)?;
+        let burst = NonZeroU32::new(u32::try_from(max_subscriptions).unwrap_or(u32::MAX).max(per_sec))?;
+        Some(SubChanges(RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))))
+    }
+
+    /// Wait until one more change is within the limit; true if it had to.
+    pub async fn admit(&self) -> bool {
+        if self.0.check().is_ok() {
+            return false;
+        }
+        self.0.until_ready().await;
+        true
     }
 }
 

@@ -20,6 +20,7 @@ pub struct OrgMetrics {
     pub bytes_out: Counter,
     pub drops: Counter,
     pub denials: Counter,
+    pub sub_changes_held: Counter,
 }
 
 impl ProxyMetrics {
@@ -59,6 +60,11 @@ impl ProxyMetrics {
                 &l,
             ),
             denials: r.counter("flotilla_proxy_permission_denials_total", "Publishes and subscriptions refused.", &l),
+            sub_changes_held: r.counter(
+                "flotilla_proxy_subscription_changes_held_total",
+                "SUBs and UNSUBs held back by limits.subscription_changes_per_sec.",
+                &l,
+            ),
         }
     }
 }

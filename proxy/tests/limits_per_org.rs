@@ -3,8 +3,8 @@
 //! rate is shared by all its tenants' connections (agents are held to
 //! their own rates), an agent's publishes counting in the org they go to;
 //! bytes/s slows a publisher as msgs/s does; and an org's counters of
-//! messages and bytes in and out, against a real nats-server behind the
-//! proxy.
+//! messages and bytes in and out; and, per connection, the rate of
+//! subscription changes. Against a real nats-server behind the proxy.
 
 mod common;
 
@@ -214,4 +214,34 @@ async fn an_orgs_subscriptions_are_capped_over_its_connections() {
     // And the subscriptions work.
     let direct = s.direct().await;
     prime_raw(&direct, "logs.acme.db.iad.h1", &mut b, Some("3")).await;
+}
+
+/// SUBs and UNSUBs over a connection's rate are held (its socket not
+/// read), not refused, and counted; the org's other connections are not
+/// held with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_churn_is_slowed_per_connection() {
+    let tables = "[limits]\nmax_subscriptions = 10\nsubscription_changes_per_sec = 50";
+    let s = stack_with(Extra { tables, ..Default::default() }).await;
+    let mut churn = s.raw_as("acme", &s.acme).await;
+    let mut other = s.raw_as("acme", &s.acme).await;
+    // 150 changes: 50 at once (the burst), then 100 at 50/s.
+    let ops: String = (0..75).map(|i| format!("SUB logs.web.c{i} {i}\r\nUNSUB {i}\r\n")).collect();
+    let start = Instant::now();
+    churn.send(&(ops + "PING\r\n")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(other.sync().await, vec![], "the other connection is answered at once");
+    other.send("SUB logs.web.x 1\r\n").await;
+    assert_eq!(other.sync().await, vec![]);
+    let answered_other = start.elapsed();
+    assert_eq!(churn.frame_within(Duration::from_secs(20)).await, Some(Frame::Pong), "held, not refused");
+    let answered_churn = start.elapsed();
+    assert!(answered_churn >= Duration::from_millis(1800), "held about two seconds: {answered_churn:?}");
+    assert!(answered_other < answered_churn, "{answered_other:?} before {answered_churn:?}");
+    let held = s.metric("flotilla_proxy_subscription_changes_held_total{org=\"acme\"}").await;
+    assert!(held.is_some_and(|n| n >= 90.0), "counted: {held:?}");
+    eventually(Duration::from_secs(5), "only the other's subscription to stay upstream", || async {
+        s.metric("flotilla_proxy_upstream_subscriptions").await == Some(1.0)
+    })
+    .await;
 }

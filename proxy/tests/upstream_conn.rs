@@ -47,6 +47,28 @@ impl Collect {
     }
 }
 
+/// Publish "after" on `subject` until what was delivered meets `done`
+/// (a restarted server takes a while to be back, and the connection to
+/// find it): everything delivered meanwhile.
+async fn publish_until(
+    publisher: &async_nats::Client,
+    subject: &'static str,
+    got: &Collect,
+    done: impl Fn(&[Got]) -> bool,
+) -> Vec<Got> {
+    let mut delivered = vec![];
+    for _ in 0..100 {
+        publisher.publish(subject, "after".into()).await.unwrap();
+        publisher.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        delivered.extend(got.take());
+        if done(&delivered) {
+            break;
+        }
+    }
+    delivered
+}
+
 fn options(nats: &NatsServer) -> Options {
     Options {
         servers: vec![format!("127.0.0.1:{}", nats.port())],
@@ -95,16 +117,7 @@ async fn subscriptions_headers_queue_groups_and_a_server_restart() {
     // The server goes away and comes back: the subscriptions are restored.
     nats.restart();
     let publisher = async_nats::connect(nats.url()).await.unwrap();
-    let mut delivered = vec![];
-    for _ in 0..100 {
-        publisher.publish("logs.acme.api.iad.h1", "after".into()).await.unwrap();
-        publisher.flush().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        delivered = got.take();
-        if !delivered.is_empty() {
-            break;
-        }
-    }
+    let delivered = publish_until(&publisher, "logs.acme.api.iad.h1", &got, |d| !d.is_empty()).await;
     assert!(delivered.iter().any(|m| m.0 == 1 && m.4 == b"after"), "resubscribed after the restart: {delivered:?}");
     assert!(delivered.iter().all(|m| m.0 == 1), "only sid 1 was restored: {delivered:?}");
 }
@@ -130,16 +143,7 @@ async fn changes_made_during_an_outage_are_what_the_connection_comes_back_with()
     nats.restart();
 
     let publisher = async_nats::connect(nats.url()).await.unwrap();
-    let mut delivered = vec![];
-    for _ in 0..100 {
-        publisher.publish("logs.acme.db.iad.h1", "after".into()).await.unwrap();
-        publisher.flush().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        delivered.extend(got.take());
-        if delivered.iter().any(|m| m.0 == 3) {
-            break;
-        }
-    }
+    let mut delivered = publish_until(&publisher, "logs.acme.db.iad.h1", &got, |d| d.iter().any(|m| m.0 == 3)).await;
     assert!(delivered.iter().any(|m| m.0 == 3), "subscribed during the outage: {delivered:?}");
     publisher.publish("logs.acme.web.iad.h1", "web".into()).await.unwrap();
     publisher.flush().await.unwrap();

@@ -69,8 +69,12 @@ pub fn token_new_for_hosts(
         Some(e) => {
             let d =
                 parse_duration(e).ok_or_else(|| CliError::Usage(format!("--expires {e:?}: expected e.g. 30d, 12h")))?;
-            let d = chrono::Duration::from_std(d).map_err(|_| CliError::Usage("--expires is too long".into()))?;
-            Some(Utc::now() + d)
+            let too_long = || CliError::Usage(format!("--expires {e:?} is too long"));
+            let d = chrono::Duration::from_std(d).map_err(|_| too_long())?;
+            if d.is_zero() {
+                return Err(CliError::Usage("--expires 0s: the token would be expired already".into()));
+            }
+            Some(Utc::now().checked_add_signed(d).ok_or_else(too_long)?)
         }
     };
     let name = name.unwrap_or_else(|| {
@@ -78,6 +82,9 @@ pub fn token_new_for_hosts(
         let role = format!("{role:?}").to_lowercase();
         format!("{role}-{who}-{:06x}", rand::random::<u32>() & 0xff_ffff)
     });
+    if let Some(why) = crate::auth::token::name_problem(&name) {
+        return Err(CliError::Usage(format!("--name: {why}")));
+    }
     let secret = new_secret();
     let hosts = hosts.to_vec();
     let entry =

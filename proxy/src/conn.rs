@@ -156,7 +156,6 @@ pub async fn serve(
         outlet: None,
         verbose: false,
         pedantic: false,
-        token: None,
         subs: HashMap::new(),
         inbox: Arc::new(Mutex::new(Vec::new())),
         // Set on authentication, by role.
@@ -242,8 +241,6 @@ struct Conn {
     outlet: Option<Outlet>,
     verbose: bool,
     pedantic: bool,
-    /// Token name and hash, once authenticated.
-    token: Option<(String, String)>,
     subs: HashMap<String, SubEntry>,
     inbox: Arc<Mutex<Vec<InboxSub>>>,
     reply_prefix: String,
@@ -483,14 +480,14 @@ impl Conn {
         let (Some(entry), Some(scope), true) = (entry, scope, same_as_before) else {
             self.shared.auth_throttle.failed(ip);
             self.shared.metrics.auth_failures.inc();
-            tracing::warn!(client = self.id, peer = %self.peer, user = ?info.user, "authorization violation");
+            let user = self.shared.tokens.loggable_user(info.user.as_deref());
+            tracing::warn!(client = self.id, peer = %self.peer, user, "authorization violation");
             self.farewell("Authorization Violation").await;
             return Flow::Close;
         };
         if self.outlet.is_some() {
             return self.ok().await; // the same identity again: nothing changes
         }
-        let token = (entry.name.clone(), entry.hash.clone());
         // The per-org cap is for tenants: an agent serves many orgs, and a
         // fleet has more hosts than any one org has tenant connections.
         let per_org = if matches!(scope, Scope::Tenant { .. }) {
@@ -498,7 +495,7 @@ impl Conn {
         } else {
             usize::MAX
         };
-        if !self.shared.registry.authenticated(self.id, scope.label(), token.clone(), per_org) {
+        if !self.shared.registry.authenticated(self.id, scope.label(), entry, per_org) {
             self.farewell("maximum connections exceeded").await;
             return Flow::Close;
         }
@@ -515,7 +512,6 @@ impl Conn {
         self.reply_prefix = format!("{root}{}x{:016x}", self.id, rand::random::<u64>());
         self.verbose = info.verbose;
         self.pedantic = info.pedantic;
-        self.token = Some(token);
         let org = self.shared.metrics.org(scope.label());
         let policy = self.shared.config.limits.slow_consumer;
         let mut outlet = Outlet::new(self.queue.clone(), scope, info.headers, org, policy, self.kill.clone());

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use crate::auth::TokenStore;
+use crate::auth::{TokenEntry, TokenStore};
 use crate::outlet::lock;
 use crate::queue::Queue;
 
@@ -18,8 +18,8 @@ pub type Closer = watch::Sender<Option<&'static str>>;
 
 struct Conn {
     org: Option<String>,
-    /// Token name and hash, once authenticated.
-    token: Option<(String, String)>,
+    /// The token it authenticated with, as it was then.
+    token: Option<TokenEntry>,
     close: Closer,
     queue: Queue,
 }
@@ -85,7 +85,7 @@ impl Registry {
     }
 
     /// The connection authenticated; false when its org has `per_org` already.
-    pub fn authenticated(&self, id: u64, org: &str, token: (String, String), per_org: usize) -> bool {
+    pub fn authenticated(&self, id: u64, org: &str, token: TokenEntry, per_org: usize) -> bool {
         let mut guard = lock(&self.inner);
         let inner = &mut *guard;
         let Some(c) = inner.conns.get_mut(&id) else { return false };
@@ -111,12 +111,12 @@ impl Registry {
         }
     }
 
-    /// Close the connections whose token is gone or expired.
+    /// Close the connections whose token is gone, expired or changed.
     pub fn revalidate(&self, tokens: &TokenStore) {
         let inner = lock(&self.inner);
         for c in inner.conns.values() {
-            let Some((name, hash)) = &c.token else { continue };
-            if let Some(reason) = tokens.still_valid(name, hash).err() {
+            let Some(token) = &c.token else { continue };
+            if let Some(reason) = tokens.still_valid(token).err() {
                 let _ = c.close.send(Some(reason));
             }
         }
@@ -159,7 +159,16 @@ mod tests {
     #[test]
     fn an_orgs_connections_are_counted_once_and_given_back_on_close() {
         let r = Registry::default();
-        let token = || ("t".to_string(), "h".to_string());
+        let token = || TokenEntry {
+            name: "t".into(),
+            role: crate::auth::Role::Tenant,
+            orgs: vec![],
+            publish: false,
+            hosts: vec![],
+            hash: "h".into(),
+            created: chrono::Utc::now(),
+            expires: None,
+        };
         for id in 1..=3 {
             r.open(id, watch::channel(None).0, queue());
         }

@@ -72,8 +72,22 @@ fn validate_reports_every_problem_and_exits_2() {
     for key in ["listen: ", "upstream.url: ", "max_payload: "] {
         assert!(stderr.contains(key), "{key} missing in {stderr}");
     }
-    std::fs::write(&path, "listen = \"127.0.0.1:4223\"\ntokens = \"t\"\n[upstream]\nurl = \"nats://127.0.0.1:4222\"\n")
-        .unwrap();
-    let out = Command::new(BIN).args(["validate", "-c"]).arg(&path).output().unwrap();
-    assert!(out.status.success());
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &path,
+        format!("listen = \"127.0.0.1:4223\"\ntokens = {tokens:?}\n[upstream]\nurl = \"nats://127.0.0.1:4222\"\n"),
+    )
+    .unwrap();
+    let validate = || Command::new(BIN).args(["validate", "-c"]).arg(&path).output().unwrap();
+    // The tokens file is read too, as `run` reads it.
+    let out = validate();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read tokens file"));
+    std::fs::write(&tokens, "[[tokens]]\nname = \"t\"\nrole = \"admin\"\n").unwrap();
+    let out = validate();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("tokens.toml is not valid: line 1, column 1: missing field `hash`"), "{stderr}");
+    std::fs::write(&tokens, "").unwrap();
+    assert!(validate().status.success());
 }

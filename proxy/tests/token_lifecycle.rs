@@ -2,7 +2,8 @@
 //! is closed with nats-server's `'User Authentication Expired'`, and SIGHUP
 //! to the proxy binary re-reads the tokens file even when an edit left its
 //! time and length as they were (the regular look would miss it), against
-//! a real nats-server behind the proxy.
+//! a real nats-server behind the proxy; a changed grant (an agent taken
+//! off an org) closes the connections made under the old one.
 
 mod common;
 
@@ -99,7 +100,7 @@ async fn sighup_rereads_an_edit_the_regular_look_misses() {
     let before = std::fs::metadata(&path).unwrap().modified().unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     let at = text.find("name = \"acme-read\"").expect("acme-read in the file");
-    let hash_at = at + text[at..].find("hash = \"").expect("its hash") + "hash = \"".len();
+    let hash_at = at + text[at..].find("hash = \"sha256:").expect("its hash") + "hash = \"sha256:".len();
     let mut edited = text.into_bytes();
     edited[hash_at] = if edited[hash_at] == b'0' { b'1' } else { b'0' };
     std::fs::write(&path, &edited).unwrap();
@@ -145,4 +146,28 @@ async fn a_tenant_token_that_names_no_org_is_refused() {
             "{connect}"
         );
     }
+}
+
+/// An agent taken off an org in the tokens file loses the connections it
+/// made under the old grant; its reconnect gets the new one. Others stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_grant_closes_the_connections_made_under_the_old_one() {
+    let s = stack().await;
+    let mut agent = s.raw_as("host-agent", &s.agent).await;
+    let mut other = s.raw_as("acme", &s.acme).await;
+    let text = std::fs::read_to_string(&s.tokens).unwrap();
+    let at = text.find("name = \"host-agent\"").expect("host-agent in the file");
+    let orgs = at + text[at..].find("orgs = [\"acme\", \"globex\"]").expect("its orgs");
+    let edited = format!("{}orgs = [\"acme\"]{}", &text[..orgs], &text[orgs + "orgs = [\"acme\", \"globex\"]".len()..]);
+    std::fs::write(&s.tokens, edited).unwrap();
+    s.signals.reload.notify_one();
+    assert_eq!(agent.until_closed(Duration::from_secs(5)).await, [Frame::Err("'User Authentication Revoked'".into())]);
+    assert!(other.sync().await.is_empty(), "another token's connection stays");
+    let mut again = s.raw_as("host-agent", &s.agent).await;
+    again.send("PUB logs.globex.web.iad.h1 1\r\ng\r\nPUB logs.acme.web.iad.h1 1\r\na\r\n").await;
+    assert_eq!(
+        errors(&again.sync().await),
+        ["'Permissions Violation for Publish to \"logs.globex.web.iad.h1\"'"],
+        "globex is no longer the agent's"
+    );
 }

@@ -3,6 +3,7 @@
 //! SHA-256 is the right hash (no password stretching needed); comparisons are
 //! constant-time, and every entry is compared so timing says nothing.
 
+mod file;
 pub mod store;
 pub mod token;
 

@@ -1,5 +1,6 @@
 //! The tokens file, re-read when it changes, and credential checks.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -7,7 +8,10 @@ use std::time::SystemTime;
 use chrono::Utc;
 use subtle::ConstantTimeEq;
 
-use super::token::{hash_secret, Role, TokenEntry, TokensFile};
+pub use super::file::read;
+use super::file::{read_checked, update};
+use super::token::{hash_secret, Role, TokenEntry};
+use crate::outlet::lock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -29,7 +33,22 @@ pub struct Credentials {
 
 pub struct TokenStore {
     path: PathBuf,
-    state: Mutex<(Option<Stamp>, Vec<TokenEntry>)>,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// The file as last looked at (read, whether or not it was good).
+    looked: Option<Stamp>,
+    entries: Vec<TokenEntry>,
+    /// Index into `entries` (names are unique).
+    by_name: HashMap<String, usize>,
+}
+
+impl State {
+    fn new(looked: Option<Stamp>, entries: Vec<TokenEntry>) -> State {
+        let by_name = entries.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        State { looked, entries, by_name }
+    }
 }
 
 /// How a look at the file tells it changed: modified time and length.
@@ -41,14 +60,17 @@ fn stamp(path: &Path) -> Option<Stamp> {
 }
 
 impl TokenStore {
-    /// Load the file now (a missing file is an error: no tokens, no access).
+    /// Load the file now (a missing file is an error: no tokens, no access;
+    /// a blank one is no tokens yet).
     pub fn open(path: &Path) -> Result<Self, AuthError> {
+        // Looked at before it is read: a change meanwhile is seen next time.
+        let looked = stamp(path);
         let entries = read(path)?;
-        Ok(TokenStore { path: path.to_path_buf(), state: Mutex::new((stamp(path), entries)) })
+        Ok(TokenStore { path: path.to_path_buf(), state: Mutex::new(State::new(looked, entries)) })
     }
 
     /// Re-read the file if it changed since the last look. A broken file is
-    /// reported and the entries already loaded are kept.
+    /// reported (once per change) and the entries already loaded are kept.
     pub fn refresh(&self) {
         self.load(false);
     }
@@ -60,28 +82,60 @@ impl TokenStore {
     }
 
     fn load(&self, always: bool) {
-        let mtime = stamp(&self.path);
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if !always && mtime == state.0 {
+        let before = stamp(&self.path);
+        let mut state = lock(&self.state);
+        if !always && before == state.looked {
             return;
         }
-        match read(&self.path) {
-            Ok(entries) => {
+        let read = read_checked(&self.path);
+        if stamp(&self.path) != before {
+            // Being written in place: the next look reads it whole.
+            return;
+        }
+        state.looked = before;
+        match read {
+            // An emptied file is a write caught half way (`cp`, `>`, an
+            // editor saving in place) or a mistake, not a revocation of
+            // everything: that is `tokens = []`, what `token revoke` writes.
+            Ok((entries, true)) if entries.is_empty() && !state.entries.is_empty() => {
+                tracing::warn!(path = %self.path.display(), "tokens file is blank: keeping the previous tokens (`tokens = []` revokes them all)")
+            }
+            Ok((entries, _)) => {
                 tracing::info!(tokens = entries.len(), "tokens file reloaded");
-                *state = (mtime, entries);
+                *state = State::new(before, entries);
             }
             Err(e) => tracing::warn!(error = %e, "keeping the previous tokens"),
         }
     }
 
-    /// Whether the token `name` with secret hash `hash` still stands: `Err`
-    /// says why not, in nats-server's words.
-    pub fn still_valid(&self, name: &str, hash: &str) -> Result<(), &'static str> {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match state.1.iter().find(|t| t.name == name && t.hash == hash) {
-            None => Err("User Authentication Revoked"),
-            Some(t) if t.expires.is_some_and(|e| e <= Utc::now()) => Err("User Authentication Expired"),
-            Some(_) => Ok(()),
+    /// Whether the token a connection was granted still stands as it was:
+    /// `Err` says why not, in nats-server's words. A changed grant (role,
+    /// orgs, publish, hosts) ends the connection too; the client's
+    /// reconnect gets the new one.
+    pub fn still_valid(&self, granted: &TokenEntry) -> Result<(), &'static str> {
+        let state = lock(&self.state);
+        let current = state.by_name.get(&granted.name).and_then(|&i| state.entries.get(i));
+        match current {
+            Some(t) if t.hash == granted.hash && t.same_grant(granted) => match t.expires {
+                Some(e) if e <= Utc::now() => Err("User Authentication Expired"),
+                _ => Ok(()),
+            },
+            _ => Err("User Authentication Revoked"),
+        }
+    }
+
+    /// `user` as a failed CONNECT's log may show it: a token name or an
+    /// org the file knows, else only its length (a client that swapped
+    /// user and password would put its secret there).
+    pub fn loggable_user(&self, user: Option<&str>) -> String {
+        let Some(user) = user else { return "(none)".into() };
+        let state = lock(&self.state);
+        let known =
+            state.by_name.contains_key(user) || state.entries.iter().any(|t| t.orgs.iter().any(|o| o.as_str() == user));
+        if known {
+            user.to_string()
+        } else {
+            format!("(not a known name, {} bytes)", user.len())
         }
     }
 
@@ -94,9 +148,9 @@ impl TokenStore {
         };
         self.refresh();
         let presented = hash_secret(secret);
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = lock(&self.state);
         let mut found: Option<&TokenEntry> = None;
-        for entry in &state.1 {
+        for entry in &state.entries {
             let same: bool = entry.hash.as_bytes().ct_eq(presented.as_bytes()).into();
             if same && found.is_none() {
                 found = Some(entry);
@@ -119,56 +173,31 @@ impl TokenStore {
     }
 }
 
-pub fn read(path: &Path) -> Result<Vec<TokenEntry>, AuthError> {
-    let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read { path: path.into(), source })?;
-    let file: TokensFile =
-        toml::from_str(&text).map_err(|e| AuthError::Parse { path: path.into(), message: e.message().to_string() })?;
-    Ok(file.tokens)
-}
-
-/// Append an entry, writing the file atomically with mode 0600.
+/// Append an entry (its name must be new).
 pub fn append(path: &Path, entry: TokenEntry) -> Result<(), AuthError> {
-    let mut file = match path.exists() {
-        true => TokensFile { tokens: read(path)? },
-        false => TokensFile::default(),
-    };
-    if file.tokens.iter().any(|t| t.name == entry.name) {
-        return Err(AuthError::Parse {
-            path: path.into(),
-            message: format!("a token named {:?} exists already", entry.name),
-        });
-    }
-    file.tokens.push(entry);
-    write(path, &file)
+    update(path, |tokens| {
+        if tokens.iter().any(|t| t.name == entry.name) {
+            return Err(AuthError::Parse {
+                path: path.into(),
+                message: format!("a token named {:?} exists already", entry.name),
+            });
+        }
+        tokens.push(entry);
+        Ok((true, ()))
+    })
 }
 
 /// Remove the entry called `name`; false if there was none.
 pub fn remove(path: &Path, name: &str) -> Result<bool, AuthError> {
-    let mut file = TokensFile { tokens: read(path)? };
-    let before = file.tokens.len();
-    file.tokens.retain(|t| t.name != name);
-    if file.tokens.len() == before {
-        return Ok(false);
+    if !path.exists() {
+        return read(path).map(|_| false);
     }
-    write(path, &file)?;
-    Ok(true)
-}
-
-fn write(path: &Path, file: &TokensFile) -> Result<(), AuthError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let text = toml::to_string(file).map_err(|e| AuthError::Parse { path: path.into(), message: e.to_string() })?;
-    let werr = |source| AuthError::Write { path: path.into(), source };
-    let tmp = path.with_extension("tmp");
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(werr)?;
-    }
-    let mut f =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(werr)?;
-    f.write_all(text.as_bytes()).map_err(werr)?;
-    f.sync_all().map_err(werr)?;
-    std::fs::rename(&tmp, path).map_err(werr)?;
-    Ok(())
+    update(path, |tokens| {
+        let before = tokens.len();
+        tokens.retain(|t| t.name != name);
+        let removed = tokens.len() != before;
+        Ok((removed, removed))
+    })
 }
 
 #[cfg(test)]
@@ -219,5 +248,77 @@ mod tests {
         append(&path, expired).unwrap();
         assert!(store.authenticate(&creds(Some("old"), Some("s"), None)).is_none());
         assert!(append(&path, entry("old", Role::Admin, &[], "x")).is_err(), "names are unique");
+    }
+
+    /// Write `text` in place with a new modification time.
+    fn rewrite(path: &Path, text: &str) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn a_blanked_file_keeps_the_tokens_an_explicit_empty_list_revokes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        let secret = new_secret();
+        append(&path, entry("admin", Role::Admin, &[], &secret)).unwrap();
+        let good = std::fs::read_to_string(&path).unwrap();
+        let store = TokenStore::open(&path).unwrap();
+        let admin = || store.authenticate(&creds(Some("admin"), Some(&secret), None));
+        let granted = admin().expect("valid");
+        for blank in ["", "\n# being rewritten\n"] {
+            rewrite(&path, blank);
+            store.refresh();
+            assert!(admin().is_some(), "{blank:?} keeps what was loaded");
+            assert_eq!(store.still_valid(&granted), Ok(()));
+            rewrite(&path, &good);
+            store.refresh();
+        }
+        rewrite(&path, "tokens = []\n");
+        store.refresh();
+        assert!(admin().is_none(), "tokens = [] revokes all");
+        assert_eq!(store.still_valid(&granted), Err("User Authentication Revoked"));
+        // From nothing, a blank file is nothing.
+        rewrite(&path, "");
+        store.refresh();
+        assert!(admin().is_none());
+    }
+
+    #[test]
+    fn a_changed_grant_ends_what_was_granted_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        let secret = new_secret();
+        append(&path, entry("host-agent", Role::Agent, &["acme", "globex"], &secret)).unwrap();
+        let store = TokenStore::open(&path).unwrap();
+        let granted = store.authenticate(&creds(Some("host-agent"), Some(&secret), None)).unwrap();
+        assert_eq!(store.still_valid(&granted), Ok(()));
+        // globex is taken off the agent's orgs by hand.
+        let text = std::fs::read_to_string(&path).unwrap();
+        rewrite(&path, &text.replace(", \"globex\"", ""));
+        store.refresh();
+        assert_eq!(store.still_valid(&granted), Err("User Authentication Revoked"));
+        let now = store.authenticate(&creds(Some("host-agent"), Some(&secret), None)).unwrap();
+        assert_eq!(now.orgs.len(), 1);
+        assert_eq!(store.still_valid(&now), Ok(()), "a reconnect gets the new grant");
+        // An expiry moved into the past ends it with its own words.
+        let text = std::fs::read_to_string(&path).unwrap();
+        rewrite(&path, &format!("{text}expires = 2020-01-01T00:00:00Z\n"));
+        store.refresh();
+        assert_eq!(store.still_valid(&now), Err("User Authentication Expired"));
+    }
+
+    #[test]
+    fn a_failed_connects_user_is_logged_only_when_it_is_a_known_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        append(&path, entry("host-agent", Role::Agent, &["acme"], &new_secret())).unwrap();
+        let store = TokenStore::open(&path).unwrap();
+        assert_eq!(store.loggable_user(Some("host-agent")), "host-agent");
+        assert_eq!(store.loggable_user(Some("acme")), "acme");
+        let secret = new_secret();
+        let shown = store.loggable_user(Some(&secret));
+        assert!(!shown.contains(&secret[4..]), "{shown}");
+        assert_eq!(shown, format!("(not a known name, {} bytes)", secret.len()));
     }
 }

@@ -37,9 +37,78 @@ pub struct TokenEntry {
     pub hosts: Vec<String>,
     /// `sha256:<hex>` of the secret.
     pub hash: String,
+    #[serde(deserialize_with = "when::required")]
     pub created: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "when::optional", skip_serializing_if = "Option::is_none")]
     pub expires: Option<DateTime<Utc>>,
+}
+
+impl TokenEntry {
+    /// Whether `other` grants the same (role, orgs, publish, hosts): a
+    /// connection made under one grant is closed when it changes.
+    pub fn same_grant(&self, other: &TokenEntry) -> bool {
+        (self.role, &self.orgs, self.publish, &self.hosts) == (other.role, &other.orgs, other.publish, &other.hosts)
+    }
+
+    /// What makes an entry unusable or ambiguous, in words for the operator.
+    pub fn problem(&self) -> Option<String> {
+        if let Some(why) = name_problem(&self.name) {
+            return Some(why);
+        }
+        let hex = self.hash.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Some("hash is not sha256:<64 lowercase hex digits> (`token new` writes it)".into());
+        }
+        if self.publish && self.role != Role::Tenant {
+            return Some("publish is for tenant tokens".into());
+        }
+        if !self.hosts.is_empty() && self.role != Role::Agent {
+            return Some("hosts are for agent tokens".into());
+        }
+        None
+    }
+}
+
+/// Why a token name cannot be used, if it cannot: it is printed in tab
+/// separated lists and logs, and agents and admins give it as `user`.
+pub fn name_problem(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > 128 {
+        return Some("a name is 1 to 128 bytes".into());
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some(format!("name {name:?} has spaces or control characters"));
+    }
+    None
+}
+
+/// Dates as RFC 3339 strings (what `token new` writes) or as TOML's own
+/// date-times (`expires = 2027-01-31T00:00:00Z`, as a hand edit may have
+/// it); either way with an offset.
+mod when {
+    use chrono::{DateTime, Utc};
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Toml(toml::value::Datetime),
+        Text(String),
+    }
+
+    pub fn required<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = match Either::deserialize(d)? {
+            Either::Toml(t) => t.to_string(),
+            Either::Text(s) => s,
+        };
+        DateTime::parse_from_rfc3339(&text).map(|t| t.with_timezone(&Utc)).map_err(|e| {
+            D::Error::custom(format!("{text:?}: {e} (a date and time with its offset, e.g. 2027-01-31T00:00:00Z)"))
+        })
+    }
+
+    pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        required(d).map(Some)
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -60,4 +129,58 @@ pub fn hash_secret(secret: &str) -> String {
     let digest = Sha256::digest(secret.as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+    fn parse(expires: &str) -> Result<TokensFile, toml::de::Error> {
+        toml::from_str(&format!(
+            "[[tokens]]\nname = \"t\"\nrole = \"admin\"\nhash = \"{HASH}\"\ncreated = \"2026-01-01T00:00:00Z\"\n{expires}"
+        ))
+    }
+
+    #[test]
+    fn expiry_as_a_string_or_a_toml_date_time() {
+        let want = DateTime::parse_from_rfc3339("2027-01-31T12:00:00Z").unwrap().with_timezone(&Utc);
+        for form in [
+            "expires = \"2027-01-31T12:00:00Z\"",
+            "expires = 2027-01-31T12:00:00Z",
+            "expires = 2027-01-31T13:00:00+01:00",
+        ] {
+            let file = parse(form).unwrap_or_else(|e| panic!("{form}: {e}"));
+            assert_eq!(file.tokens[0].expires, Some(want), "{form}");
+        }
+        assert_eq!(parse("").unwrap().tokens[0].expires, None);
+        // A local date-time says nothing of where: refused, with an example.
+        let e = parse("expires = 2027-01-31T12:00:00").unwrap_err().to_string();
+        assert!(e.contains("with its offset"), "{e}");
+    }
+
+    #[test]
+    fn problems_of_hand_edited_entries() {
+        let mut t = parse("").unwrap().tokens.remove(0);
+        assert_eq!(t.problem(), None);
+        t.hash = "sha256:ABC".into();
+        assert!(t.problem().unwrap().contains("hash"));
+        t.hash = HASH.into();
+        t.name = "two words".into();
+        assert!(t.problem().unwrap().contains("spaces"));
+        t.name = "t".into();
+        t.publish = true;
+        assert!(t.problem().unwrap().contains("tenant"));
+        t.publish = false;
+        t.hosts = vec!["h1".into()];
+        assert!(t.problem().unwrap().contains("agent"));
+        t.role = Role::Agent;
+        assert_eq!(t.problem(), None);
+        let mut other = t.clone();
+        other.expires = Some(Utc::now());
+        assert!(t.same_grant(&other), "the expiry is not the grant");
+        other.hosts.clear();
+        assert!(!t.same_grant(&other));
+    }
 }

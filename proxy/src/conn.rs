@@ -163,6 +163,7 @@ pub async fn serve(
         reply_task: None,
         pings_out: 0,
         rate: PublishRate::new(shared.config.limits.publish_msgs_per_sec, shared.config.limits.publish_bytes_per_sec),
+        unsynced: 0,
         sub_changes: SubChanges::new(
             shared.config.limits.subscription_changes_per_sec,
             shared.config.limits.max_subscriptions,
@@ -248,6 +249,9 @@ struct Conn {
     pings_out: u32,
     rate: Option<PublishRate>,
     sub_changes: Option<SubChanges>,
+    /// The generation of its latest upstream subscription not yet known
+    /// to be live upstream; 0 for none ([`Conn::sync_subscriptions`]).
+    unsynced: u64,
     /// Cancelled to disconnect a slow consumer: by policy, or once its
     /// socket took nothing for the write deadline.
     kill: CancellationToken,
@@ -528,6 +532,7 @@ impl Conn {
         match op {
             ClientOp::Connect(_) => Flow::Continue,
             ClientOp::Ping => {
+                self.sync_subscriptions().await;
                 if self.send(Bytes::from_static(writer::PONG)).await {
                     Flow::Continue
                 } else {
@@ -600,14 +605,32 @@ impl Conn {
                 }
                 let limit = Arc::new(Limit::reporting(&self.spent, &sid));
                 let receiver = Receiver { conn: self.id, sid: sid.clone(), outlet, limit: limit.clone() };
-                if let Err(e) = self.shared.fanout.add(key.clone(), receiver).await {
-                    tracing::warn!(error = %e, "upstream subscribe failed");
-                    return self.deny("Upstream Subscription Failed".into()).await;
+                match self.shared.fanout.add(key.clone(), receiver).await {
+                    Ok(generation) => self.unsynced = self.unsynced.max(generation),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "upstream subscribe failed");
+                        return self.deny("Upstream Subscription Failed".into()).await;
+                    }
                 }
                 self.subs.insert(sid, SubEntry { upstream: Some(key), limit, _slot: slot });
             }
         }
+        if self.verbose {
+            // Its +OK says it is live, as nats-server's does.
+            self.sync_subscriptions().await;
+        }
         self.ok().await
+    }
+
+    /// Wait until the server has this client's new subscriptions: before
+    /// its next PUB (which goes upstream on another connection, unordered
+    /// with them) and before its PONG, so that subscribe, flush, then
+    /// publish from anywhere delivers, as with nats-server.
+    async fn sync_subscriptions(&mut self) {
+        let generation = std::mem::take(&mut self.unsynced);
+        if generation > 0 {
+            self.shared.fanout.synced(generation).await;
+        }
     }
 
     /// UNSUB: now, or (`max`) once that many messages were delivered in
@@ -639,6 +662,7 @@ impl Conn {
         headers: Option<Bytes>,
         payload: Bytes,
     ) -> Flow {
+        self.sync_subscriptions().await;
         // A reply to a request this client received goes where the request
         // came from; only clients that may publish may answer.
         let aliased = lock(&outlet.aliases).resolve(&subject);

@@ -48,12 +48,18 @@ struct Entry {
     queue: bool,
     /// Its subscription on the delivery connection, if it has one.
     sid: Option<u64>,
+    /// That subscription's generation ([`Fanout::synced`]); 0 for none.
+    generation: u64,
     /// Its async-nats subscription's task, otherwise.
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// Entries by their sid on the delivery connection.
 type BySid = Arc<Mutex<HashMap<u64, Arc<Entry>>>>;
+
+/// How long a client waits for its new subscriptions to be confirmed
+/// upstream before it goes on regardless (an upstream that is away).
+pub const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct Fanout {
     client: async_nats::Client,
@@ -123,28 +129,32 @@ impl Fanout {
     }
 
     /// Add a client subscription, subscribing upstream if it is the first
-    /// for this key.
-    pub async fn add(&self, key: Key, receiver: Receiver) -> Result<(), async_nats::SubscribeError> {
+    /// for this key: the generation to wait for ([`Fanout::synced`]) before
+    /// the client may count on it.
+    pub async fn add(&self, key: Key, receiver: Receiver) -> Result<u64, async_nats::SubscribeError> {
         let mut entries = self.entries.lock().await;
         if let Some(entry) = entries.get(&key) {
             entry.change(|r| r.push(Arc::new(receiver)));
-            return Ok(());
+            return Ok(entry.generation);
         }
         let queue = key.queue.is_some();
         if let Some((upstream, by_sid)) = &self.direct {
             let sid = self.next_sid.fetch_add(1, Ordering::Relaxed) + 1;
+            // Known before the entry is (the delivery connection may take
+            // the change at once); no delivery comes before it is in by_sid.
+            let generation = upstream.subscribe(sid, &key.subject, key.queue.as_deref());
             let entry = Arc::new(Entry {
                 receivers: Mutex::new(Arc::new(vec![Arc::new(receiver)])),
                 next: AtomicUsize::new(0),
                 queue,
                 sid: Some(sid),
+                generation,
                 task: Mutex::new(None),
             });
             lock(by_sid).insert(sid, entry.clone());
-            upstream.subscribe(sid, &key.subject, key.queue.as_deref());
             entries.insert(key, entry);
             self.gauge.set(entries.len() as i64);
-            return Ok(());
+            return Ok(generation);
         }
         let sub = match &key.queue {
             None => self.client.subscribe(key.subject.clone()).await?,
@@ -155,6 +165,8 @@ impl Fanout {
             next: AtomicUsize::new(0),
             queue,
             sid: None,
+            // On the client the proxy publishes with: ordered before them.
+            generation: 0,
             task: Mutex::new(None),
         });
         let e = entry.clone();
@@ -168,7 +180,19 @@ impl Fanout {
         *lock(&entry.task) = Some(task);
         entries.insert(key, entry);
         self.gauge.set(entries.len() as i64);
-        Ok(())
+        Ok(0)
+    }
+
+    /// Wait until the server has the upstream subscriptions up to
+    /// `generation` (at most [`SYNC_WAIT`]): a client's publishes go
+    /// upstream on another connection than its subscriptions, and the
+    /// server orders nothing between two connections.
+    pub async fn synced(&self, generation: u64) {
+        if let (Some((upstream, _)), true) = (&self.direct, generation > 0) {
+            if !upstream.synced(generation, SYNC_WAIT).await {
+                tracing::debug!(generation, "upstream subscription not confirmed in time; going on");
+            }
+        }
     }
 
     /// Remove a client subscription; the last one out unsubscribes upstream.
@@ -396,6 +420,7 @@ mod tests {
             next: AtomicUsize::new(0),
             queue: false,
             sid: None,
+            generation: 0,
             task: Mutex::new(None),
         });
         let (parked, reached, go) = Parked::new(b"x");
@@ -427,6 +452,7 @@ mod tests {
             next: AtomicUsize::new(0),
             queue,
             sid: None,
+            generation: 0,
             task: Mutex::new(None),
         })
     }

@@ -238,3 +238,36 @@ async fn headers_that_reach_past_the_org_are_refused() {
         "nothing reached globex"
     );
 }
+
+/// A new subscription is live upstream by the time its client's next
+/// publish goes or its PONG comes back, as with nats-server (the proxy
+/// subscribes and publishes upstream on different connections, which the
+/// server does not order): subscribe then publish on one connection
+/// delivers, and after subscribe and flush a publish from anywhere does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_is_live_before_its_clients_next_publish_or_pong() {
+    let s = stack().await;
+    let direct = s.direct().await;
+    let mut raw = s.raw_as("acme", &s.acme_pub).await;
+    let ops: String = (0..50).map(|i| format!("SUB logs.web.n{i} {i}\r\nPUB logs.web.n{i} 2\r\nhi\r\n")).collect();
+    raw.send(&ops).await;
+    let mut sids = Vec::new();
+    while sids.len() < 50 {
+        match raw.frame_within(Duration::from_secs(5)).await {
+            Some(Frame::Msg { sid, .. }) => sids.push(sid.parse::<u32>().unwrap()),
+            other => panic!("after {} messages: {other:?}", sids.len()),
+        }
+    }
+    sids.sort();
+    assert_eq!(sids, (0..50).collect::<Vec<_>>(), "each publish after its own SUB");
+
+    for i in 0..50 {
+        raw.send(&format!("SUB logs.rpc.r{i} r{i}\r\n")).await;
+        assert_eq!(raw.sync().await, vec![]);
+        direct.publish(format!("logs.acme.rpc.r{i}"), "once".into()).await.unwrap();
+        match raw.frame_within(Duration::from_secs(5)).await {
+            Some(Frame::Msg { sid, payload, .. }) => assert_eq!((sid, payload), (format!("r{i}"), "once".into())),
+            other => panic!("r{i}: the one publish after the PONG: {other:?}"),
+        }
+    }
+}

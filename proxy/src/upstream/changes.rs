@@ -5,11 +5,17 @@
 //! subscriptions that exist, however fast clients churn and however long
 //! the upstream is away: during an outage the connection takes nothing,
 //! and a queue of commands would grow with every SUB and UNSUB.
+//!
+//! Each subscribe has a generation; the connection reports the highest
+//! one nats-server has answered a PING after ([`Changes::acked`]), so a
+//! client can be told its subscription is live upstream (its PONG waits for
+//! it, as nats-server's PONG follows its SUB), not merely written down.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::outlet::lock;
 
@@ -24,18 +30,33 @@ struct State {
     waiting: Batch,
     /// Every handle is gone.
     closed: bool,
+    /// Of the latest subscribe.
+    generation: u64,
 }
 
-#[derive(Default)]
 pub struct Changes {
     state: Mutex<State>,
     wake: Notify,
+    /// The latest generation the server has.
+    acked: watch::Sender<u64>,
+}
+
+impl Default for Changes {
+    fn default() -> Self {
+        Changes { state: Mutex::default(), wake: Notify::new(), acked: watch::channel(0).0 }
+    }
 }
 
 impl Changes {
-    pub fn subscribe(&self, sid: u64, subject: &str, queue: Option<&str>) {
-        lock(&self.state).waiting.insert(sid, Some((subject.into(), queue.map(Into::into))));
+    /// Its generation: [`Changes::synced`] to that says the server has it.
+    pub fn subscribe(&self, sid: u64, subject: &str, queue: Option<&str>) -> u64 {
+        let mut state = lock(&self.state);
+        state.generation += 1;
+        state.waiting.insert(sid, Some((subject.into(), queue.map(Into::into))));
+        let generation = state.generation;
+        drop(state);
         self.wake.notify_one();
+        generation
     }
 
     pub fn unsubscribe(&self, sid: u64) {
@@ -58,13 +79,31 @@ impl Changes {
         self.wake.notify_one();
     }
 
-    /// Everything waiting, or `None` once every handle is gone.
-    pub fn take(&self) -> Option<Batch> {
+    /// Everything waiting and the generation it brings the connection to,
+    /// or `None` once every handle is gone.
+    pub fn take(&self) -> Option<(Batch, u64)> {
         let mut state = lock(&self.state);
         if state.closed {
             return None;
         }
-        Some(std::mem::take(&mut state.waiting))
+        Some((std::mem::take(&mut state.waiting), state.generation))
+    }
+
+    /// The server answered a PING sent after every change up to `generation`.
+    pub fn acked(&self, generation: u64) {
+        self.acked.send_if_modified(|g| {
+            let newer = generation > *g;
+            *g = (*g).max(generation);
+            newer
+        });
+    }
+
+    /// Wait until the server has every change up to `generation`, for at
+    /// most `within` (an upstream that is away must not hold clients for
+    /// ever); false if it did not come to that.
+    pub async fn synced(&self, generation: u64, within: Duration) -> bool {
+        let mut acked = self.acked.subscribe();
+        tokio::time::timeout(within, acked.wait_for(|g| *g >= generation)).await.is_ok_and(|r| r.is_ok())
     }
 
     /// Wait for a change (or the close); returns at once if one came
@@ -122,7 +161,8 @@ mod tests {
         }
         changes.subscribe(100_001, "logs.acme.web.>", Some("q"));
         assert_eq!(changes.waiting(), 1);
-        let batch = changes.take().expect("open");
+        let (batch, generation) = changes.take().expect("open");
+        assert_eq!(generation, 100_001);
         assert_eq!(
             batch.into_iter().collect::<Vec<_>>(),
             vec![(100_001, Some(("logs.acme.web.>".to_string(), Some("q".to_string()))))]
@@ -135,15 +175,34 @@ mod tests {
         let changes = Changes::default();
         let mut subs = BTreeMap::new();
         changes.subscribe(7, "logs.acme.>", None);
-        let sent = apply(&mut subs, changes.take().expect("open"));
+        let sent = apply(&mut subs, changes.take().expect("open").0);
         assert_eq!(sent.get(&7), Some(&Some(("logs.acme.>".to_string(), None))));
         changes.unsubscribe(7);
-        let sent = apply(&mut subs, changes.take().expect("open"));
+        let sent = apply(&mut subs, changes.take().expect("open").0);
         assert_eq!(sent.get(&7), Some(&None));
         assert!(subs.is_empty());
         // An UNSUB for a sid the connection never had is not sent.
         changes.unsubscribe(8);
-        assert!(apply(&mut subs, changes.take().expect("open")).is_empty());
+        assert!(apply(&mut subs, changes.take().expect("open").0).is_empty());
+    }
+
+    #[tokio::test]
+    async fn synced_waits_for_the_generation_to_be_acked() {
+        let changes = Arc::new(Changes::default());
+        let first = changes.subscribe(1, "logs.acme.>", None);
+        let second = changes.subscribe(2, "logs.acme.web.>", None);
+        assert!(changes.synced(0, Duration::ZERO).await, "nothing to wait for");
+        assert!(!changes.synced(first, Duration::from_millis(50)).await, "not acked: gives up");
+        changes.acked(first);
+        assert!(changes.synced(first, Duration::ZERO).await);
+        let waiter = tokio::spawn({
+            let changes = changes.clone();
+            async move { changes.synced(second, Duration::from_secs(10)).await }
+        });
+        changes.acked(second);
+        assert!(waiter.await.unwrap(), "woken by the ack");
+        changes.acked(first);
+        assert!(changes.synced(second, Duration::ZERO).await, "an older ack does not go back");
     }
 
     #[tokio::test]

@@ -73,8 +73,15 @@ impl Upstream {
         Upstream { owner: Arc::new(Owner(changes)) }
     }
 
-    pub fn subscribe(&self, sid: u64, subject: &str, queue: Option<&str>) {
-        self.owner.0.subscribe(sid, subject, queue);
+    /// Its generation, for [`Upstream::synced`].
+    pub fn subscribe(&self, sid: u64, subject: &str, queue: Option<&str>) -> u64 {
+        self.owner.0.subscribe(sid, subject, queue)
+    }
+
+    /// Wait (at most `within`) until the server has every subscription up
+    /// to `generation`; false if it did not come to that.
+    pub async fn synced(&self, generation: u64, within: Duration) -> bool {
+        self.owner.0.synced(generation, within).await
     }
 
     pub fn unsubscribe(&self, sid: u64) {
@@ -134,8 +141,11 @@ async fn session(
 ) -> Ended {
     // What changed while there was no connection; later changes wake the
     // loop below.
-    let Some(batch) = changes.take() else { return Ended::Done };
+    let Some((batch, mut sent)) = changes.take() else { return Ended::Done };
     changes::apply(subs, batch);
+    // Per PING in flight, in order: the generation its PONG acknowledges
+    // (none for a keep-alive).
+    let mut pings = std::collections::VecDeque::from([Some(sent)]);
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     // INFO first; then CONNECT, every subscription, and a PING whose PONG
     // says the server took them.
@@ -168,12 +178,19 @@ async fn session(
                 Err(e) => return e.into(),
             },
             _ = changes.changed() => {
-                let Some(batch) = changes.take() else { return Ended::Done };
+                let Some((batch, generation)) = changes.take() else { return Ended::Done };
                 for (sid, change) in changes::apply(subs, batch) {
                     match change {
                         Some((subject, queue)) => out.extend_from_slice(sub_line(sid, &subject, queue.as_deref()).as_bytes()),
                         None => out.extend_from_slice(format!("UNSUB {sid}\r\n").as_bytes()),
                     }
+                }
+                // New subscriptions: the PONG to this PING says the server
+                // has them (even ones undone before they were sent).
+                if generation > sent {
+                    sent = generation;
+                    out.extend_from_slice(b"PING\r\n");
+                    pings.push_back(Some(generation));
                 }
             }
             _ = ping.tick() => {
@@ -182,6 +199,7 @@ async fn session(
                 }
                 pings_out += 1;
                 out.extend_from_slice(b"PING\r\n");
+                pings.push_back(None);
             }
         }
         // Every whole operation read so far; messages go to the sink
@@ -200,6 +218,9 @@ async fn session(
                             ServerOp::Pong => {
                                 pings_out = 0;
                                 *failures = 0;
+                                if let Some(Some(generation)) = pings.pop_front() {
+                                    changes.acked(generation);
+                                }
                             }
                             ServerOp::Err(text) => {
                                 if frames::is_fatal(text) {

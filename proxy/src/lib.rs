@@ -83,7 +83,7 @@ fn fanout(
     config: &Config,
     client: async_nats::Client,
     gauge: flotilla_core::metrics::Gauge,
-    reconnects: flotilla_core::metrics::Counter,
+    registry: &Registry,
     tls: tokio_rustls::TlsConnector,
 ) -> fanout::Fanout {
     let fanout = fanout::Fanout::new(client, gauge);
@@ -98,7 +98,8 @@ fn fanout(
         ping_interval: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(5),
         max_backoff: Duration::from_secs(5),
-        reconnects,
+        reconnects: metrics::delivery_reconnects(registry),
+        connected: metrics::delivery_connected(registry),
         tls: Some(upstream::conn::TlsOptions {
             connector: tls,
             required: tls_required,
@@ -153,13 +154,13 @@ pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyErr
             .map_err(|source| ProxyError::Bind { addr: config.http_addr.clone(), source })?;
 
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
-    let reconnects = metrics::delivery_reconnects(&registry);
-    let metrics = metrics::ProxyMetrics::new(registry);
+    let metrics = metrics::ProxyMetrics::new(registry.clone());
+    let fanout = fanout(&config, upstream.clone(), metrics.upstream_subscriptions.clone(), &registry, upstream_tls);
     let limits = &config.limits;
     let shared = Arc::new(Shared {
         ping_interval: parse_duration(&config.ping_interval).unwrap_or(Duration::from_secs(120)),
         write_deadline: parse_duration(&config.write_deadline).unwrap_or(Duration::from_secs(10)),
-        fanout: fanout(&config, upstream.clone(), metrics.upstream_subscriptions.clone(), reconnects, upstream_tls),
+        fanout,
         registry: registry::Registry::default(),
         auth_throttle: limits::AuthThrottle::new(limits.auth_failures_per_minute),
         org_rates: limits::OrgRates::new(limits.org_publish_msgs_per_sec, limits.org_publish_bytes_per_sec),

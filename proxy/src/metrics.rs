@@ -80,6 +80,16 @@ pub fn upstream_drops(registry: &Registry) -> Counter {
     )
 }
 
+/// Whether the delivery connection is up: while it is not, no client gets
+/// live messages.
+pub fn delivery_connected(registry: &Registry) -> Gauge {
+    registry.gauge(
+        "flotilla_proxy_delivery_connected",
+        "1 while the proxy's delivery connection to nats-server is up (clients get live messages), else 0.",
+        &[],
+    )
+}
+
 /// Times the delivery connection ended or could not be made, each followed
 /// by a new attempt: live deliveries in between are lost, as core NATS
 /// loses them.

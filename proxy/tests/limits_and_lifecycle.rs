@@ -44,7 +44,16 @@ async fn stack(extra: &str) -> Stack {
     };
     let signals = Signals::default();
     let running = flotilla_proxy::start(config, signals.clone()).await.unwrap();
-    Stack { nats, addr: running.addr, http: running.http_addr, tokens, signals, dir }
+    let stack = Stack { nats, addr: running.addr, http: running.http_addr, tokens, signals, dir };
+    // Tests start once the proxy can deliver (a first subscription would
+    // otherwise also wait for the delivery connection to connect).
+    for _ in 0..100 {
+        if metric(&stack.metrics().await, "flotilla_proxy_delivery_connected") == 1 {
+            return stack;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the delivery connection never came up");
 }
 
 impl Stack {

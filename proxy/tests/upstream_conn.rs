@@ -78,6 +78,7 @@ fn options(nats: &NatsServer) -> Options {
         connect_timeout: Duration::from_secs(5),
         max_backoff: Duration::from_millis(500),
         reconnects: flotilla_core::metrics::Registry::default().counter("reconnects", "test", &[]),
+        connected: flotilla_core::metrics::Registry::default().gauge("connected", "test", &[]),
         tls: None,
     }
 }
@@ -259,6 +260,7 @@ async fn a_server_that_stops_answering_pings_is_left_for_a_new_connection() {
         connect_timeout: Duration::from_secs(5),
         max_backoff: Duration::from_millis(100),
         reconnects: flotilla_core::metrics::Registry::default().counter("reconnects", "test", &[]),
+        connected: flotilla_core::metrics::Registry::default().gauge("connected", "test", &[]),
         tls: None,
     };
     let reconnects = opts.reconnects.clone();

@@ -122,6 +122,7 @@ fn options(nats: &NatsServer, pki: &Pki, trust: &Path, reconnects: &Counter) -> 
         connect_timeout: Duration::from_secs(5),
         max_backoff: Duration::from_millis(200),
         reconnects: reconnects.clone(),
+        connected: flotilla_core::metrics::Registry::default().gauge("connected", "test", &[]),
         // Not required by the URL (`nats://`): the server's INFO asks for it.
         tls: Some(TlsOptions {
             connector: flotilla_proxy::tls::connector(&cfg).unwrap(),

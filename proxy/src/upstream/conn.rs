@@ -52,6 +52,8 @@ pub struct Options {
     pub max_backoff: Duration,
     /// Counts connections that ended or could not be made.
     pub reconnects: flotilla_core::metrics::Counter,
+    /// 1 while connected (from the server's first PONG), else 0.
+    pub connected: flotilla_core::metrics::Gauge,
     /// Without it, a server that requires TLS is not used.
     pub tls: Option<TlsOptions>,
 }
@@ -117,7 +119,9 @@ async fn run(opts: Options, mut sink: impl Sink, changes: Arc<Changes>) {
             tracing::error!("upstream delivery connection: no servers to connect to");
             return;
         };
-        match session(&server, &opts, &mut sink, &changes, &mut subs, &mut servers, &mut failures).await {
+        let ended = session(&server, &opts, &mut sink, &changes, &mut subs, &mut servers, &mut failures).await;
+        opts.connected.set(0);
+        match ended {
             Ended::Done => return,
             e => {
                 opts.reconnects.inc();
@@ -218,6 +222,7 @@ async fn session(
                             ServerOp::Pong => {
                                 pings_out = 0;
                                 *failures = 0;
+                                opts.connected.set(1);
                                 if let Some(Some(generation)) = pings.pop_front() {
                                     changes.acked(generation);
                                 }

@@ -82,7 +82,7 @@ pub async fn stack_over(nats: NatsServer, url: &str, extra: Extra<'_>) -> Stack 
     let config: Config = flotilla_core::config::parse(&text, |_| None).unwrap();
     let signals = Signals::default();
     let running = flotilla_proxy::start(config, signals.clone()).await.unwrap();
-    Stack {
+    let stack = Stack {
         nats,
         addr: running.addr,
         http_addr: running.http_addr,
@@ -96,7 +96,16 @@ pub async fn stack_over(nats: NatsServer, url: &str, extra: Extra<'_>) -> Stack 
         signals,
         done: Some(running.done),
         _dir: dir,
+    };
+    // Tests start once the proxy can deliver: a first subscription would
+    // otherwise also wait for the delivery connection to connect.
+    if !url.starts_with("ws") {
+        eventually(Duration::from_secs(10), "the delivery connection to be up", || async {
+            stack.metric("flotilla_proxy_delivery_connected").await == Some(1.0)
+        })
+        .await;
     }
+    stack
 }
 
 impl Drop for Stack {

@@ -392,10 +392,15 @@ impl Conn {
     }
 
     /// Closed from outside its own operations (a revoked or expired token,
-    /// the slow-consumer policy): logged, and the client told why.
+    /// the slow-consumer policy): logged, and the client told why, but a
+    /// slow consumer: as nats-server, it is closed without an `-ERR`
+    /// (nats.go and nats.py take any text they do not know as fatal and
+    /// would not reconnect; and its queue is full).
     async fn close_for(&self, reason: &str) {
         tracing::info!(client = self.id, peer = %self.peer, reason, "closing connection");
-        self.farewell(reason).await;
+        if reason != "Slow Consumer" {
+            self.farewell(reason).await;
+        }
     }
 
     /// The `-ERR` a connection is closed with (see [`Conn::send`]).
@@ -609,7 +614,12 @@ impl Conn {
                     Ok(generation) => self.unsynced = self.unsynced.max(generation),
                     Err(e) => {
                         tracing::warn!(error = %e, "upstream subscribe failed");
-                        return self.deny("Upstream Subscription Failed".into()).await;
+                        // Worded as a permissions violation: the one -ERR
+                        // every stock client reports without closing.
+                        let subject = crate::scope::printable(&subject);
+                        let text =
+                            format!("Permissions Violation for Subscription to \"{subject}\": the upstream refused it");
+                        return self.deny(text).await;
                     }
                 }
                 self.subs.insert(sid, SubEntry { upstream: Some(key), limit, _slot: slot });
@@ -698,7 +708,12 @@ impl Conn {
                 Ok(h) => Some(h),
                 Err(denied) => return self.deny(denied.0).await,
             },
-            Some(None) => return self.deny("Invalid Headers: not published".into()).await,
+            // (As a permissions violation: see the subscribe failure.)
+            Some(None) => {
+                let subject = crate::scope::printable(&subject);
+                let text = format!("Permissions Violation for Publish to \"{subject}\" with headers that do not parse");
+                return self.deny(text).await;
+            }
         };
         // Over a limit, wait: this connection's socket is not read meanwhile.
         if let Some(rate) = &self.rate {

@@ -407,6 +407,33 @@ async fn a_bare_cr_in_a_header_value_leaves_no_connection_behind() {
     }
 }
 
+/// Headers the proxy cannot pass on (not UTF-8, a name with a space) are
+/// refused in the one wording every stock client reports without closing;
+/// nothing is published and the connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_that_do_not_parse_are_refused_and_the_connection_stays() {
+    let s = stack().await;
+    let direct = s.direct().await;
+    let mut spy = direct.subscribe("logs.>").await.unwrap();
+    direct.flush().await.unwrap();
+    let mut raw = s.raw_as("acme-agent", &s.acme_agent).await;
+    for block in [&b"NATS/1.0\r\nX-A: \xff\xfe\r\n\r\n"[..], b"NATS/1.0\r\nX A: b\r\n\r\n"] {
+        let mut op = format!("HPUB logs.acme.web.iad.h1 {} {}\r\n", block.len(), block.len() + 2).into_bytes();
+        op.extend_from_slice(block);
+        op.extend_from_slice(b"hi\r\n");
+        raw.send_bytes(&op).await;
+        assert_eq!(
+            errors(&raw.sync().await),
+            ["'Permissions Violation for Publish to \"logs.acme.web.iad.h1\" with headers that do not parse'"],
+            "{}",
+            String::from_utf8_lossy(block)
+        );
+    }
+    raw.send("PUB logs.acme.web.iad.h1 2\r\nok\r\n").await;
+    let m = tokio::time::timeout(Duration::from_secs(5), spy.next()).await.expect("the next publish").unwrap();
+    assert_eq!(&m.payload[..], b"ok", "nothing of the refused ones was published");
+}
+
 /// As nats-server: before CONNECT, nothing but CONNECT is read. A PUB's
 /// payload is neither waited for nor held for a client not yet known.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -739,13 +739,17 @@ impl Conn {
         counted.msgs_in.inc();
         counted.bytes_in.add(payload.len() as u64);
         if let Some(echoes) = &outlet.echoes {
-            // Only what one of its own subscriptions would bring back.
-            let comes_back = self.subs.values().any(|s| match &s.upstream {
-                Some(key) => key.queue.is_none() && subject_matches(&key.subject, &upstream),
-                None => false,
-            });
-            if comes_back {
-                lock(echoes).published(&upstream, headers.as_ref(), &payload);
+            // What its own subscriptions would bring back: once for each
+            // (nats-server skips the publisher on every one).
+            let comes_back = self
+                .subs
+                .values()
+                .filter(|s| {
+                    s.upstream.as_ref().is_some_and(|k| k.queue.is_none() && subject_matches(&k.subject, &upstream))
+                })
+                .count();
+            if comes_back > 0 {
+                lock(echoes).published(&upstream, headers.as_ref(), &payload, comes_back);
             }
         }
         let client = &self.shared.upstream;

@@ -24,13 +24,17 @@ pub struct Echoes {
 }
 
 impl Echoes {
-    /// This client published `payload` (with `headers`) to `subject` upstream.
-    pub fn published(&mut self, subject: &str, headers: Option<&async_nats::HeaderMap>, payload: &[u8]) {
+    /// This client published `payload` (with `headers`) to `subject`
+    /// upstream, and `times` of its subscriptions will bring it back.
+    pub fn published(&mut self, subject: &str, headers: Option<&async_nats::HeaderMap>, payload: &[u8], times: usize) {
         self.expire();
-        if self.pending.len() >= MAX_PENDING {
-            self.pending.pop_front();
+        let d = digest(headers, payload);
+        for _ in 0..times.min(MAX_PENDING) {
+            if self.pending.len() >= MAX_PENDING {
+                self.pending.pop_front();
+            }
+            self.pending.push_back((Instant::now(), subject.to_string(), d));
         }
-        self.pending.push_back((Instant::now(), subject.to_string(), digest(headers, payload)));
     }
 
     /// Whether `m` is the echo of something this client published (and is
@@ -92,8 +96,8 @@ mod tests {
     #[test]
     fn each_publish_hides_one_identical_delivery() {
         let mut e = Echoes::default();
-        e.published("logs.acme.a", None, b"x");
-        e.published("logs.acme.a", None, b"x");
+        e.published("logs.acme.a", None, b"x", 1);
+        e.published("logs.acme.a", None, b"x", 1);
         assert!(!e.is_echo(&msg("logs.acme.a", "y")), "another payload");
         assert!(!e.is_echo(&msg("logs.acme.b", "x")), "another subject");
         assert!(e.is_echo(&msg("logs.acme.a", "x")));

@@ -57,6 +57,25 @@ async fn without_echo_a_client_misses_only_its_own_publishes() {
     assert_eq!(got_loud, ["flagged", "from the platform", "hello", "hello", "world"]);
 }
 
+/// Without echo, a client's own message comes back on none of its
+/// subscriptions, however many match (nats-server skips it on each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_echo_overlapping_subscriptions_bring_back_nothing_of_its_own() {
+    let s = stack().await;
+    let direct = s.direct().await;
+    let mut quiet = raw_with(&s, "acme", &s.acme_pub, serde_json::json!({"echo": false})).await;
+    quiet.send("SUB logs.> 1\r\nSUB logs.web.> 2\r\nSUB logs.*.iad.h1 3\r\n").await;
+    prime_raw(&direct, "logs.acme.web.iad.h1", &mut quiet, Some("3")).await;
+    quiet.drain(Duration::from_millis(300)).await;
+    quiet.send("PUB logs.web.iad.h1 4\r\nmine\r\n").await;
+    direct.publish("logs.acme.web.iad.h1", "theirs".into()).await.unwrap();
+    direct.flush().await.unwrap();
+    let frames = quiet.drain(Duration::from_millis(800)).await;
+    let mut got = payloads(&frames);
+    got.sort();
+    assert_eq!(got, ["theirs", "theirs", "theirs"], "{frames:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_nats_with_no_echo() {
     let s = stack().await;

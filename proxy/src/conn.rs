@@ -107,19 +107,32 @@ enum Flow {
 }
 
 /// The INFO a client gets first: as nats-server's, with its id and address.
+/// The version is the upstream server's (clients gate features on it), and
+/// `max_payload` no more than it takes.
 pub fn info(shared: &Shared, id: u64, peer: SocketAddr) -> serde_json::Value {
+    let upstream = shared.upstream.server_info();
+    let version = if upstream.version.is_empty() { "2.10.0".to_string() } else { upstream.version };
     serde_json::json!({
         "server_id": "FLOTILLA-PROXY",
         "server_name": "flotilla-proxy",
-        "version": "2.10.0",
+        "version": version,
         "proto": 1,
         "headers": true,
         "auth_required": true,
         "tls_required": shared.tls.is_some(),
-        "max_payload": shared.config.max_payload,
+        "max_payload": max_payload(shared),
         "client_id": id,
         "client_ip": peer.ip().to_string(),
     })
+}
+
+/// What a client may publish: the configured limit, or the upstream's if
+/// that is smaller (0 while it is not yet known).
+fn max_payload(shared: &Shared) -> usize {
+    match shared.upstream.server_info().max_payload {
+        0 => shared.config.max_payload,
+        upstream => shared.config.max_payload.min(upstream),
+    }
 }
 
 /// Serve one client. `greeted`: the id of the INFO it already got in
@@ -164,6 +177,7 @@ pub async fn serve(
         pings_out: 0,
         rate: PublishRate::new(shared.config.limits.publish_msgs_per_sec, shared.config.limits.publish_bytes_per_sec),
         unsynced: 0,
+        max_payload: max_payload(&shared),
         sub_changes: SubChanges::new(
             shared.config.limits.subscription_changes_per_sec,
             shared.config.limits.max_subscriptions,
@@ -249,6 +263,8 @@ struct Conn {
     pings_out: u32,
     rate: Option<PublishRate>,
     sub_changes: Option<SubChanges>,
+    /// What its INFO said it may publish.
+    max_payload: usize,
     /// The generation of its latest upstream subscription not yet known
     /// to be live upstream; 0 for none ([`Conn::sync_subscriptions`]).
     unsynced: u64,
@@ -291,7 +307,7 @@ impl Conn {
                 return;
             }
             loop {
-                match parse(&buf, self.shared.config.max_payload) {
+                match parse(&buf, self.max_payload) {
                     Ok(Some((op, used))) => {
                         buf.advance(used);
                         heard = true;
@@ -577,7 +593,9 @@ impl Conn {
             Err(denied) => return self.deny(denied.0).await,
         };
         if let Some(q) = &queue {
-            if !is_valid_subject(q, false) || q.contains('.') {
+            // As nats-server: any name a subject token could have, dots
+            // too (a tenant's is prefixed with its org, which has none).
+            if !is_valid_subject(q, false) {
                 return self
                     .deny(format!("Permissions Violation for Subscription to \"{subject}\" using queue \"{q}\""))
                     .await;
@@ -760,6 +778,12 @@ impl Conn {
             (Some(r), Some(h)) => client.publish_with_reply_and_headers(upstream, r, h, payload).await,
         };
         if let Err(e) = result {
+            // Over the upstream's limit once rewritten (a tenant's org in its
+            // message id): refused as nats-server refuses it, not lost quietly.
+            if e.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded {
+                self.farewell("Maximum Payload Violation").await;
+                return Flow::Close;
+            }
             tracing::warn!(error = %e, "upstream publish failed");
         }
         self.ok().await

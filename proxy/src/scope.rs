@@ -16,6 +16,9 @@ use crate::auth::{Role, TokenEntry};
 const PIPELINE_HEADERS: &str = "Flotilla-";
 /// Headers nats-server (JetStream, tracing) acts on.
 const SERVER_HEADERS: &str = "Nats-";
+/// `Nats-` headers nats-server does not act on: the services framework's
+/// error replies (nats.go, nats.js and async-nats micro services send them).
+const SERVICE_HEADERS: [&str; 2] = ["Nats-Service-Error", "Nats-Service-Error-Code"];
 
 /// Subject families a tenant reads, with the org as their second token.
 const ORG_SCOPED: [&str; 2] = ["logs", "telemetry"];
@@ -180,7 +183,8 @@ impl Scope {
 
     /// The headers of a publish to `subject` as they go upstream, or why
     /// it is refused. Of the headers nats-server acts on (`Nats-*`),
-    /// tenants and agents may send `Nats-Msg-Id` only: the others reach
+    /// tenants and agents may send `Nats-Msg-Id` only (and the services
+    /// framework's `Nats-Service-Error*`, which it does not act on): the others reach
     /// across orgs (`Nats-Expected-*` is answered with the stream's last
     /// id and sequence, whoever wrote them; `Nats-Trace-Dest` has the
     /// server publish to any subject; `Nats-Rollup` purges). A tenant's
@@ -211,7 +215,8 @@ impl Scope {
         for (name, values) in headers.iter() {
             let n: &str = name.as_ref();
             let msg_id = n.eq_ignore_ascii_case(HDR_MSG_ID);
-            if (is(n, SERVER_HEADERS) && !msg_id) || (tenant.is_some() && is(n, PIPELINE_HEADERS)) {
+            let service = SERVICE_HEADERS.iter().any(|h| n.eq_ignore_ascii_case(h));
+            if (is(n, SERVER_HEADERS) && !msg_id && !service) || (tenant.is_some() && is(n, PIPELINE_HEADERS)) {
                 return Err(deny(n));
             }
             for v in values {
@@ -409,6 +414,12 @@ mod tests {
             assert!(agent.publish_headers("logs.acme.x", bad.clone()).is_err(), "{name}");
             assert_eq!(Scope::Admin.publish_headers("logs.x", bad.clone()), Ok(bad), "{name}");
         }
+        // A micro service's error reply.
+        let mut service = HeaderMap::new();
+        service.insert("Nats-Service-Error", "no such thing");
+        service.insert("Nats-Service-Error-Code", "404");
+        assert_eq!(tenant().publish_headers("logs.x", service.clone()), Ok(service.clone()));
+        assert_eq!(agent.publish_headers("logs.acme.x", service.clone()), Ok(service));
         let mut lower = HeaderMap::new();
         lower.insert("nats-msg-id", "x");
         let out = tenant().publish_headers("logs.x", lower).unwrap();

@@ -237,6 +237,39 @@ async fn payloads_over_max_payload_are_refused_and_closed() {
     assert_eq!(upstream, [1024], "only the message within max_payload went upstream");
 }
 
+/// An upstream that takes less than the proxy is configured for: the INFO
+/// says the upstream's limit (and its version), a PUB over it is refused
+/// as nats-server refuses it, and so is one the proxy's rewriting takes
+/// over it (a tenant's message id gets its org), rather than lost quietly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstreams_max_payload_is_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(&conf, "max_payload: 2048\n").unwrap();
+    let nats = flotilla_testsupport::NatsServer::start_with(&["-c".into(), conf.display().to_string()]);
+    let url = nats.url();
+    let s = stack_over(nats, &url, Extra::default()).await;
+    let version = s.direct().await.server_info().version;
+
+    let mut agent = s.raw_as("acme-agent", &s.acme_agent).await;
+    let info: serde_json::Value = serde_json::from_str(agent.info.trim_start_matches("INFO ").trim()).unwrap();
+    assert_eq!((info["max_payload"].as_u64(), info["version"].as_str()), (Some(2048), Some(version.as_str())));
+    agent.send(&format!("PUB logs.acme.web.iad.h1 2049\r\n{}\r\n", "x".repeat(2049))).await;
+    assert_eq!(
+        agent.drain(Duration::from_secs(2)).await,
+        [Frame::Err("'Maximum Payload Violation'".into()), Frame::Eof]
+    );
+
+    let mut tenant = s.raw_as("acme", &s.acme_pub).await;
+    let block = "NATS/1.0\r\nNats-Msg-Id: x\r\n\r\n";
+    let payload = "y".repeat(2048 - block.len());
+    tenant.send(&format!("HPUB logs.web.iad.h1 {} 2048\r\n{block}{payload}\r\n", block.len())).await;
+    assert_eq!(
+        tenant.drain(Duration::from_secs(2)).await,
+        [Frame::Err("'Maximum Payload Violation'".into()), Frame::Eof]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payload_lengths_that_lie_are_protocol_errors() {
     let s = stack().await;

@@ -39,6 +39,31 @@ async fn a_tenants_queue_group_never_joins_the_platforms_group_of_the_same_name(
     assert_eq!(tenant_got.len(), 50, "the tenant's group is a group of its own: {tenant_got:?}");
 }
 
+/// Queue group names may have dots (`svc.v1`), as with nats-server: the
+/// group's members share the work, each message going to one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_groups_with_dots_share_the_work() {
+    let s = stack().await;
+    let direct = s.direct().await;
+    let mut members = Vec::new();
+    for _ in 0..2 {
+        let mut m = s.raw_as("acme", &s.acme).await;
+        m.send("SUB logs.web.> svc.v1 1\r\n").await;
+        assert_eq!(errors(&m.sync().await), Vec::<String>::new());
+        members.push(m);
+    }
+    for i in 0..20 {
+        direct.publish("logs.acme.web.iad.h1", format!("m-{i:02}").into()).await.unwrap();
+    }
+    direct.flush().await.unwrap();
+    let mut got = Vec::new();
+    for m in &mut members {
+        got.extend(payloads(&m.drain(Duration::from_millis(500)).await));
+    }
+    got.sort();
+    assert_eq!(got, (0..20).map(|i| format!("m-{i:02}")).collect::<Vec<_>>(), "each once, to one member");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_message_ids_cannot_suppress_another_orgs_events() {
     let s = stack().await;

@@ -614,35 +614,40 @@ impl Conn {
             },
             _ => None,
         };
-        match target {
-            SubTarget::Inbox => {
-                self.ensure_reply_sub(&outlet).await;
-                let limit = Arc::new(Limit::reporting(&self.spent, &sid));
-                lock(&self.inbox).push(InboxSub { sid: sid.clone(), pattern: subject, limit: limit.clone() });
-                self.subs.insert(sid, SubEntry { upstream: None, limit, _slot: slot });
-            }
-            SubTarget::Upstream(upstream) => {
-                let key = Key { subject: upstream, queue: queue.map(|q| outlet.scope.queue(&q)) };
-                if key.subject.len() + key.queue.as_ref().map_or(0, String::len) > UPSTREAM_ARGS_MAX {
-                    return self.too_long().await;
+        let inbox = target == SubTarget::Inbox;
+        let upstream = match target {
+            // An admin's inbox subscriptions are the server's too: JetStream
+            // push consumers (a KV watch, an object get) deliver to
+            // `_INBOX.` subjects directly, not as replies.
+            SubTarget::Inbox => matches!(outlet.scope, Scope::Admin).then(|| subject.clone()),
+            SubTarget::Upstream(upstream) => Some(upstream),
+        };
+        let key = upstream.map(|subject| Key { subject, queue: queue.map(|q| outlet.scope.queue(&q)) });
+        if key.as_ref().is_some_and(|k| k.subject.len() + k.queue.as_ref().map_or(0, String::len) > UPSTREAM_ARGS_MAX) {
+            return self.too_long().await;
+        }
+        let limit = Arc::new(Limit::reporting(&self.spent, &sid));
+        if inbox {
+            self.ensure_reply_sub(&outlet).await;
+            lock(&self.inbox).push(InboxSub { sid: sid.clone(), pattern: subject.clone(), limit: limit.clone() });
+        }
+        if let Some(key) = &key {
+            let receiver = Receiver { conn: self.id, sid: sid.clone(), outlet, limit: limit.clone() };
+            match self.shared.fanout.add(key.clone(), receiver).await {
+                Ok(generation) => self.unsynced = self.unsynced.max(generation),
+                Err(e) => {
+                    tracing::warn!(error = %e, "upstream subscribe failed");
+                    lock(&self.inbox).retain(|s| s.sid != sid);
+                    // Worded as a permissions violation: the one -ERR every
+                    // stock client reports without closing.
+                    let subject = crate::scope::printable(&subject);
+                    let text =
+                        format!("Permissions Violation for Subscription to \"{subject}\": the upstream refused it");
+                    return self.deny(text).await;
                 }
-                let limit = Arc::new(Limit::reporting(&self.spent, &sid));
-                let receiver = Receiver { conn: self.id, sid: sid.clone(), outlet, limit: limit.clone() };
-                match self.shared.fanout.add(key.clone(), receiver).await {
-                    Ok(generation) => self.unsynced = self.unsynced.max(generation),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "upstream subscribe failed");
-                        // Worded as a permissions violation: the one -ERR
-                        // every stock client reports without closing.
-                        let subject = crate::scope::printable(&subject);
-                        let text =
-                            format!("Permissions Violation for Subscription to \"{subject}\": the upstream refused it");
-                        return self.deny(text).await;
-                    }
-                }
-                self.subs.insert(sid, SubEntry { upstream: Some(key), limit, _slot: slot });
             }
         }
+        self.subs.insert(sid, SubEntry { upstream: key, limit, _slot: slot });
         if self.verbose {
             // Its +OK says it is live, as nats-server's does.
             self.sync_subscriptions().await;
@@ -671,14 +676,12 @@ impl Conn {
         }
         // Out of the fan-out first, then forgotten here: if the connection
         // closes while this waits, closing still finds it.
-        match self.subs.get(sid) {
-            Some(SubEntry { upstream: Some(key), .. }) => {
-                let key = key.clone();
-                self.shared.fanout.remove(&key, self.id, sid).await;
-            }
-            Some(SubEntry { upstream: None, .. }) => lock(&self.inbox).retain(|s| s.sid != sid),
-            None => {}
+        let Some(entry) = self.subs.get(sid) else { return };
+        // (An admin's inbox subscription is both.)
+        if let Some(key) = entry.upstream.clone() {
+            self.shared.fanout.remove(&key, self.id, sid).await;
         }
+        lock(&self.inbox).retain(|s| s.sid != sid);
         self.subs.remove(sid);
     }
 

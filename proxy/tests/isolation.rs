@@ -748,3 +748,40 @@ async fn a_tenant_answers_only_its_own_orgs_requests_and_only_with_publish_right
     assert_eq!(payloads(&got), ["pong"], "{got:?}");
     assert!(payloads(&agent.drain(Duration::from_millis(200)).await).is_empty(), "nothing reached the agent's inbox");
 }
+
+/// An admin's `_INBOX.` subscriptions are the server's too (JetStream push
+/// consumers deliver to inbox subjects directly, not as replies), while a
+/// tenant's stay local: the same direct delivery reaches the admin only,
+/// and the admin's own request is answered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admins_inbox_gets_direct_deliveries_a_tenants_never() {
+    let s = stack().await;
+    let admin = token(&s.tokens, flotilla_proxy::auth::Role::Admin, &[], Some("ops"), false);
+    let direct = s.direct().await;
+    let mut svc = direct.subscribe("svc.echo").await.unwrap();
+    let answer = direct.clone();
+    tokio::spawn(async move {
+        while let Some(m) = svc.next().await {
+            if let Some(r) = m.reply {
+                answer.publish(r, "answer".into()).await.unwrap();
+            }
+        }
+    });
+    direct.request("svc.echo", "ready".into()).await.unwrap();
+    let mut ops = s.raw_as("ops", &admin).await;
+    let mut tenant = s.raw_as("acme", &s.acme).await;
+    tenant.send("SUB _INBOX.> 1\r\n").await;
+    assert_eq!(tenant.sync().await, vec![]);
+    ops.send("SUB _INBOX.watch.> 1\r\n").await;
+    assert_eq!(ops.sync().await, vec![], "live upstream by the PONG");
+    direct.publish("_INBOX.watch.k1", "pushed".into()).await.unwrap();
+    direct.flush().await.unwrap();
+    let got = ops.frame().await;
+    let Frame::Msg { subject, sid, payload, .. } = &got else { panic!("{got:?}") };
+    assert_eq!((subject.as_str(), sid.as_str(), payload.as_str()), ("_INBOX.watch.k1", "1", "pushed"));
+
+    ops.send("PUB svc.echo _INBOX.watch.r1 2\r\nhi\r\n").await;
+    let frames = ops.drain(Duration::from_millis(800)).await;
+    assert_eq!(payloads(&frames), ["answer"], "one answer, not one per path: {frames:?}");
+    assert_eq!(tenant.drain(Duration::from_millis(300)).await, vec![], "the tenant's inbox is its own");
+}

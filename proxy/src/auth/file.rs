@@ -1,6 +1,8 @@
-//! Reading and writing the tokens file. A read checks every entry (a
-//! hand edit that would make a token unusable or ambiguous is refused with
-//! where and why, and the proxy keeps what it had). A write (`token new`,
+//! Reading and writing the tokens file. A read checks every entry: one
+//! that is ambiguous (a name or secret twice) refuses the file, with where
+//! and why, and the proxy keeps what it had; one that is merely odd (a
+//! hand-edited hash that can never match, a name from before names were
+//! checked) is reported and kept as it always was. A write (`token new`,
 //! `token revoke`) holds a lock beside the file for its read-change-write,
 //! so two at once cannot lose a token or undo a revoke, and replaces the
 //! file atomically, keeping its mode and owner and any symlink to it.
@@ -14,9 +16,19 @@ use std::path::{Path, PathBuf};
 use super::store::AuthError;
 use super::token::{TokenEntry, TokensFile};
 
-/// The entries of the file at `path`, and whether the file is blank (no
-/// `tokens` at all: empty, or comments only; `tokens = []` is not blank).
-pub fn read_checked(path: &Path) -> Result<(Vec<TokenEntry>, bool), AuthError> {
+/// A tokens file as read.
+#[derive(Debug, PartialEq)]
+pub struct Loaded {
+    pub entries: Vec<TokenEntry>,
+    /// No `tokens` at all: empty, or comments only (`tokens = []` is not
+    /// blank).
+    pub blank: bool,
+    /// What is odd about entries, for the operator.
+    pub warnings: Vec<String>,
+}
+
+/// The file at `path`, checked.
+pub fn read_checked(path: &Path) -> Result<Loaded, AuthError> {
     let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read { path: path.into(), source })?;
     let parse_error = |message: String| AuthError::Parse { path: path.into(), message };
     let file: TokensFile = toml::from_str(&text).map_err(|e| {
@@ -26,10 +38,11 @@ pub fn read_checked(path: &Path) -> Result<(Vec<TokenEntry>, bool), AuthError> {
     })?;
     let mut names = HashMap::new();
     let mut hashes = HashMap::new();
+    let mut warnings = Vec::new();
     for (i, t) in file.tokens.iter().enumerate() {
         let which = || format!("token {} ({:?})", i + 1, t.name);
         if let Some(why) = t.problem() {
-            return Err(parse_error(format!("{}: {why}", which())));
+            warnings.push(format!("{}: {why}", which()));
         }
         if let Some(first) = names.insert(t.name.as_str(), i) {
             return Err(parse_error(format!("{}: token {} has that name too", which(), first + 1)));
@@ -39,11 +52,11 @@ pub fn read_checked(path: &Path) -> Result<(Vec<TokenEntry>, bool), AuthError> {
         }
     }
     let blank = text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
-    Ok((file.tokens, blank))
+    Ok(Loaded { entries: file.tokens, blank, warnings })
 }
 
 pub fn read(path: &Path) -> Result<Vec<TokenEntry>, AuthError> {
-    read_checked(path).map(|(entries, _)| entries)
+    read_checked(path).map(|loaded| loaded.entries)
 }
 
 fn line_and_column(text: &str, at: usize) -> String {
@@ -61,8 +74,11 @@ pub fn update<T>(
 ) -> Result<T, AuthError> {
     let werr = |source| AuthError::Write { path: path.into(), source };
     // A symlinked file (a mounted secret, say) stays a symlink: the file it
-    // points to is replaced.
-    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    // points to is replaced (or made, if it is not there yet).
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| match std::fs::read_link(path) {
+        Ok(to) => path.parent().unwrap_or(Path::new("")).join(to),
+        Err(_) => path.to_path_buf(),
+    });
     let dir = match target.parent().filter(|d| !d.as_os_str().is_empty()) {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(werr)?;
@@ -100,14 +116,32 @@ fn replace(
         if let Some(m) = existing {
             // As it was: the proxy may read it as another user or group.
             f.set_permissions(m.permissions())?;
-            if (m.uid(), m.gid()) != (f.metadata()?.uid(), f.metadata()?.gid()) {
-                // Only root may give a file away; others keep their own.
-                let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
+            let owner = |f: &File| f.metadata().map(|n| (n.uid(), n.gid()));
+            if owner(&f)? != (m.uid(), m.gid()) {
+                // Only root gives a file away; a member of its group may
+                // still keep the group.
+                if std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid())).is_err() {
+                    let _ = std::os::unix::fs::fchown(&f, None, Some(m.gid()));
+                }
+                if owner(&f)? != (m.uid(), m.gid()) {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        format!(
+                            "it belongs to uid {} gid {}, which a new file from this user cannot keep \
+                             (the proxy might no longer read it); run this as that user or as root",
+                            m.uid(),
+                            m.gid()
+                        ),
+                    ));
+                }
             }
         }
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, target)
+        std::fs::rename(&tmp, target)?;
+        // The rename itself outlives a crash.
+        let _ = File::open(dir).and_then(|d| d.sync_all());
+        Ok(())
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -194,7 +228,15 @@ mod tests {
         assert!(e.contains("line 3, column"), "{e}");
         assert!(!e.contains(&hash["sha256:".len()..]), "{e}");
 
-        // Entries that would be unusable or ambiguous.
+        // Entries that are odd are kept and reported (a file from before
+        // names were checked must still load, and its tokens be revocable);
+        // ambiguous ones refuse the file.
+        let odd = good.replace("name = \"a\"", "name = \"ops team\"");
+        std::fs::write(&path, &odd).unwrap();
+        let loaded = read_checked(&path).unwrap();
+        assert_eq!(loaded.entries.len(), 1);
+        assert_eq!(loaded.warnings, ["token 1 (\"ops team\"): name \"ops team\" has spaces or control characters"]);
+        assert!(remove(&path, "ops team").unwrap(), "revocable with the CLI");
         let two = format!("{good}\n{}", good.replace("name = \"a\"", "name = \"b\""));
         std::fs::write(&path, &two).unwrap();
         let e = read(&path).unwrap_err().to_string();
@@ -211,11 +253,11 @@ mod tests {
         let path = dir.path().join("tokens.toml");
         for (text, blank) in [("", true), ("  \n# nothing yet\n", true), ("tokens = []\n", false)] {
             std::fs::write(&path, text).unwrap();
-            assert_eq!(read_checked(&path).unwrap(), (vec![], blank), "{text:?}");
+            assert_eq!(read_checked(&path).unwrap(), Loaded { entries: vec![], blank, warnings: vec![] }, "{text:?}");
         }
         // What revoking the last token writes is not blank.
         append(&path, entry("last")).unwrap();
         assert!(remove(&path, "last").unwrap());
-        assert_eq!(read_checked(&path).unwrap(), (vec![], false));
+        assert!(!read_checked(&path).unwrap().blank);
     }
 }

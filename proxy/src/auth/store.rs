@@ -9,7 +9,7 @@ use chrono::Utc;
 use subtle::ConstantTimeEq;
 
 pub use super::file::read;
-use super::file::{read_checked, update};
+use super::file::{read_checked, update, Loaded};
 use super::token::{hash_secret, Role, TokenEntry};
 use crate::outlet::lock;
 
@@ -37,8 +37,11 @@ pub struct TokenStore {
 }
 
 struct State {
-    /// The file as last looked at (read, whether or not it was good).
+    /// The file as last read (good or not: a file that does not parse is
+    /// not read again until it changes; one that cannot be read is).
     looked: Option<Stamp>,
+    /// The file as it was when it last could not be read (warned once).
+    unreadable: Option<Stamp>,
     entries: Vec<TokenEntry>,
     /// Index into `entries` (names are unique).
     by_name: HashMap<String, usize>,
@@ -47,16 +50,31 @@ struct State {
 impl State {
     fn new(looked: Option<Stamp>, entries: Vec<TokenEntry>) -> State {
         let by_name = entries.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        State { looked, entries, by_name }
+        State { looked, unreadable: None, entries, by_name }
     }
 }
 
-/// How a look at the file tells it changed: modified time and length.
-type Stamp = (SystemTime, u64);
+/// How a look at the file tells it changed: modified time, length and
+/// inode (a file renamed over it). An edit in place that keeps the first
+/// two (within the file system's time granularity) is seen on SIGHUP.
+type Stamp = (SystemTime, u64, u64);
 
 fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt as _;
     let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+/// Written within the last second (by the modification time): a write in
+/// place may not be over.
+fn fresh(stamp: Option<Stamp>) -> bool {
+    stamp.is_some_and(|(mtime, ..)| mtime.elapsed().is_ok_and(|age| age < std::time::Duration::from_secs(1)))
+}
+
+fn warn_about(loaded: &Loaded) {
+    for w in &loaded.warnings {
+        tracing::warn!(problem = %w, "tokens file: an entry that may not work as meant");
+    }
 }
 
 impl TokenStore {
@@ -65,8 +83,9 @@ impl TokenStore {
     pub fn open(path: &Path) -> Result<Self, AuthError> {
         // Looked at before it is read: a change meanwhile is seen next time.
         let looked = stamp(path);
-        let entries = read(path)?;
-        Ok(TokenStore { path: path.to_path_buf(), state: Mutex::new(State::new(looked, entries)) })
+        let loaded = read_checked(path)?;
+        warn_about(&loaded);
+        Ok(TokenStore { path: path.to_path_buf(), state: Mutex::new(State::new(looked, loaded.entries)) })
     }
 
     /// Re-read the file if it changed since the last look. A broken file is
@@ -92,19 +111,35 @@ impl TokenStore {
             // Being written in place: the next look reads it whole.
             return;
         }
-        state.looked = before;
         match read {
+            // Not readable (permissions being fixed, no file descriptors
+            // left): tried again at every look, warned about once.
+            Err(e @ AuthError::Read { .. }) => {
+                if state.unreadable != before {
+                    state.unreadable = before;
+                    tracing::warn!(error = %e, "keeping the previous tokens");
+                }
+            }
+            Err(e) => {
+                state.looked = before;
+                tracing::warn!(error = %e, "keeping the previous tokens");
+            }
             // An emptied file is a write caught half way (`cp`, `>`, an
             // editor saving in place) or a mistake, not a revocation of
             // everything: that is `tokens = []`, what `token revoke` writes.
-            Ok((entries, true)) if entries.is_empty() && !state.entries.is_empty() => {
+            Ok(loaded) if loaded.blank && loaded.entries.is_empty() && !state.entries.is_empty() => {
+                state.looked = before;
                 tracing::warn!(path = %self.path.display(), "tokens file is blank: keeping the previous tokens (`tokens = []` revokes them all)")
             }
-            Ok((entries, _)) => {
-                tracing::info!(tokens = entries.len(), "tokens file reloaded");
-                *state = State::new(before, entries);
+            // Fewer tokens in a file written just now may be a write in
+            // place caught between two entries: read again at the next
+            // look (a revocation waits a look longer).
+            Ok(loaded) if loaded.entries.len() < state.entries.len() && fresh(before) => {}
+            Ok(loaded) => {
+                warn_about(&loaded);
+                tracing::info!(tokens = loaded.entries.len(), "tokens file reloaded");
+                *state = State::new(before, loaded.entries);
             }
-            Err(e) => tracing::warn!(error = %e, "keeping the previous tokens"),
         }
     }
 
@@ -250,10 +285,32 @@ mod tests {
         assert!(append(&path, entry("old", Role::Admin, &[], "x")).is_err(), "names are unique");
     }
 
-    /// Write `text` in place with a new modification time.
+    /// Write `text` in place, as if some seconds ago (a file written just
+    /// now with fewer tokens is read again at the next look).
     fn rewrite(path: &Path, text: &str) {
-        std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(path, text).unwrap();
+        let then = SystemTime::now() - std::time::Duration::from_secs(5);
+        std::fs::File::options().write(true).open(path).unwrap().set_modified(then).unwrap();
+    }
+
+    #[test]
+    fn fewer_tokens_in_a_file_written_just_now_wait_for_the_next_look() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        let (a, b) = (new_secret(), new_secret());
+        append(&path, entry("a", Role::Admin, &[], &a)).unwrap();
+        let only_a = std::fs::read_to_string(&path).unwrap();
+        append(&path, entry("b", Role::Admin, &[], &b)).unwrap();
+        let store = TokenStore::open(&path).unwrap();
+        let b_ok = || store.authenticate(&creds(Some("b"), Some(&b), None)).is_some();
+        // As if a write in place had got as far as the first entry.
+        std::fs::write(&path, &only_a).unwrap();
+        store.refresh();
+        assert!(b_ok(), "not yet: the file may still be being written");
+        let then = SystemTime::now() - std::time::Duration::from_secs(5);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(then).unwrap();
+        store.refresh();
+        assert!(!b_ok(), "once it has settled, b is gone");
     }
 
     #[test]

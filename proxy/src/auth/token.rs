@@ -44,10 +44,18 @@ pub struct TokenEntry {
 }
 
 impl TokenEntry {
-    /// Whether `other` grants the same (role, orgs, publish, hosts): a
-    /// connection made under one grant is closed when it changes.
+    /// Whether `other` grants the same (role, orgs, publish, hosts, in
+    /// any order): a connection made under one grant is closed when it
+    /// changes.
     pub fn same_grant(&self, other: &TokenEntry) -> bool {
-        (self.role, &self.orgs, self.publish, &self.hosts) == (other.role, &other.orgs, other.publish, &other.hosts)
+        fn sorted<T: Ord + Clone>(v: &[T]) -> Vec<T> {
+            let mut v = v.to_vec();
+            v.sort();
+            v
+        }
+        (self.role, self.publish) == (other.role, other.publish)
+            && sorted(&self.orgs) == sorted(&other.orgs)
+            && sorted(&self.hosts) == sorted(&other.hosts)
     }
 
     /// What makes an entry unusable or ambiguous, in words for the operator.
@@ -180,6 +188,10 @@ mod tests {
         let mut other = t.clone();
         other.expires = Some(Utc::now());
         assert!(t.same_grant(&other), "the expiry is not the grant");
+        t.hosts = vec!["h1".into(), "h2".into()];
+        other.hosts = vec!["h2".into(), "h1".into()];
+        assert!(t.same_grant(&other), "nor the order");
+        t.hosts = vec!["h1".into()];
         other.hosts.clear();
         assert!(!t.same_grant(&other));
     }

@@ -126,10 +126,10 @@ pub fn info(shared: &Shared, id: u64, peer: SocketAddr) -> serde_json::Value {
     })
 }
 
-/// What a client may publish: the configured limit, or the upstream's if
-/// that is smaller (0 while it is not yet known).
+/// What a client may publish: the configured limit, or what the upstream
+/// client enforces if that is smaller (the server's, once connected).
 fn max_payload(shared: &Shared) -> usize {
-    match shared.upstream.server_info().max_payload {
+    match shared.upstream.max_payload() {
         0 => shared.config.max_payload,
         upstream => shared.config.max_payload.min(upstream),
     }
@@ -564,12 +564,13 @@ impl Conn {
                 self.pings_out = 0;
                 Flow::Continue
             }
-            ClientOp::Sub { subject, queue, sid } => {
-                self.admit_sub_change(&outlet).await;
-                self.subscribe(outlet, subject, queue, sid).await
-            }
+            ClientOp::Sub { subject, queue, sid } => self.subscribe(outlet, subject, queue, sid).await,
             ClientOp::Unsub { sid, max } => {
-                self.admit_sub_change(&outlet).await;
+                // Only what goes upstream is held to the rate (a local inbox
+                // subscription changes nothing on the server).
+                if self.subs.get(&sid).is_some_and(|s| s.upstream.is_some()) {
+                    self.admit_sub_change(&outlet).await;
+                }
                 self.unsubscribe(&sid, max).await;
                 self.ok().await
             }
@@ -625,6 +626,9 @@ impl Conn {
         let key = upstream.map(|subject| Key { subject, queue: queue.map(|q| outlet.scope.queue(&q)) });
         if key.as_ref().is_some_and(|k| k.subject.len() + k.queue.as_ref().map_or(0, String::len) > UPSTREAM_ARGS_MAX) {
             return self.too_long().await;
+        }
+        if key.is_some() {
+            self.admit_sub_change(&outlet).await;
         }
         let limit = Arc::new(Limit::reporting(&self.spent, &sid));
         if inbox {
@@ -781,11 +785,17 @@ impl Conn {
             (Some(r), Some(h)) => client.publish_with_reply_and_headers(upstream, r, h, payload).await,
         };
         if let Err(e) = result {
-            // Over the upstream's limit once rewritten (a tenant's org in its
-            // message id): refused as nats-server refuses it, not lost quietly.
+            // Within what INFO said, but over the upstream's limit once
+            // rewritten (a tenant's org in its message id): refused, not
+            // lost quietly, and not with the closing 'Maximum Payload
+            // Violation' for a client that kept to the limit.
             if e.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded {
-                self.farewell("Maximum Payload Violation").await;
-                return Flow::Close;
+                let subject = crate::scope::printable(&subject);
+                return self
+                    .deny(format!(
+                        "Permissions Violation for Publish to \"{subject}\": over the upstream max_payload once scoped"
+                    ))
+                    .await;
             }
             tracing::warn!(error = %e, "upstream publish failed");
         }

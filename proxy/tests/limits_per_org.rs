@@ -244,4 +244,10 @@ async fn subscription_churn_is_slowed_per_connection() {
         s.metric("flotilla_proxy_upstream_subscriptions").await == Some(1.0)
     })
     .await;
+    // Inbox subscriptions stay in the proxy, so they are not held (old-style
+    // requests subscribe and unsubscribe an inbox each): 400 changes, which
+    // at 50 a second would take seven.
+    let inbox: String = (0..200).map(|i| format!("SUB _INBOX.r{i} {i}\r\nUNSUB {i}\r\n")).collect();
+    churn.send(&(inbox + "PING\r\n")).await;
+    assert_eq!(churn.frame_within(Duration::from_secs(3)).await, Some(Frame::Pong), "not held");
 }

@@ -32,6 +32,9 @@ struct State {
     closed: bool,
     /// Of the latest subscribe.
     generation: u64,
+    /// The generation when the connection was last lost: until a new one
+    /// has every subscription again, none counts as live.
+    floor: u64,
 }
 
 pub struct Changes {
@@ -98,12 +101,20 @@ impl Changes {
         });
     }
 
-    /// Wait until the server has every change up to `generation`, for at
-    /// most `within` (an upstream that is away must not hold clients for
-    /// ever); false if it did not come to that.
+    /// The connection was lost: its server's subscriptions with it.
+    pub fn lost(&self) {
+        let mut state = lock(&self.state);
+        state.floor = state.generation;
+    }
+
+    /// Wait until the server has every change up to `generation` (and,
+    /// after a lost connection, every subscription again), for at most
+    /// `within` (an upstream that is away must not hold clients for ever);
+    /// false if it did not come to that.
     pub async fn synced(&self, generation: u64, within: Duration) -> bool {
+        let target = generation.max(lock(&self.state).floor);
         let mut acked = self.acked.subscribe();
-        tokio::time::timeout(within, acked.wait_for(|g| *g >= generation)).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(within, acked.wait_for(|g| *g >= target)).await.is_ok_and(|r| r.is_ok())
     }
 
     /// Wait for a change (or the close); returns at once if one came
@@ -203,6 +214,13 @@ mod tests {
         assert!(waiter.await.unwrap(), "woken by the ack");
         changes.acked(first);
         assert!(changes.synced(second, Duration::ZERO).await, "an older ack does not go back");
+        // A lost connection: even an old subscription is not live until a
+        // new connection has them all again.
+        let third = changes.subscribe(3, "logs.acme.db.>", None);
+        changes.lost();
+        assert!(!changes.synced(first, Duration::from_millis(50)).await, "first is gone with the connection");
+        changes.acked(third);
+        assert!(changes.synced(first, Duration::ZERO).await);
     }
 
     #[tokio::test]

@@ -121,6 +121,7 @@ async fn run(opts: Options, mut sink: impl Sink, changes: Arc<Changes>) {
         };
         let ended = session(&server, &opts, &mut sink, &changes, &mut subs, &mut servers, &mut failures).await;
         opts.connected.set(0);
+        changes.lost();
         match ended {
             Ended::Done => return,
             e => {

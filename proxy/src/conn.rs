@@ -764,17 +764,17 @@ impl Conn {
         counted.msgs_in.inc();
         counted.bytes_in.add(payload.len() as u64);
         if let Some(echoes) = &outlet.echoes {
-            // What its own subscriptions would bring back: once for each
-            // (nats-server skips the publisher on every one).
-            let comes_back = self
+            // The subscriptions of its own that would bring it back: it is
+            // skipped on each (a queue group's member passed over), as
+            // nats-server skips the publisher.
+            let mut comes_back = self
                 .subs
-                .values()
-                .filter(|s| {
-                    s.upstream.as_ref().is_some_and(|k| k.queue.is_none() && subject_matches(&k.subject, &upstream))
-                })
-                .count();
-            if comes_back > 0 {
-                lock(echoes).published(&upstream, headers.as_ref(), &payload, comes_back);
+                .iter()
+                .filter(|(_, s)| s.upstream.as_ref().is_some_and(|k| subject_matches(&k.subject, &upstream)))
+                .map(|(sid, _)| sid.as_str())
+                .peekable();
+            if comes_back.peek().is_some() {
+                lock(echoes).published(comes_back, &upstream, headers.as_ref(), &payload);
             }
         }
         let client = &self.shared.upstream;

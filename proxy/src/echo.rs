@@ -2,9 +2,11 @@
 //!
 //! Every client's publishes go upstream on the proxy's shared connection,
 //! so nats-server cannot tell them apart. Instead, a client without echo
-//! remembers each message it published that one of its own subscriptions
-//! matches (subject and a digest of payload and headers), and the first
-//! delivery of an identical message to it is taken as the echo and skipped.
+//! remembers, for each of its subscriptions a message it published matches,
+//! the subscription's sid, the subject and a digest of payload and headers;
+//! the first delivery of an identical message on that subscription is taken
+//! as the echo and skipped. For a queue group the client's member is passed
+//! over for that message, as nats-server passes over the publisher.
 //! An identical message from someone else is indistinguishable from the
 //! echo, so which of the two is skipped does not matter. Entries the server
 //! never sends back (e.g. the subscription went away) expire.
@@ -18,35 +20,44 @@ const EXPIRY: Duration = Duration::from_secs(5);
 /// Most echoes awaited at once (the oldest are forgotten first).
 const MAX_PENDING: usize = 4096;
 
+/// When, the subscription's sid, the upstream subject, the digest.
+type Awaited = (Instant, String, String, u64);
+
 #[derive(Default)]
 pub struct Echoes {
-    pending: VecDeque<(Instant, String, u64)>,
+    pending: VecDeque<Awaited>,
 }
 
 impl Echoes {
     /// This client published `payload` (with `headers`) to `subject`
-    /// upstream, and `times` of its subscriptions will bring it back.
-    pub fn published(&mut self, subject: &str, headers: Option<&async_nats::HeaderMap>, payload: &[u8], times: usize) {
+    /// upstream, which its subscriptions `sids` will bring back.
+    pub fn published<'a>(
+        &mut self,
+        sids: impl IntoIterator<Item = &'a str>,
+        subject: &str,
+        headers: Option<&async_nats::HeaderMap>,
+        payload: &[u8],
+    ) {
         self.expire();
         let d = digest(headers, payload);
-        for _ in 0..times.min(MAX_PENDING) {
+        for sid in sids {
             if self.pending.len() >= MAX_PENDING {
                 self.pending.pop_front();
             }
-            self.pending.push_back((Instant::now(), subject.to_string(), d));
+            self.pending.push_back((Instant::now(), sid.to_string(), subject.to_string(), d));
         }
     }
 
-    /// Whether `m` is the echo of something this client published (and is
-    /// then forgotten).
-    pub fn is_echo(&mut self, m: &impl crate::delivery::Delivery) -> bool {
+    /// Whether `m`, on subscription `sid`, is the echo of something this
+    /// client published (and is then forgotten).
+    pub fn is_echo(&mut self, sid: &str, m: &impl crate::delivery::Delivery) -> bool {
         self.expire();
         if self.pending.is_empty() {
             return false;
         }
         let d = m.echo_digest();
         let subject = m.subject();
-        match self.pending.iter().position(|(_, s, x)| *x == d && s == subject) {
+        match self.pending.iter().position(|(_, i, s, x)| *x == d && i == sid && s == subject) {
             Some(i) => {
                 self.pending.remove(i);
                 true
@@ -56,7 +67,7 @@ impl Echoes {
     }
 
     fn expire(&mut self) {
-        while self.pending.front().is_some_and(|(t, _, _)| t.elapsed() > EXPIRY) {
+        while self.pending.front().is_some_and(|(t, ..)| t.elapsed() > EXPIRY) {
             self.pending.pop_front();
         }
     }
@@ -96,13 +107,14 @@ mod tests {
     #[test]
     fn each_publish_hides_one_identical_delivery() {
         let mut e = Echoes::default();
-        e.published("logs.acme.a", None, b"x", 1);
-        e.published("logs.acme.a", None, b"x", 1);
-        assert!(!e.is_echo(&msg("logs.acme.a", "y")), "another payload");
-        assert!(!e.is_echo(&msg("logs.acme.b", "x")), "another subject");
-        assert!(e.is_echo(&msg("logs.acme.a", "x")));
-        assert!(e.is_echo(&msg("logs.acme.a", "x")));
-        assert!(!e.is_echo(&msg("logs.acme.a", "x")), "two publishes, two echoes, no more");
+        e.published(["1"], "logs.acme.a", None, b"x");
+        e.published(["1"], "logs.acme.a", None, b"x");
+        assert!(!e.is_echo("1", &msg("logs.acme.a", "y")), "another payload");
+        assert!(!e.is_echo("1", &msg("logs.acme.b", "x")), "another subject");
+        assert!(!e.is_echo("2", &msg("logs.acme.a", "x")), "another subscription");
+        assert!(e.is_echo("1", &msg("logs.acme.a", "x")));
+        assert!(e.is_echo("1", &msg("logs.acme.a", "x")));
+        assert!(!e.is_echo("1", &msg("logs.acme.a", "x")), "two publishes, two echoes, no more");
     }
 
     #[test]

@@ -267,12 +267,24 @@ fn deliver<M: Delivery>(entry: &Entry, batch: &[M], queue: bool) {
         }
         let mut done = false;
         if queue {
+            // A member that published this itself without echo is passed
+            // over (as nats-server passes over the publisher), whether or
+            // not its turn came.
+            let own: Vec<usize> = (0..receivers.len())
+                .filter(|&i| {
+                    let r = receivers[i];
+                    r.outlet.echoes.as_ref().is_some_and(|e| lock(e).is_echo(&r.sid, m))
+                })
+                .collect();
             // The next member in turn; one that turns out to be done
             // (its limit set meanwhile, its client gone) passes the
             // message on to the one after it.
             let first = entry.next.fetch_add(1, Ordering::Relaxed);
             for k in 0..receivers.len() {
                 let i = first.wrapping_add(k) % receivers.len();
+                if own.contains(&i) {
+                    continue;
+                }
                 let took = add(receivers[i], &mut pending[i], m);
                 done |= took != Took::Yes;
                 if took != Took::Refused {
@@ -281,6 +293,9 @@ fn deliver<M: Delivery>(entry: &Entry, batch: &[M], queue: bool) {
             }
         } else {
             for (r, p) in receivers.iter().zip(pending.iter_mut()) {
+                if r.outlet.echoes.as_ref().is_some_and(|e| lock(e).is_echo(&r.sid, m)) {
+                    continue; // its own publish, and it asked for no echo
+                }
                 done |= add(r, p, m) != Took::Yes;
             }
         }
@@ -304,7 +319,8 @@ fn deliver<M: Delivery>(entry: &Entry, batch: &[M], queue: bool) {
 /// What became of a message offered to a receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Took {
-    /// Taken (or skipped as the client's own echo); more may follow.
+    /// Taken (or skipped: a status message it did not ask for); more may
+    /// follow.
     Yes,
     /// Taken, and that was the last its limit allows.
     Last,
@@ -316,9 +332,6 @@ enum Took {
 fn add(r: &Receiver, pending: &mut Pending, m: &impl Delivery) -> Took {
     if r.outlet.queue.is_closed() {
         return Took::Refused; // the client is gone
-    }
-    if r.outlet.echoes.as_ref().is_some_and(|e| lock(e).is_echo(m)) {
-        return Took::Yes; // its own publish, and it asked for no echo
     }
     if !r.outlet.wants(m) {
         return Took::Yes; // a status message it did not ask for

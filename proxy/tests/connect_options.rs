@@ -76,6 +76,59 @@ async fn without_echo_overlapping_subscriptions_bring_back_nothing_of_its_own() 
     assert_eq!(got, ["theirs", "theirs", "theirs"], "{frames:?}");
 }
 
+/// Without echo, a client in a queue group is passed over for its own
+/// messages (the group's other members get them, as nats-server passes
+/// over the publisher), and still takes its turn with everyone else's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_echo_a_queue_member_is_passed_over_for_its_own_messages() {
+    let s = stack().await;
+    let direct = s.direct().await;
+    let mut quiet = raw_with(&s, "acme", &s.acme_pub, serde_json::json!({"echo": false})).await;
+    let mut other = raw_with(&s, "acme", &s.acme, serde_json::json!({})).await;
+    quiet.send("SUB logs.> 1\r\nSUB logs.web.> g 2\r\n").await;
+    other.send("SUB logs.web.> g 9\r\n").await;
+    assert_eq!(quiet.sync().await, vec![]);
+    assert_eq!(other.sync().await, vec![]);
+    let own: String = (0..10).map(|i| format!("PUB logs.web.iad.h1 5\r\nown-{i}\r\n")).collect();
+    quiet.send(&own).await;
+    // All ten go to the other member; only then everyone else's, so that
+    // the turns of the two do not interleave.
+    let mut o = Vec::new();
+    while o.len() < 10 {
+        match other.frame_within(Duration::from_secs(5)).await {
+            Some(f @ Frame::Msg { .. }) => o.push(f),
+            f => panic!("after {} of its own: {f:?}", o.len()),
+        }
+    }
+    for i in 0..10 {
+        direct.publish("logs.acme.web.iad.h1", format!("ext-{i}").into()).await.unwrap();
+    }
+    direct.flush().await.unwrap();
+    let on = |frames: &[Frame], want: &str| -> Vec<String> {
+        let mut got: Vec<String> = frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Msg { sid, payload, .. } if sid == want => Some(payload.clone()),
+                _ => None,
+            })
+            .collect();
+        got.sort();
+        got
+    };
+    let q = quiet.drain(Duration::from_millis(800)).await;
+    o.extend(other.drain(Duration::from_millis(800)).await);
+    let ext: Vec<String> = (0..10).map(|i| format!("ext-{i}")).collect();
+    assert_eq!(on(&q, "1"), ext, "its plain subscription: everyone else's, none of its own");
+    let (q_group, o_group) = (on(&q, "2"), on(&o, "9"));
+    assert!(q_group.iter().all(|p| p.starts_with("ext-")), "none of its own in the group: {q_group:?}");
+    assert!(!q_group.is_empty(), "it still takes its turn: {o_group:?}");
+    let mut group: Vec<String> = q_group.into_iter().chain(o_group).collect();
+    group.sort();
+    let mut all: Vec<String> = ext.into_iter().chain((0..10).map(|i| format!("own-{i}"))).collect();
+    all.sort();
+    assert_eq!(group, all, "each message to one member");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_nats_with_no_echo() {
     let s = stack().await;

@@ -602,6 +602,15 @@ impl Conn {
                     .await;
             }
         }
+        // Held to the rate if it changes anything upstream: subscribes there,
+        // or replaces (unsubscribes) a sid that was there.
+        let goes_upstream = match &target {
+            SubTarget::Upstream(_) => true,
+            SubTarget::Inbox => matches!(outlet.scope, Scope::Admin),
+        };
+        if goes_upstream || self.subs.get(&sid).is_some_and(|s| s.upstream.is_some()) {
+            self.admit_sub_change(&outlet).await;
+        }
         self.unsubscribe(&sid, None).await;
         if self.subs.len() >= self.shared.config.limits.max_subscriptions {
             return self.deny("maximum subscriptions exceeded".into()).await;
@@ -626,9 +635,6 @@ impl Conn {
         let key = upstream.map(|subject| Key { subject, queue: queue.map(|q| outlet.scope.queue(&q)) });
         if key.as_ref().is_some_and(|k| k.subject.len() + k.queue.as_ref().map_or(0, String::len) > UPSTREAM_ARGS_MAX) {
             return self.too_long().await;
-        }
-        if key.is_some() {
-            self.admit_sub_change(&outlet).await;
         }
         let limit = Arc::new(Limit::reporting(&self.spent, &sid));
         if inbox {

@@ -261,6 +261,9 @@ fn deliver<M: Delivery>(entry: &Entry, batch: &[M], queue: bool) {
     let mut pending: Vec<Pending> = Vec::new();
     let expect = share(receivers.len());
     pending.resize_with(receivers.len(), || Pending::expecting(expect));
+    // Whether any member asked for no echo (receivers only leave during a
+    // batch, so this holds for all of it); most groups have none.
+    let any_quiet = queue && receivers.iter().any(|r| r.outlet.echoes.is_some());
     for m in batch {
         if receivers.is_empty() {
             break;
@@ -269,13 +272,22 @@ fn deliver<M: Delivery>(entry: &Entry, batch: &[M], queue: bool) {
         if queue {
             // A member that published this itself without echo is passed
             // over (as nats-server passes over the publisher), whether or
-            // not its turn came.
-            let own: Vec<usize> = (0..receivers.len())
-                .filter(|&i| {
-                    let r = receivers[i];
-                    r.outlet.echoes.as_ref().is_some_and(|e| lock(e).is_echo(&r.sid, m))
-                })
-                .collect();
+            // not its turn came; unless no one else here could take it
+            // (the group may have members elsewhere, or on another subject,
+            // that nats-server passed over for this copy): then it goes to
+            // the member in turn, its own message rather than none.
+            let mut own: Vec<usize> = Vec::new();
+            if any_quiet {
+                own = (0..receivers.len())
+                    .filter(|&i| {
+                        let r = receivers[i];
+                        r.outlet.echoes.as_ref().is_some_and(|e| lock(e).is_echo(&r.sid, m))
+                    })
+                    .collect();
+                if own.len() == receivers.len() {
+                    own.clear();
+                }
+            }
             // The next member in turn; one that turns out to be done
             // (its limit set meanwhile, its client gone) passes the
             // message on to the one after it.

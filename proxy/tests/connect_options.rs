@@ -129,6 +129,19 @@ async fn without_echo_a_queue_member_is_passed_over_for_its_own_messages() {
     assert_eq!(group, all, "each message to one member");
 }
 
+/// ... but when no one else here could take it (the group's other members
+/// may be elsewhere), a message is not lost: its own member gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_echo_the_only_member_here_still_gets_the_groups_copy() {
+    let s = stack().await;
+    let mut quiet = raw_with(&s, "acme", &s.acme_pub, serde_json::json!({"echo": false})).await;
+    quiet.send("SUB logs.web.> solo 3\r\n").await;
+    assert_eq!(quiet.sync().await, vec![]);
+    quiet.send("PUB logs.web.iad.h1 5\r\nalone\r\n").await;
+    let frames = quiet.drain(Duration::from_millis(800)).await;
+    assert_eq!(payloads(&frames), ["alone"], "{frames:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_nats_with_no_echo() {
     let s = stack().await;

@@ -29,8 +29,12 @@ pub struct Loaded {
 
 /// The file at `path`, checked.
 pub fn read_checked(path: &Path) -> Result<Loaded, AuthError> {
-    let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read { path: path.into(), source })?;
     let parse_error = |message: String| AuthError::Parse { path: path.into(), message };
+    let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+        // Read, but not text: a content error, not one to retry.
+        std::io::ErrorKind::InvalidData => parse_error("not UTF-8 text".into()),
+        _ => AuthError::Read { path: path.into(), source },
+    })?;
     let file: TokensFile = toml::from_str(&text).map_err(|e| {
         // Where, but not the line itself: it may hold a hash.
         let at = e.span().map(|s| line_and_column(&text, s.start)).unwrap_or_default();

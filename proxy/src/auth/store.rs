@@ -41,7 +41,11 @@ struct State {
     /// not read again until it changes; one that cannot be read is).
     looked: Option<Stamp>,
     /// The file as it was when it last could not be read (warned once).
-    unreadable: Option<Stamp>,
+    /// (`Some(None)`: it was missing.)
+    unreadable: Option<Option<Stamp>>,
+    /// Read again at the next look, whatever its stamp (a file with fewer
+    /// tokens, written just now, was put off).
+    retry: bool,
     entries: Vec<TokenEntry>,
     /// Index into `entries` (names are unique).
     by_name: HashMap<String, usize>,
@@ -50,7 +54,7 @@ struct State {
 impl State {
     fn new(looked: Option<Stamp>, entries: Vec<TokenEntry>) -> State {
         let by_name = entries.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        State { looked, unreadable: None, entries, by_name }
+        State { looked, unreadable: None, retry: false, entries, by_name }
     }
 }
 
@@ -103,7 +107,7 @@ impl TokenStore {
     fn load(&self, always: bool) {
         let before = stamp(&self.path);
         let mut state = lock(&self.state);
-        if !always && before == state.looked {
+        if !always && !state.retry && before == state.looked {
             return;
         }
         let read = read_checked(&self.path);
@@ -115,13 +119,14 @@ impl TokenStore {
             // Not readable (permissions being fixed, no file descriptors
             // left): tried again at every look, warned about once.
             Err(e @ AuthError::Read { .. }) => {
-                if state.unreadable != before {
-                    state.unreadable = before;
+                if always || state.unreadable != Some(before) {
+                    state.unreadable = Some(before);
                     tracing::warn!(error = %e, "keeping the previous tokens");
                 }
             }
             Err(e) => {
                 state.looked = before;
+                state.retry = false;
                 tracing::warn!(error = %e, "keeping the previous tokens");
             }
             // An emptied file is a write caught half way (`cp`, `>`, an
@@ -129,12 +134,22 @@ impl TokenStore {
             // everything: that is `tokens = []`, what `token revoke` writes.
             Ok(loaded) if loaded.blank && loaded.entries.is_empty() && !state.entries.is_empty() => {
                 state.looked = before;
+                state.retry = false;
                 tracing::warn!(path = %self.path.display(), "tokens file is blank: keeping the previous tokens (`tokens = []` revokes them all)")
             }
             // Fewer tokens in a file written just now may be a write in
             // place caught between two entries: read again at the next
             // look (a revocation waits a look longer).
-            Ok(loaded) if loaded.entries.len() < state.entries.len() && fresh(before) => {}
+            // (Not for a file renamed over the old one: whole by then. And
+            // looked at again at the next look, whatever its stamp.)
+            Ok(loaded)
+                if loaded.entries.len() < state.entries.len()
+                    && fresh(before)
+                    && before.map(|s| s.2) == state.looked.map(|s| s.2) =>
+            {
+                tracing::debug!("tokens file written just now with fewer tokens: read again at the next look");
+                state.retry = true;
+            }
             Ok(loaded) => {
                 warn_about(&loaded);
                 tracing::info!(tokens = loaded.entries.len(), "tokens file reloaded");
@@ -307,6 +322,8 @@ mod tests {
         std::fs::write(&path, &only_a).unwrap();
         store.refresh();
         assert!(b_ok(), "not yet: the file may still be being written");
+        store.refresh();
+        assert!(b_ok(), "nor at a second look within the second");
         let then = SystemTime::now() - std::time::Duration::from_secs(5);
         std::fs::File::options().write(true).open(&path).unwrap().set_modified(then).unwrap();
         store.refresh();

@@ -53,7 +53,10 @@ impl TokenEntry {
             v.sort();
             v
         }
+        // (A tenant connecting without a user gets its first org.)
+        let tenant_org_kept = self.role != Role::Tenant || self.orgs.first() == other.orgs.first();
         (self.role, self.publish) == (other.role, other.publish)
+            && tenant_org_kept
             && sorted(&self.orgs) == sorted(&other.orgs)
             && sorted(&self.hosts) == sorted(&other.hosts)
     }

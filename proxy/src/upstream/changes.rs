@@ -104,7 +104,12 @@ impl Changes {
     /// The connection was lost: its server's subscriptions with it.
     pub fn lost(&self) {
         let mut state = lock(&self.state);
+        // A generation of its own, above every ack so far: the next
+        // connection's first PONG acknowledges it.
+        state.generation += 1;
         state.floor = state.generation;
+        drop(state);
+        self.wake.notify_one();
     }
 
     /// Wait until the server has every change up to `generation` (and,
@@ -214,13 +219,13 @@ mod tests {
         assert!(waiter.await.unwrap(), "woken by the ack");
         changes.acked(first);
         assert!(changes.synced(second, Duration::ZERO).await, "an older ack does not go back");
-        // A lost connection: even an old subscription is not live until a
-        // new connection has them all again.
-        let third = changes.subscribe(3, "logs.acme.db.>", None);
+        // A lost connection, with every subscription acked: even an old
+        // one is not live until a new connection has them all again.
         changes.lost();
         assert!(!changes.synced(first, Duration::from_millis(50)).await, "first is gone with the connection");
-        changes.acked(third);
-        assert!(changes.synced(first, Duration::ZERO).await);
+        let (_, generation) = changes.take().expect("open");
+        changes.acked(generation);
+        assert!(changes.synced(first, Duration::ZERO).await, "the new connection's first PONG");
     }
 
     #[tokio::test]

@@ -15,8 +15,16 @@ use crate::shutdown::Signals;
 
 /// `validate -c FILE`: "ok" and exit 0, or every problem and exit 2.
 pub fn validate<T: DeserializeOwned + Validate>(path: &Path) -> ExitCode {
-    match load::<T>(path) {
-        Ok(_) => {
+    validate_with::<T, std::convert::Infallible>(path, |_| Ok(()))
+}
+
+/// As [`validate`], then `more` on the config (files it names, say).
+pub fn validate_with<T: DeserializeOwned + Validate, E: Display>(
+    path: &Path,
+    more: impl FnOnce(&T) -> Result<(), E>,
+) -> ExitCode {
+    match load::<T>(path).map_err(|e| e.to_string()).and_then(|c| more(&c).map_err(|e| e.to_string())) {
+        Ok(()) => {
             println!("ok");
             ExitCode::SUCCESS
         }

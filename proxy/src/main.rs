@@ -76,28 +76,14 @@ enum TokenCommand {
     },
 }
 
-/// The config, then the tokens file it names (as `run` would read them).
-fn validate(path: &std::path::Path) -> ExitCode {
-    let checked = flotilla_core::config::load::<Config>(path)
-        .map_err(|e| e.to_string())
-        .and_then(|c| flotilla_proxy::auth::store::read(&c.tokens).map_err(|e| e.to_string()));
-    match checked {
-        Ok(_) => {
-            println!("ok");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::from(2)
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
         Command::Run { config } => daemon::run("flotilla-proxy", &config, flotilla_proxy::run),
-        Command::Validate { config } => validate(&config),
+        // The config, then the tokens file it names (as `run` reads them).
+        Command::Validate { config } => {
+            daemon::validate_with::<Config, _>(&config, |c| flotilla_proxy::auth::store::read(&c.tokens).map(|_| ()))
+        }
         Command::Token { command: TokenCommand::New { tokens, role, orgs, name, expires, publish, hosts } } => {
             match cli::token_new_for_hosts(&tokens, role, &orgs, &hosts, name, expires.as_deref(), publish) {
                 Ok(secret) => {

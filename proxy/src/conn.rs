@@ -48,6 +48,10 @@ const WRITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 /// every client's subscriptions (or publishes) share.
 const UPSTREAM_ARGS_MAX: usize = crate::protocol::parser::MAX_CONTROL_LINE - 32;
 
+/// Why a slow consumer's connection ends (logged; it is not sent: see
+/// [`Conn::close_for`]).
+const SLOW_CONSUMER: &str = "Slow Consumer";
+
 /// Denials logged per connection before only one in 1,000 is.
 const LOGGED_DENIALS: u64 = 10;
 
@@ -325,7 +329,7 @@ impl Conn {
                             },
                             _ = shutdown.cancelled() => return,
                             r = close.changed() => Some(close_reason(r, &close)),
-                            _ = kill.cancelled() => Some("Slow Consumer"),
+                            _ = kill.cancelled() => Some(SLOW_CONSUMER),
                         };
                         if let Some(reason) = interrupted {
                             self.close_for(reason).await;
@@ -399,7 +403,7 @@ impl Conn {
                     }
                 }
                 _ = self.kill.cancelled() => {
-                    self.close_for("Slow Consumer").await;
+                    self.close_for(SLOW_CONSUMER).await;
                     return;
                 }
                 _ = shutdown.cancelled() => return,
@@ -414,7 +418,7 @@ impl Conn {
     /// would not reconnect; and its queue is full).
     async fn close_for(&self, reason: &str) {
         tracing::info!(client = self.id, peer = %self.peer, reason, "closing connection");
-        if reason != "Slow Consumer" {
+        if reason != SLOW_CONSUMER {
             self.farewell(reason).await;
         }
     }
@@ -602,13 +606,17 @@ impl Conn {
                     .await;
             }
         }
+        let inbox = target == SubTarget::Inbox;
+        let upstream = match target {
+            // An admin's inbox subscriptions are the server's too: JetStream
+            // push consumers (a KV watch, an object get) deliver to
+            // `_INBOX.` subjects directly, not as replies.
+            SubTarget::Inbox => matches!(outlet.scope, Scope::Admin).then(|| subject.clone()),
+            SubTarget::Upstream(upstream) => Some(upstream),
+        };
         // Held to the rate if it changes anything upstream: subscribes there,
         // or replaces (unsubscribes) a sid that was there.
-        let goes_upstream = match &target {
-            SubTarget::Upstream(_) => true,
-            SubTarget::Inbox => matches!(outlet.scope, Scope::Admin),
-        };
-        if goes_upstream || self.subs.get(&sid).is_some_and(|s| s.upstream.is_some()) {
+        if upstream.is_some() || self.subs.get(&sid).is_some_and(|s| s.upstream.is_some()) {
             self.admit_sub_change(&outlet).await;
         }
         self.unsubscribe(&sid, None).await;
@@ -623,14 +631,6 @@ impl Conn {
                 None => return self.deny("maximum subscriptions exceeded".into()).await,
             },
             _ => None,
-        };
-        let inbox = target == SubTarget::Inbox;
-        let upstream = match target {
-            // An admin's inbox subscriptions are the server's too: JetStream
-            // push consumers (a KV watch, an object get) deliver to
-            // `_INBOX.` subjects directly, not as replies.
-            SubTarget::Inbox => matches!(outlet.scope, Scope::Admin).then(|| subject.clone()),
-            SubTarget::Upstream(upstream) => Some(upstream),
         };
         let key = upstream.map(|subject| Key { subject, queue: queue.map(|q| outlet.scope.queue(&q)) });
         if key.as_ref().is_some_and(|k| k.subject.len() + k.queue.as_ref().map_or(0, String::len) > UPSTREAM_ARGS_MAX) {

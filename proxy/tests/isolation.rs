@@ -254,28 +254,11 @@ async fn inbox_subscriptions_are_local_and_never_see_other_connections_replies()
     let js = async_nats::jetstream::new(direct.clone());
     logs_stream(&js).await;
     // A direct globex service and its direct requester (plain _INBOX replies).
-    let mut svc = direct.subscribe("svc.globex.echo").await.unwrap();
-    let responder = direct.clone();
-    tokio::spawn(async move {
-        while let Some(m) = svc.next().await {
-            if let Some(r) = m.reply {
-                responder.publish(r, "globex-reply".into()).await.unwrap();
-            }
-        }
-    });
+    serve(&direct, "svc.globex.echo", Some("globex-reply")).await;
     // A globex service and requester through the proxy.
     let gsvc_client = s.client("globex", &s.globex_pub).await;
     // (telemetry: the LOGS stream would answer requests on logs.> first)
-    let mut gsvc = gsvc_client.subscribe("telemetry.rpc.>").await.unwrap();
-    gsvc_client.flush().await.unwrap();
-    let g2 = gsvc_client.clone();
-    tokio::spawn(async move {
-        while let Some(m) = gsvc.next().await {
-            if let Some(r) = m.reply {
-                g2.publish(r, "globex-proxied-reply".into()).await.unwrap();
-            }
-        }
-    });
+    serve(&gsvc_client, "telemetry.rpc.>", Some("globex-proxied-reply")).await;
 
     // acme listens on every inbox it can name.
     let mut acme = s.raw_as("acme", &s.acme).await;
@@ -600,15 +583,7 @@ async fn reply_subjects_cannot_aim_at_other_orgs_or_the_jetstream_api() {
     direct.flush().await.unwrap();
 
     // An acme service answering whatever reply subject it is given.
-    let mut svc = direct.subscribe("logs.acme.rpc.>").await.unwrap();
-    let answer = direct.clone();
-    tokio::spawn(async move {
-        while let Some(m) = svc.next().await {
-            if let Some(r) = m.reply {
-                answer.publish(r, "{\"stream\":\"LOGS\"}".into()).await.unwrap();
-            }
-        }
-    });
+    serve(&direct, "logs.acme.rpc.>", Some("{\"stream\":\"LOGS\"}")).await;
 
     let targets = [
         "logs.globex.web.iad.h1",
@@ -758,15 +733,7 @@ async fn an_admins_inbox_gets_direct_deliveries_a_tenants_never() {
     let s = stack().await;
     let admin = token(&s.tokens, flotilla_proxy::auth::Role::Admin, &[], Some("ops"), false);
     let direct = s.direct().await;
-    let mut svc = direct.subscribe("svc.echo").await.unwrap();
-    let answer = direct.clone();
-    tokio::spawn(async move {
-        while let Some(m) = svc.next().await {
-            if let Some(r) = m.reply {
-                answer.publish(r, "answer".into()).await.unwrap();
-            }
-        }
-    });
+    serve(&direct, "svc.echo", Some("answer")).await;
     direct.request("svc.echo", "ready".into()).await.unwrap();
     let mut ops = s.raw_as("ops", &admin).await;
     let mut tenant = s.raw_as("acme", &s.acme).await;

@@ -183,16 +183,7 @@ async fn a_subscription_spent_by_its_unsub_limit_is_gone_upstream_too() {
 async fn spent_subscriptions_do_not_count_against_the_limit() {
     let s = stack_with(Extra { tables: "[limits]\nmax_subscriptions = 10", ..Default::default() }).await;
     let direct = s.direct().await;
-    let mut svc = direct.subscribe("logs.acme.rpc.>").await.unwrap();
-    direct.flush().await.unwrap();
-    let answer = direct.clone();
-    tokio::spawn(async move {
-        while let Some(m) = svc.next().await {
-            if let Some(r) = m.reply {
-                answer.publish(r, m.payload).await.unwrap();
-            }
-        }
-    });
+    serve(&direct, "logs.acme.rpc.>", None).await;
     // Answered: the server has the service's SUB (a flush only says it was
     // written), so the proxy's first request cannot come before it.
     direct.request("logs.acme.rpc.ready", "".into()).await.unwrap();

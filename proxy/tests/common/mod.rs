@@ -407,6 +407,23 @@ pub async fn prime_raw(direct: &async_nats::Client, subject: &str, raw: &mut Raw
     }
 }
 
+/// A service on `client` answering every request on `subject` with
+/// `answer` (with the request's own payload when `None`). Its SUB is
+/// written, not known to be live: a request from `client` itself proves it.
+pub async fn serve(client: &async_nats::Client, subject: &str, answer: Option<&'static str>) {
+    let mut svc = client.subscribe(subject.to_string()).await.unwrap();
+    client.flush().await.unwrap();
+    let client = client.clone();
+    tokio::spawn(async move {
+        while let Some(m) = futures::StreamExt::next(&mut svc).await {
+            if let Some(r) = m.reply {
+                let body = answer.map_or(m.payload, |a| bytes::Bytes::from_static(a.as_bytes()));
+                client.publish(r, body).await.unwrap();
+            }
+        }
+    });
+}
+
 /// The stream `LOGS` on `logs.>`, as the shipper makes it (JetStream's
 /// default two minutes of de-duplication).
 pub async fn logs_stream(js: &async_nats::jetstream::Context) -> async_nats::jetstream::stream::Stream {

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use flotilla_core::subject::{is_valid_subject, subject_matches};
 
 use crate::auth::store::Credentials;
-use crate::fanout::{Key, Receiver};
+use crate::fanout::{Key, Receiver, SYNC_WAIT};
 use crate::limits::{PublishRate, SubChanges, SubSlot};
 use crate::outlet::{lock, Limit, Outlet};
 use crate::protocol::{parse, writer, ClientOp, ProtoError};
@@ -181,6 +181,7 @@ pub async fn serve(
         pings_out: 0,
         rate: PublishRate::new(shared.config.limits.publish_msgs_per_sec, shared.config.limits.publish_bytes_per_sec),
         unsynced: 0,
+        published: false,
         max_payload: max_payload(&shared),
         sub_changes: SubChanges::new(
             shared.config.limits.subscription_changes_per_sec,
@@ -272,6 +273,8 @@ struct Conn {
     /// The generation of its latest upstream subscription not yet known
     /// to be live upstream; 0 for none ([`Conn::sync_subscriptions`]).
     unsynced: u64,
+    /// Published since its last PONG ([`Conn::sync_publishes`]).
+    published: bool,
     /// Cancelled to disconnect a slow consumer: by policy, or once its
     /// socket took nothing for the write deadline.
     kill: CancellationToken,
@@ -558,6 +561,7 @@ impl Conn {
             ClientOp::Connect(_) => Flow::Continue,
             ClientOp::Ping => {
                 self.sync_subscriptions().await;
+                self.sync_publishes().await;
                 if self.send(Bytes::from_static(writer::PONG)).await {
                     Flow::Continue
                 } else {
@@ -673,6 +677,15 @@ impl Conn {
         let generation = std::mem::take(&mut self.unsynced);
         if generation > 0 {
             self.shared.fanout.synced(generation).await;
+        }
+    }
+
+    /// A client that published is answered PONG only once nats-server has
+    /// its messages (at most [`SYNC_WAIT`]), as nats-server answers a PING
+    /// after the publishes before it: a flush means they arrived.
+    async fn sync_publishes(&mut self) {
+        if std::mem::take(&mut self.published) && !self.shared.barrier.passed(SYNC_WAIT).await {
+            tracing::debug!(conn = self.id, "publishes not confirmed upstream in time; PONG anyway");
         }
     }
 
@@ -805,6 +818,7 @@ impl Conn {
             }
             tracing::warn!(error = %e, "upstream publish failed");
         }
+        self.published = true;
         self.ok().await
     }
 

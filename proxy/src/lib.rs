@@ -9,6 +9,7 @@
 //! NATS carries every client's traffic.
 
 pub mod auth;
+pub mod barrier;
 pub mod cli;
 pub mod config;
 pub mod conn;
@@ -61,6 +62,8 @@ pub struct Shared {
     pub write_deadline: Duration,
     pub tokens: auth::TokenStore,
     pub upstream: async_nats::Client,
+    /// Tells when nats-server has what was published on `upstream`.
+    pub barrier: Arc<barrier::Barrier>,
     pub metrics: metrics::ProxyMetrics,
     pub fanout: fanout::Fanout,
     pub registry: registry::Registry,
@@ -139,6 +142,9 @@ pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyErr
     let upstream = flotilla_core::nats::connect(opts, &config.upstream.url)
         .await
         .map_err(|message| ProxyError::Upstream { url: config.upstream.url.clone(), message })?;
+    let barrier = barrier::Barrier::start(upstream.clone())
+        .await
+        .map_err(|message| ProxyError::Upstream { url: config.upstream.url.clone(), message })?;
     let listener = TcpListener::bind(&config.listen)
         .await
         .map_err(|source| ProxyError::Bind { addr: config.listen.clone(), source })?;
@@ -169,6 +175,7 @@ pub async fn start(config: Config, signals: Signals) -> Result<Running, ProxyErr
         config,
         tokens,
         upstream,
+        barrier,
         metrics,
         next_id: AtomicU64::new(0),
     });

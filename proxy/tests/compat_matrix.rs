@@ -488,11 +488,11 @@ async fn upstream_spy(s: &Stack) -> (async_nats::Client, async_nats::Subscriber)
 }
 
 /// Every message the spy saw within `quiet`, as (subject, payload), minus
-/// JetStream/system chatter.
+/// JetStream/system chatter and the proxy's own marks (its PONGs wait for them).
 async fn spied(spy: &mut async_nats::Subscriber, quiet: Duration) -> Vec<(String, String)> {
     let mut got = vec![];
     while let Ok(Some(m)) = tokio::time::timeout(quiet, spy.next()).await {
-        if !m.subject.starts_with("$") {
+        if !m.subject.starts_with("$") && !m.subject.starts_with(flotilla_proxy::barrier::SUBJECT_PREFIX) {
             got.push((m.subject.to_string(), String::from_utf8_lossy(&m.payload).to_string()));
         }
     }

@@ -242,7 +242,10 @@ async fn publishes_outside_the_org_are_denied() {
     }
     let mut upstream = vec![];
     while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), spy.next()).await {
-        upstream.push(m.subject.to_string());
+        // (The proxy's own marks, which its PONGs wait for, are not a client's.)
+        if !m.subject.starts_with(flotilla_proxy::barrier::SUBJECT_PREFIX) {
+            upstream.push(m.subject.to_string());
+        }
     }
     assert_eq!(upstream, ["logs.acme.globex.web.iad.h1"], "the one allowed publish, inside acme");
 }

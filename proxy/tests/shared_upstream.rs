@@ -287,3 +287,25 @@ async fn a_subscription_is_live_before_its_clients_next_publish_or_pong() {
         }
     }
 }
+
+/// A client's PONG means nats-server has its publishes, as with
+/// nats-server itself (flush): a subscriber on nats-server that sees its
+/// own PONG afterwards has every message. The proxy hands publishes to its
+/// upstream client, which writes them later; without a round trip upstream
+/// before the PONG, the PONG would overtake them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_pong_comes_after_nats_server_has_its_publishes() {
+    let s = stack().await;
+    let mut watcher = Raw::connect(format!("127.0.0.1:{}", s.nats.port()).parse().unwrap()).await;
+    watcher.send("CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB logs.acme.web.> 1\r\n").await;
+    assert_eq!(watcher.sync().await, vec![]);
+    let mut tenant = s.raw_as("acme", &s.acme_pub).await;
+    let body = "x".repeat(200);
+    for round in 0..10 {
+        let ops: String = (0..2000).map(|i| format!("PUB logs.web.iad.h{i} 200\r\n{body}\r\n")).collect();
+        tenant.send(&ops).await;
+        assert_eq!(tenant.sync().await, vec![], "round {round}");
+        let seen = watcher.sync().await;
+        assert_eq!(payloads(&seen).len(), 2000, "round {round}: nats-server had them all by the tenant's PONG");
+    }
+}

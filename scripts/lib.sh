@@ -67,3 +67,12 @@ ensure_node_deps() {
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
   fi
 }
+
+# Go and nats.go (the client the `nats` CLI is built on), for the proxy's
+# compatibility tests: Debian's golang-go and its nats.go package, built in
+# GOPATH mode (no Go module proxy is needed).
+ensure_go_nats() {
+  if command -v go >/dev/null 2>&1 && [ -d /usr/share/gocode/src/github.com/nats-io/nats.go ]; then return; fi
+  say "installing golang-go and nats.go (Debian)"
+  apt_install golang-go golang-github-nats-io-go-nats-dev
+}

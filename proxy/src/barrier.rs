@@ -32,11 +32,14 @@ impl Barrier {
     pub async fn start(client: async_nats::Client) -> Result<std::sync::Arc<Barrier>, String> {
         let subject = format!("{SUBJECT_PREFIX}{:016x}", rand::random::<u64>());
         let mut marks = client.subscribe(subject.clone()).await.map_err(|e| format!("subscribe {subject}: {e}"))?;
-        let barrier = std::sync::Arc::new(Barrier { client, subject, next: AtomicU64::new(0), back: watch::Sender::new(0) });
+        let barrier =
+            std::sync::Arc::new(Barrier { client, subject, next: AtomicU64::new(0), back: watch::Sender::new(0) });
         let back = barrier.back.clone();
         tokio::spawn(async move {
             while let Some(m) = marks.next().await {
-                let Some(n) = std::str::from_utf8(&m.payload).ok().and_then(|s| s.parse::<u64>().ok()) else { continue };
+                let Some(n) = std::str::from_utf8(&m.payload).ok().and_then(|s| s.parse::<u64>().ok()) else {
+                    continue;
+                };
                 back.send_if_modified(|v| std::mem::replace(v, (*v).max(n)) < n);
             }
         });

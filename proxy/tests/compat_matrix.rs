@@ -1,166 +1,40 @@
-//! Compatibility matrix: the three official clients — async-nats (Rust, in
-//! this process), nats.py (proxy/tests/py/compat_client.py) and nats.js (the
-//! `nats` npm package, proxy/tests/js/compat_client.mjs on Node) — against a
-//! real nats-server behind the proxy: tenant credentials (user = org,
-//! password = secret), wildcard and queue-group subscriptions that receive
-//! only their org with rewritten subjects, request/reply inside an org, an
-//! agent's JetStream publishes with acks, and what each client shows for the
-//! proxy's `-ERR`s.
+//! Compatibility matrix: the official clients — async-nats (Rust, in this
+//! process), nats.py (proxy/tests/py/compat_client.py), nats.js (the `nats`
+//! npm package, proxy/tests/js/compat_client.mjs on Node) and nats.go (the
+//! client the `nats` CLI is built on, proxy/tests/go/compat_client.go) —
+//! against a real nats-server behind the proxy: tenant credentials (user =
+//! org, password = secret), wildcard and queue-group subscriptions that
+//! receive only their org with rewritten subjects, request/reply inside an
+//! org, an agent's JetStream publishes with acks, and what each client shows
+//! for the proxy's `-ERR`s.
 //!
 //! The `client_err_*` tests pin down how each client treats a server `-ERR`
 //! (closing or not, and what the application sees) against a tiny fake
 //! server, so the proxy's choice of wording stays right when a client
 //! library changes.
 //!
-//! Needs: nats-server, the venv Python with nats-py, and Node with
-//! proxy/tests/js/node_modules (`./scripts/test` installs all three).
+//! Needs: nats-server, the venv Python with nats-py, Node with
+//! proxy/tests/js/node_modules, and Go with Debian's nats.go package
+//! (`./scripts/test` installs them all).
 
 mod common;
+#[path = "compat/probe.rs"]
+mod probe;
+#[path = "compat/scripts.rs"]
+mod scripts;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use common::*;
 use flotilla_testsupport::tls::Pki;
-use flotilla_testsupport::{python, repo_root};
-
-// ---------------------------------------------------------------------------
-// Driving the Python and Node scripts.
-
-#[derive(Clone, Copy, Debug)]
-enum Lang {
-    Py,
-    Js,
-}
-
-struct Script {
-    child: Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    stderr: Arc<Mutex<String>>,
-    what: String,
-}
-
-fn node() -> PathBuf {
-    std::env::var_os("FLOTILLA_NODE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("node"))
-}
-
-impl Script {
-    fn spawn(lang: Lang, args: &[&str]) -> Script {
-        let mut cmd = match lang {
-            Lang::Py => {
-                let mut c = Command::new(python());
-                c.arg(repo_root().join("proxy/tests/py/compat_client.py"));
-                c
-            }
-            Lang::Js => {
-                let dir = repo_root().join("proxy/tests/js");
-                assert!(
-                    dir.join("node_modules/nats/package.json").is_file(),
-                    "proxy/tests/js/node_modules is missing: run ./scripts/test (it runs `npm ci` there)"
-                );
-                let mut c = Command::new(node());
-                c.arg(dir.join("compat_client.mjs")).current_dir(&dir);
-                c
-            }
-        };
-        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let what = format!("{lang:?} {}", args.first().copied().unwrap_or(""));
-        let mut child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("cannot start {what}: {e} (run ./scripts/test, or set FLOTILLA_PYTHON / FLOTILLA_NODE)")
-        });
-        let (tx, lines) = mpsc::unbounded_channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (err_pipe, err_buf) = (child.stderr.take().unwrap(), stderr.clone());
-        std::thread::spawn(move || {
-            use std::io::Read;
-            let mut s = String::new();
-            let mut r = std::io::BufReader::new(err_pipe);
-            let _ = r.read_to_string(&mut s);
-            err_buf.lock().unwrap().push_str(&s);
-        });
-        Script { child, lines, stderr, what }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// The next stdout line within `d`; None on time-out; panics at EOF.
-    async fn line_within(&mut self, d: Duration) -> Option<String> {
-        match tokio::time::timeout(d, self.lines.recv()).await {
-            Err(_) => None,
-            Ok(Some(l)) => Some(l),
-            Ok(None) => {
-                // Let the stderr reader finish.
-                let _ = self.child.wait();
-                std::thread::sleep(Duration::from_millis(100));
-                panic!("{} ended early; stderr:\n{}", self.what, self.stderr());
-            }
-        }
-    }
-
-    async fn line(&mut self) -> String {
-        match self.line_within(Duration::from_secs(30)).await {
-            Some(l) => l,
-            None => panic!("{}: no output in 30 s; stderr so far:\n{}", self.what, self.stderr()),
-        }
-    }
-
-    async fn expect_line(&mut self, want: &str) {
-        let got = self.line().await;
-        assert_eq!(got, want, "{}: stderr:\n{}", self.what, self.stderr());
-    }
-
-    /// The next JSON line (progress lines before it are skipped).
-    async fn json(&mut self) -> Value {
-        loop {
-            let l = self.line().await;
-            if l.starts_with('{') {
-                return serde_json::from_str(&l).unwrap_or_else(|e| panic!("{}: {e}: {l}", self.what));
-            }
-        }
-    }
-}
-
-impl Drop for Script {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Publish `subject` upstream until the script says `primed`.
-async fn prime_script(direct: &async_nats::Client, subject: &str, script: &mut Script) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        direct.publish(subject.to_string(), "prime".into()).await.unwrap();
-        direct.flush().await.unwrap();
-        if let Some(l) = script.line_within(Duration::from_millis(150)).await {
-            assert_eq!(l, "primed", "{}", script.what);
-            return;
-        }
-        assert!(Instant::now() < deadline, "{}: subscriptions never became live", script.what);
-    }
-}
+use probe::*;
+use scripts::*;
 
 // ---------------------------------------------------------------------------
 // The fixture: two orgs' logs published straight to nats-server.
@@ -296,6 +170,11 @@ async fn nats_js_tenants_get_their_org_with_wildcards_and_queue_groups() {
     tail_with_script(Lang::Js, None).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_go_tenants_get_their_org_with_wildcards_and_queue_groups() {
+    tail_with_script(Lang::Go, None).await;
+}
+
 /// The same through the proxy's `[tls]`, the clients trusting its CA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_py_tenants_over_tls() {
@@ -305,6 +184,11 @@ async fn nats_py_tenants_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_js_tenants_over_tls() {
     tail_with_script(Lang::Js, Some(&Pki::new("flotilla test CA"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_go_tenants_over_tls() {
+    tail_with_script(Lang::Go, Some(&Pki::new("flotilla test CA"))).await;
 }
 
 /// Collect (subject, payload) from `sub` until `quiet` passes without one;
@@ -451,6 +335,11 @@ async fn nats_js_agent_publishes_to_jetstream_with_acks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_go_agent_publishes_to_jetstream_with_acks() {
+    jetstream_with_script(Lang::Go, "go").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_nats_agent_publishes_to_jetstream_with_acks() {
     let s = stack().await;
     let js = with_logs_stream(&s).await;
@@ -528,6 +417,14 @@ async fn every_client_surfaces_a_denied_publish_and_stays_connected() {
             && st["permissionContext"] == json!({"operation": "publish", "subject": "logs.rpc.x"})),
         "nats.js status: {got}"
     );
+
+    let mut go = Script::spawn(
+        Lang::Go,
+        &["denied", "--url", &url, "--user", "acme", "--password", &s.acme, "--subject", "logs.rpc.x"],
+    );
+    let got = go.json().await;
+    assert_eq!(got["connected"], true, "nats.go stays connected: {got}");
+    assert_eq!(got["errors"], json!([format!("nats: {want}")]), "nats.go error handler: {got}");
 
     let (tx, mut events) = mpsc::unbounded_channel();
     let c = async_nats::ConnectOptions::with_user_and_password("acme".into(), s.acme.clone())
@@ -661,6 +558,11 @@ async fn nats_js_request_reply_within_an_org() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_go_request_reply_within_an_org() {
+    request_reply_with_scripts(Lang::Go).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_nats_request_reply_within_an_org() {
     let s = stack().await;
     let check = rpc_setup(&s).await;
@@ -711,145 +613,7 @@ async fn async_nats_request_reply_within_an_org() {
 
 // ---------------------------------------------------------------------------
 // What each client does with a server `-ERR` (against a fake server), and
-// whether a slow tenant consumer is told in a way all three show.
-
-/// One connection of a fake nats-server: INFO, PONG to every PING, and once
-/// the client subscribed (and flushed), `-ERR '<text>'` followed by one
-/// message `after` on that subscription.
-async fn fake_server(text: String) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let Ok((sock, _)) = listener.accept().await else { return };
-        let (rd, mut wr) = sock.into_split();
-        let mut rd = BufReader::new(rd);
-        let info = json!({
-            "server_id": "FAKE", "server_name": "fake", "version": "2.10.0", "proto": 1, "go": "go1.22",
-            "host": "127.0.0.1", "port": addr.port(), "headers": true, "max_payload": 1048576,
-        });
-        let _ = wr.write_all(format!("INFO {info}\r\n").as_bytes()).await;
-        let (mut sid, mut sent) = (None::<String>, false);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match rd.read_line(&mut line).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            let l = line.trim_end();
-            if l.starts_with("SUB ") {
-                sid = l.split(' ').next_back().map(str::to_string);
-            } else if l == "PING" {
-                let mut out = b"PONG\r\n".to_vec();
-                if let (Some(sid), false) = (&sid, sent) {
-                    out.extend_from_slice(format!("-ERR '{text}'\r\nMSG probe {sid} 5\r\nafter\r\n").as_bytes());
-                    sent = true;
-                }
-                if wr.write_all(&out).await.is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    addr
-}
-
-#[derive(Debug)]
-struct Surfaced {
-    /// The client kept the connection (and still answers a flush).
-    connected: bool,
-    /// The message sent right after the `-ERR` reached the application.
-    got_after: bool,
-    /// What the application was shown (error callback, status, event).
-    shown: Vec<String>,
-    /// nats.js only: the subscription was closed by the client.
-    sub_closed: bool,
-}
-
-async fn probe_script(lang: Lang, text: &str) -> Surfaced {
-    let addr = fake_server(text.to_string()).await;
-    let mut p = Script::spawn(lang, &["errprobe", "--url", &format!("nats://{addr}")]);
-    let got = p.json().await;
-    let shown = match lang {
-        Lang::Py => got["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_string()).collect(),
-        Lang::Js => got["statuses"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["type"] == "error")
-            .map(|s| {
-                format!(
-                    "{} {} {}",
-                    s["type"].as_str().unwrap_or(""),
-                    s["data"].as_str().unwrap_or(""),
-                    s["permissionContext"]
-                )
-            })
-            .collect(),
-    };
-    Surfaced {
-        connected: got["connected"] == true,
-        got_after: got["msgs"].as_array().unwrap().iter().any(|m| m == "after"),
-        shown,
-        sub_closed: got["subClosed"] == true,
-    }
-}
-
-async fn probe_async_nats(text: &str) -> Surfaced {
-    // On a loaded machine a probe can come back empty-handed (nothing
-    // surfaced at all); try again before judging the client.
-    let mut last = probe_async_nats_once(text).await;
-    for _ in 0..2 {
-        if last.got_after || !last.shown.is_empty() || !last.connected {
-            break;
-        }
-        last = probe_async_nats_once(text).await;
-    }
-    last
-}
-
-async fn probe_async_nats_once(text: &str) -> Surfaced {
-    let addr = fake_server(text.to_string()).await;
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let c = async_nats::ConnectOptions::new()
-        .event_callback(move |e| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(e);
-            }
-        })
-        .max_reconnects(1)
-        // async-nats's flush sends no PING: its own PINGs, often, are what
-        // the fake server answers after the SUB.
-        .ping_interval(Duration::from_millis(100))
-        .connect(format!("nats://{addr}"))
-        .await
-        .unwrap();
-    let mut sub = c.subscribe("probe").await.unwrap();
-    // The fake server answers the first PING after the SUB; on a loaded
-    // machine give it some seconds.
-    let mut got_after = false;
-    for _ in 0..3 {
-        let _ = tokio::time::timeout(Duration::from_secs(5), c.flush()).await;
-        if matches!(tokio::time::timeout(Duration::from_secs(5), sub.next()).await, Ok(Some(m)) if &m.payload[..] == b"after")
-        {
-            got_after = true;
-            break;
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let flushed = tokio::time::timeout(Duration::from_secs(5), c.flush()).await.map(|r| r.is_ok()).unwrap_or(false);
-    let mut shown = vec![];
-    let mut connected = flushed && c.connection_state() == async_nats::connection::State::Connected;
-    while let Ok(e) = events.try_recv() {
-        match e {
-            async_nats::Event::ServerError(err) => shown.push(format!("ServerError({err:?})")),
-            async_nats::Event::Disconnected | async_nats::Event::Closed => connected = false,
-            _ => {}
-        }
-    }
-    Surfaced { connected, got_after, shown, sub_closed: false }
-}
+// whether a slow tenant consumer is told in a way every client shows.
 
 /// The wording recommended for telling a slow tenant consumer that messages
 /// were dropped: every client shows it and none closes.
@@ -865,16 +629,22 @@ async fn client_err_permissions_violation_without_a_subject_is_shown_and_kept_by
     assert!(js.connected && js.got_after && !js.sub_closed, "nats.js: {js:?}");
     assert_eq!(js.shown, ["error PERMISSIONS_VIOLATION null"], "nats.js status(): the code, no context");
 
+    let go = probe_script(Lang::Go, DROP_NOTICE).await;
+    assert!(go.connected && go.got_after && !go.sub_closed, "nats.go: {go:?}");
+    assert_eq!(go.shown, [format!("nats: {DROP_NOTICE}")], "nats.go error handler");
+
     let rs = probe_async_nats(DROP_NOTICE).await;
     assert!(rs.connected && rs.got_after, "async-nats: {rs:?}");
     assert_eq!(rs.shown, [format!("ServerError(Other({DROP_NOTICE:?}))")], "async-nats Event::ServerError");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_err_other_texts_close_nats_py_only() {
+async fn client_err_other_texts_close_nats_py_and_nats_go() {
     let text = "Slow Consumer: 42 messages dropped";
     let py = probe_script(Lang::Py, text).await;
     assert!(!py.connected, "nats.py closes the connection on any -ERR but permissions violations: {py:?}");
+    let go = probe_script(Lang::Go, text).await;
+    assert!(!go.connected && !go.got_after, "so does nats.go (the `nats` CLI's client): {go:?}");
 
     let js = probe_script(Lang::Js, text).await;
     assert!(js.connected && js.got_after, "nats.js keeps the connection: {js:?}");
@@ -895,13 +665,16 @@ async fn client_err_subscription_violation_naming_a_live_subscription_closes_it_
 
     let py = probe_script(Lang::Py, text).await;
     assert!(py.connected && py.got_after, "nats.py: {py:?}");
+    let go = probe_script(Lang::Go, text).await;
+    assert!(go.connected && go.got_after && !go.sub_closed, "nats.go: {go:?}");
     let rs = probe_async_nats(text).await;
     assert!(rs.connected && rs.got_after, "async-nats: {rs:?}");
 }
 
 /// A slow tenant consumer's drops are counted, it stays connected, and it is
-/// told with an `-ERR` (mentioning "slow") that nats.py, nats.js and
-/// async-nats all show without closing the connection or the subscription.
+/// told with an `-ERR` (mentioning "slow") that nats.py, nats.js, nats.go
+/// and async-nats all show without closing the connection or the
+/// subscription.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_tenant_consumer_is_told_in_a_way_every_client_shows_without_closing() {
     // It reads nothing for a while: not long enough to be closed.
@@ -940,6 +713,11 @@ async fn slow_tenant_consumer_is_told_in_a_way_every_client_shows_without_closin
     assert!(
         js.connected && !js.sub_closed && js.got_after && !js.shown.is_empty(),
         "nats.js shows {text:?} and keeps connection and subscription: {js:?}"
+    );
+    let go = probe_script(Lang::Go, &text).await;
+    assert!(
+        go.connected && !go.sub_closed && go.got_after && !go.shown.is_empty(),
+        "nats.go shows {text:?} and keeps connection and subscription: {go:?}"
     );
     let rs = probe_async_nats(&text).await;
     assert!(rs.connected && !rs.shown.is_empty(), "async-nats shows {text:?} and stays connected: {rs:?}");

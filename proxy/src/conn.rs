@@ -181,7 +181,7 @@ pub async fn serve(
         pings_out: 0,
         rate: PublishRate::new(shared.config.limits.publish_msgs_per_sec, shared.config.limits.publish_bytes_per_sec),
         unsynced: 0,
-        published: false,
+        published: None,
         max_payload: max_payload(&shared),
         sub_changes: SubChanges::new(
             shared.config.limits.subscription_changes_per_sec,
@@ -273,8 +273,9 @@ struct Conn {
     /// The generation of its latest upstream subscription not yet known
     /// to be live upstream; 0 for none ([`Conn::sync_subscriptions`]).
     unsynced: u64,
-    /// Published since its last PONG ([`Conn::sync_publishes`]).
-    published: bool,
+    /// Published since its last PONG: how many times the upstream client
+    /// had connected at the first such publish ([`Conn::sync_publishes`]).
+    published: Option<u64>,
     /// Cancelled to disconnect a slow consumer: by policy, or once its
     /// socket took nothing for the write deadline.
     kill: CancellationToken,
@@ -684,8 +685,14 @@ impl Conn {
     /// its messages (at most [`SYNC_WAIT`]), as nats-server answers a PING
     /// after the publishes before it: a flush means they arrived.
     async fn sync_publishes(&mut self) {
-        if std::mem::take(&mut self.published) && !self.shared.barrier.passed(SYNC_WAIT).await {
+        let Some(connects) = self.published.take() else { return };
+        let barrier = &self.shared.barrier;
+        if !barrier.passed(SYNC_WAIT).await {
             tracing::debug!(conn = self.id, "publishes not confirmed upstream in time; PONG anyway");
+        } else if barrier.connects() != connects {
+            // What async-nats had not written when it lost the connection
+            // is gone (core NATS is at most once); the mark came back anyway.
+            tracing::debug!(conn = self.id, "the upstream reconnected since this client published; some may be lost");
         }
     }
 
@@ -796,6 +803,9 @@ impl Conn {
                 lock(echoes).published(comes_back, &upstream, headers.as_ref(), &payload);
             }
         }
+        if self.published.is_none() {
+            self.published = Some(self.shared.barrier.connects());
+        }
         let client = &self.shared.upstream;
         let result = match (reply, headers) {
             (None, None) => client.publish(upstream, payload).await,
@@ -818,7 +828,6 @@ impl Conn {
             }
             tracing::warn!(error = %e, "upstream publish failed");
         }
-        self.published = true;
         self.ok().await
     }
 

@@ -92,8 +92,9 @@ async fn deliveries_over_tls(first: bool) {
     assert!(delivery["tls_version"].as_str().is_some_and(|v| !v.is_empty()), "{delivery}");
     assert!(delivery["out_msgs"].as_u64() >= Some(2), "{delivery}");
     let other = conns.iter().find(|c| c["name"] == "flotilla-proxy").expect("the async-nats connection");
-    // (Its one message is the proxy's own mark at start, `barrier`.)
-    assert_eq!(other["out_msgs"].as_u64(), Some(1), "deliveries went the slow way: {other}");
+    // (At most the proxy's own mark at start, `barrier`: two deliveries
+    // the slow way would be two more.)
+    assert!(other["out_msgs"].as_u64() <= Some(1), "deliveries went the slow way: {other}");
 }
 
 #[derive(Clone, Default)]

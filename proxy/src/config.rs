@@ -23,6 +23,10 @@ pub struct Config {
     /// Messages buffered per client before deliveries are dropped.
     #[serde(default = "default_client_queue")]
     pub client_queue: usize,
+    /// Bytes of messages buffered per client before deliveries are dropped
+    /// (nats-server's `max_pending`); one larger message still goes alone.
+    #[serde(default = "default_client_queue_bytes")]
+    pub client_queue_bytes: usize,
     /// How often the proxy pings an idle client.
     #[serde(default = "default_ping_interval")]
     pub ping_interval: String,
@@ -146,6 +150,9 @@ fn default_max_payload() -> usize {
 fn default_client_queue() -> usize {
     8192
 }
+fn default_client_queue_bytes() -> usize {
+    64 * 1024 * 1024
+}
 fn default_ping_interval() -> String {
     "2m".into()
 }
@@ -172,6 +179,7 @@ impl Validate for Config {
         v.check(!self.tokens.as_os_str().is_empty(), "tokens", "path to the tokens file is empty");
         v.check((1..=64 * 1024 * 1024).contains(&self.max_payload), "max_payload", "must be between 1 and 67108864");
         v.check(self.client_queue > 0, "client_queue", "must be at least 1");
+        v.check(self.client_queue_bytes > 0, "client_queue_bytes", "must be at least 1");
         for (key, value) in [("ping_interval", &self.ping_interval), ("write_deadline", &self.write_deadline)] {
             v.duration(key, value);
             let zero = flotilla_core::config::parse_duration(value).is_some_and(|d| d.is_zero());

@@ -153,7 +153,8 @@ pub async fn serve(
 ) {
     let id = greeted.unwrap_or_else(|| shared.next_client_id());
     let (mut rd, wr) = stream.split();
-    let (queue, rx) = Queue::new(shared.config.client_queue, wr.direct());
+    let config = &shared.config;
+    let (queue, rx) = Queue::bounded(config.client_queue, config.client_queue_bytes, wr.direct());
     let kill = CancellationToken::new();
     let stall = Stall { deadline: shared.write_deadline, stalled: kill.clone() };
     let writer = tokio::spawn(write_loop(wr, rx, stall));

@@ -195,12 +195,19 @@ impl Outlet {
         }
         // A client that did not declare `headers` gets the payload alone,
         // as nats-server does.
-        if pending.msgs >= self.queue.room() {
+        let headers = if self.headers { m.header_block() } else { None };
+        // (Its reply's alias, unknown yet, is about as long as the reply.)
+        let estimate = writer::MSG_OVERHEAD
+            + subject.iter().map(|s| s.len()).sum::<usize>()
+            + sid.len()
+            + m.reply().map_or(0, str::len)
+            + headers.as_ref().map_or(0, |h| h.len())
+            + m.payload().len();
+        if pending.msgs >= self.queue.room() || !self.queue.fits(pending.frames.len(), estimate) {
             self.org.drops.inc();
             self.on_slow();
             return;
         }
-        let headers = if self.headers { m.header_block() } else { None };
         // Aliases only for what is queued (a dropped request's must not
         // push out those of requests the client got). A tenant is shown the
         // requests of its own org's clients only: an agent's ack inbox or a

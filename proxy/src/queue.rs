@@ -1,8 +1,10 @@
-//! A client's outbound queue, bounded in messages: deliveries arrive as
-//! chunks of several frames (all a client gets from one batch of upstream
-//! messages, written as one buffer), control frames (INFO, PONG, -ERR ...)
-//! one by one. The bound counts deliveries, not chunks, so batching never
-//! lets a slow client hold more than `client_queue` messages.
+//! A client's outbound queue, bounded in messages and in bytes: deliveries
+//! arrive as chunks of several frames (all a client gets from one batch of
+//! upstream messages, written as one buffer), control frames (INFO, PONG,
+//! -ERR ...) one by one. The bounds count deliveries, not chunks, so
+//! batching never lets a slow client hold more than `client_queue` messages
+//! or, as nats-server's `max_pending`, `client_queue_bytes` of them (one
+//! delivery larger than that still goes when nothing is queued).
 //!
 //! A plain TCP client's deliveries skip the queue when nothing is queued or
 //! being written ahead of them: they are written to the socket at once, by
@@ -26,6 +28,8 @@ use crate::outlet::lock;
 pub struct Chunk {
     pub bytes: Bytes,
     pub msgs: usize,
+    /// Its bytes counted against the byte bound (0: control).
+    pub counted: usize,
 }
 
 /// The sending side, shared by the connection, its outlets and the registry.
@@ -34,6 +38,9 @@ pub struct Queue {
     tx: mpsc::Sender<Chunk>,
     queued: Arc<AtomicUsize>,
     capacity: usize,
+    /// Bytes of deliveries queued, and how many may be.
+    queued_bytes: Arc<AtomicUsize>,
+    capacity_bytes: usize,
     /// Chunks sent and not yet wholly written (control frames too).
     unwritten: Arc<AtomicUsize>,
     /// Bytes the writer has written, ever: whether the client reads.
@@ -48,6 +55,7 @@ pub struct Queue {
 pub struct QueueRx {
     rx: mpsc::Receiver<Chunk>,
     queued: Arc<AtomicUsize>,
+    queued_bytes: Arc<AtomicUsize>,
     unwritten: Arc<AtomicUsize>,
     progress: Arc<AtomicU64>,
 }
@@ -64,20 +72,29 @@ impl Queue {
     /// with `direct`, deliveries that find it empty are written to that
     /// socket at once.
     pub fn new(capacity: usize, direct: Option<Arc<OwnedWriteHalf>>) -> (Queue, QueueRx) {
+        Queue::bounded(capacity, usize::MAX, direct)
+    }
+
+    /// As [`Queue::new`], holding also at most `capacity_bytes` of
+    /// deliveries.
+    pub fn bounded(capacity: usize, capacity_bytes: usize, direct: Option<Arc<OwnedWriteHalf>>) -> (Queue, QueueRx) {
         let capacity = capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
         let (queued, unwritten) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let progress = Arc::new(AtomicU64::new(0));
         let queue = Queue {
             tx,
             queued: queued.clone(),
             capacity,
+            queued_bytes: queued_bytes.clone(),
+            capacity_bytes: capacity_bytes.max(1),
             unwritten: unwritten.clone(),
             progress: progress.clone(),
             order: Arc::default(),
             direct,
         };
-        (queue, QueueRx { rx, queued, unwritten, progress })
+        (queue, QueueRx { rx, queued, queued_bytes, unwritten, progress })
     }
 
     /// Queue a control frame, waiting for room (never dropped); false once
@@ -99,7 +116,7 @@ impl Queue {
     fn send_control(&self, permit: mpsc::Permit<'_, Chunk>, frame: Bytes) {
         let _order = lock(&self.order);
         self.unwritten.fetch_add(1, Ordering::AcqRel);
-        permit.send(Chunk { bytes: frame, msgs: 0 });
+        permit.send(Chunk { bytes: frame, msgs: 0, counted: 0 });
     }
 
     /// Bytes the writer has written so far (it moves while the client reads).
@@ -112,6 +129,14 @@ impl Queue {
         self.capacity.saturating_sub(self.queued.load(Ordering::Relaxed))
     }
 
+    /// Whether `len` more bytes of deliveries fit, after `pending` bytes not
+    /// yet handed over: always when nothing is queued or pending (one
+    /// delivery larger than the bound still goes, alone).
+    pub fn fits(&self, pending: usize, len: usize) -> bool {
+        let queued = self.queued_bytes.load(Ordering::Relaxed);
+        queued + pending == 0 || queued.saturating_add(pending).saturating_add(len) <= self.capacity_bytes
+    }
+
     /// Hand over `msgs` deliveries encoded in `bytes`, without waiting:
     /// written to the socket if nothing is ahead of them and it takes them,
     /// queued otherwise (what a partial write left, too).
@@ -119,6 +144,9 @@ impl Queue {
         let _order = lock(&self.order);
         // Room first: once part of a frame is on the socket, the rest must
         // be able to follow it.
+        if !self.fits(0, bytes.len()) {
+            return Err(Refused::Full);
+        }
         let permit = self.tx.try_reserve().map_err(|e| match e {
             mpsc::error::TrySendError::Full(()) => Refused::Full,
             mpsc::error::TrySendError::Closed(()) => Refused::Closed,
@@ -138,8 +166,10 @@ impl Queue {
             }
         }
         self.queued.fetch_add(msgs, Ordering::Relaxed);
+        self.queued_bytes.fetch_add(bytes.len(), Ordering::Relaxed);
         self.unwritten.fetch_add(1, Ordering::AcqRel);
-        permit.send(Chunk { bytes, msgs });
+        let counted = bytes.len();
+        permit.send(Chunk { bytes, msgs, counted });
         Ok(())
     }
 
@@ -173,6 +203,7 @@ impl QueueRx {
     /// queue, and direct writes may go ahead once nothing else is unwritten.
     pub fn written(&self, batch: &Batch) {
         self.queued.fetch_sub(batch.msgs, Ordering::Relaxed);
+        self.queued_bytes.fetch_sub(batch.counted, Ordering::Relaxed);
         self.unwritten.fetch_sub(batch.chunks, Ordering::AcqRel);
     }
 
@@ -190,6 +221,8 @@ pub struct Batch {
     bufs: VecDeque<Bytes>,
     remaining: usize,
     msgs: usize,
+    /// Bytes counted against the byte bound.
+    counted: usize,
     /// Chunks taken from the queue, empty ones included.
     chunks: usize,
 }
@@ -197,6 +230,7 @@ pub struct Batch {
 impl Batch {
     fn push(&mut self, chunk: Chunk) {
         self.msgs += chunk.msgs;
+        self.counted += chunk.counted;
         self.chunks += 1;
         if !chunk.bytes.is_empty() {
             self.remaining += chunk.bytes.len();
@@ -303,6 +337,22 @@ mod tests {
         let mut first = [0u8; 2];
         tokio::io::AsyncReadExt::read_exact(&mut peer, &mut first).await.unwrap();
         assert_eq!(&first, b"ok", "nothing of the refused delivery reached the socket");
+    }
+
+    #[tokio::test]
+    async fn the_byte_bound_holds_but_one_large_delivery_alone_still_goes() {
+        let (q, mut rx) = Queue::bounded(100, 250, None);
+        for _ in 0..2 {
+            q.deliver(Bytes::from(vec![b'x'; 100]), 1).unwrap();
+        }
+        assert!(q.fits(0, 50) && !q.fits(0, 51) && !q.fits(40, 11), "200 of 250 queued");
+        assert_eq!(q.deliver(Bytes::from(vec![b'x'; 100]), 1), Err(Refused::Full));
+        assert!(q.control(Bytes::from(vec![b'c'; 1000])).await, "control frames are not held to it");
+        let batch = rx.next_batch(1 << 20).await.unwrap();
+        rx.written(&batch);
+        assert_eq!(q.depth(), 0);
+        q.deliver(Bytes::from(vec![b'x'; 1000]), 1).expect("alone, over the bound");
+        assert_eq!(q.deliver(Bytes::from_static(b"y"), 1), Err(Refused::Full), "nothing more behind it");
     }
 
     #[tokio::test]

@@ -154,3 +154,36 @@ async fn a_client_that_reads_nothing_is_closed_after_the_write_deadline_though_i
     talker.abort();
     drop(rd);
 }
+
+/// A client's queue is bounded in bytes too (`client_queue_bytes`, as
+/// nats-server's `max_pending`), not only in messages: one that stops
+/// reading while large messages arrive holds at most that much of the
+/// proxy's memory; the rest is dropped and counted, and nothing is lost
+/// unaccounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_clients_queue_is_bounded_in_bytes() {
+    let top = "client_queue = 100000\nclient_queue_bytes = 1048576\nwrite_deadline = \"5m\"";
+    let s = stack_with(Extra { top, ..Default::default() }).await;
+    let mut raw = subscribed(&s).await;
+    let direct = s.direct().await;
+    prime_raw(&direct, "logs.acme.web.iad.h1", &mut raw, Some("1")).await;
+    let _ = raw.drain(Duration::from_millis(200)).await;
+
+    // 48 MiB while it reads nothing: far more than 1 MiB and the socket
+    // buffers, far fewer messages than the queue's 100,000.
+    let total = 3000u64;
+    let body = bytes::Bytes::from(vec![b'x'; 16384]);
+    for _ in 0..total {
+        direct.publish("logs.acme.web.iad.h1", body.clone()).await.unwrap();
+    }
+    direct.flush().await.unwrap();
+    let drops = "flotilla_proxy_slow_consumer_drops_total{org=\"acme\"}";
+    eventually(Duration::from_secs(10), "drops counted", || async { s.metric(drops).await.unwrap_or(0.0) > 0.0 }).await;
+    let depth = s.metric("flotilla_proxy_client_queue_depth{org=\"acme\"}").await.unwrap_or(-1.0);
+    assert!(depth <= 64.0, "at most 1 MiB of 16 KiB messages queued: {depth}");
+    let frames = raw.drain(Duration::from_secs(2)).await;
+    assert!(!frames.contains(&Frame::Eof), "with slow_consumer = drop the client stays connected");
+    let delivered = frames.iter().filter(|f| matches!(f, Frame::Msg { .. })).count() as u64;
+    let dropped = s.metric(drops).await.unwrap_or(0.0) as u64;
+    assert_eq!(delivered + dropped, total, "each message delivered or counted dropped ({delivered} + {dropped})");
+}

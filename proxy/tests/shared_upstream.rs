@@ -309,3 +309,34 @@ async fn a_clients_pong_comes_after_nats_server_has_its_publishes() {
         assert_eq!(payloads(&seen).len(), 2000, "round {round}: nats-server had them all by the tenant's PONG");
     }
 }
+
+/// A tenant that runs the upstream out of subscriptions (nats-server's
+/// `max_subscriptions` for the proxy's connection) gets no more, but
+/// takes nobody's deliveries down: nats-server refuses the SUB and keeps
+/// the connection, and so does the proxy's delivery connection (it used to
+/// take 'maximum subscriptions exceeded' as fatal and reconnect for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_the_upstream_out_of_subscriptions_takes_no_one_s_deliveries_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(&conf, "max_subscriptions: 4\n").unwrap();
+    let nats = flotilla_testsupport::NatsServer::start_with(&["-c".into(), conf.display().to_string()]);
+    let url = nats.url();
+    let s = stack_over(nats, &url, Extra::default()).await;
+    let direct = s.direct().await;
+    let mut globex = s.raw_as("globex", &s.globex).await;
+    globex.send("SUB logs.web.> 1\r\n").await;
+    prime_raw(&direct, "logs.globex.web.iad.h1", &mut globex, Some("1")).await;
+
+    let mut acme = s.raw_as("acme", &s.acme).await;
+    let subs: String = (0..8).map(|i| format!("SUB logs.s{i}.> {i}\r\n")).collect();
+    acme.send(&subs).await;
+    let _ = acme.sync().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.metric("flotilla_proxy_delivery_reconnects_total").await, Some(0.0), "the delivery connection stayed");
+    assert_eq!(s.metric("flotilla_proxy_delivery_connected").await, Some(1.0));
+    direct.publish("logs.globex.web.iad.h1", "still".into()).await.unwrap();
+    direct.flush().await.unwrap();
+    let got = payloads(&globex.drain(Duration::from_millis(500)).await);
+    assert!(got.contains(&"still".to_string()), "globex still gets its messages: {got:?}");
+}

@@ -123,6 +123,11 @@ fn msg<'a>(
 /// Whether nats-server closes the connection after this `-ERR` text.
 pub fn is_fatal(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
+    // A refused SUB leaves the connection open, as a permissions violation
+    // does; the other `Maximum ...` errors close it.
+    if t.contains("maximum subscriptions exceeded") {
+        return false;
+    }
     ["authorization violation", "stale connection", "slow consumer", "maximum", "unknown protocol", "parser error"]
         .iter()
         .any(|f| t.contains(f))
@@ -156,6 +161,7 @@ mod tests {
             assert!(is_fatal(fatal), "{fatal}");
         }
         assert!(!is_fatal("Permissions Violation for Publish to \"logs.x\""));
+        assert!(!is_fatal("maximum subscriptions exceeded"), "nats-server keeps the connection");
     }
 
     const MAX: usize = 1 << 20;

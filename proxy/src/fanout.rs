@@ -272,10 +272,11 @@ fn deliver<M: Delivery>(entry: &Entry, batch: &[M], queue: bool) {
         if queue {
             // A member that published this itself without echo is passed
             // over (as nats-server passes over the publisher), whether or
-            // not its turn came; unless no one else here could take it
-            // (the group may have members elsewhere, or on another subject,
-            // that nats-server passed over for this copy): then it goes to
-            // the member in turn, its own message rather than none.
+            // not its turn came; unless no one else here takes it (the
+            // group may have members elsewhere, or on another subject, that
+            // nats-server passed over for this copy; the others may be done
+            // or gone): then it goes to such a member, its own message
+            // rather than none.
             let mut own: Vec<usize> = Vec::new();
             if any_quiet {
                 own = (0..receivers.len())
@@ -284,23 +285,25 @@ fn deliver<M: Delivery>(entry: &Entry, batch: &[M], queue: bool) {
                         r.outlet.echoes.as_ref().is_some_and(|e| lock(e).is_echo(&r.sid, m))
                     })
                     .collect();
-                if own.len() == receivers.len() {
-                    own.clear();
-                }
             }
             // The next member in turn; one that turns out to be done
             // (its limit set meanwhile, its client gone) passes the
             // message on to the one after it.
             let first = entry.next.fetch_add(1, Ordering::Relaxed);
-            for k in 0..receivers.len() {
-                let i = first.wrapping_add(k) % receivers.len();
-                if own.contains(&i) {
-                    continue;
-                }
-                let took = add(receivers[i], &mut pending[i], m);
-                done |= took != Took::Yes;
-                if took != Took::Refused {
+            'offer: for publishers in [false, true] {
+                if publishers && own.is_empty() {
                     break;
+                }
+                for k in 0..receivers.len() {
+                    let i = first.wrapping_add(k) % receivers.len();
+                    if own.contains(&i) != publishers {
+                        continue;
+                    }
+                    let took = add(receivers[i], &mut pending[i], m);
+                    done |= took != Took::Yes;
+                    if took != Took::Refused {
+                        break 'offer;
+                    }
                 }
             }
         } else {
@@ -425,7 +428,7 @@ mod tests {
             false
         }
         fn echo_digest(&self) -> u64 {
-            0
+            crate::echo::digest(None, self.payload)
         }
     }
 
@@ -550,5 +553,25 @@ mod tests {
         delivery.join().expect("the delivery ends");
         assert_eq!((qa.depth(), qb.depth()), (2, 0), "both messages reached the one member left");
         assert_eq!(entry.current().iter().map(|r| r.conn).collect::<Vec<_>>(), [1]);
+    }
+
+    #[test]
+    fn a_quiet_publisher_gets_its_own_message_when_no_other_member_takes_it() {
+        for others_done in [false, true] {
+            let ((mut a, _rxa), (b, _rxb)) = (receiver(1), receiver(2));
+            a.outlet.echoes = Some(Arc::default());
+            let echoes = a.outlet.echoes.clone().unwrap();
+            lock(&echoes).published(["1"], "logs.acme.web.iad.h1", None, b"own");
+            let (qa, qb) = (a.outlet.queue.clone(), b.outlet.queue.clone());
+            if others_done {
+                exhaust(&b);
+            }
+            let entry = entry_of(vec![a, b], true);
+            let (m, _reached, go) = Parked::new(b"own");
+            drop(go);
+            deliver(&entry, &[m], true);
+            let want = if others_done { (1, 0) } else { (0, 1) };
+            assert_eq!((qa.depth(), qb.depth()), want, "others done: {others_done}");
+        }
     }
 }

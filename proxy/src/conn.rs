@@ -612,6 +612,14 @@ impl Conn {
                     .await;
             }
         }
+        // As nats-server: a SUB under a sid in use is ignored, the first
+        // subscription stands; one spent by its UNSUB limit is gone there
+        // already, so here too (its report may not have come yet).
+        match self.subs.get(&sid) {
+            Some(existing) if !existing.limit.exhausted() => return self.ok().await,
+            Some(_) => self.unsubscribe(&sid, None).await,
+            None => {}
+        }
         let inbox = target == SubTarget::Inbox;
         let upstream = match target {
             // An admin's inbox subscriptions are the server's too: JetStream
@@ -620,12 +628,10 @@ impl Conn {
             SubTarget::Inbox => matches!(outlet.scope, Scope::Admin).then(|| subject.clone()),
             SubTarget::Upstream(upstream) => Some(upstream),
         };
-        // Held to the rate if it changes anything upstream: subscribes there,
-        // or replaces (unsubscribes) a sid that was there.
-        if upstream.is_some() || self.subs.get(&sid).is_some_and(|s| s.upstream.is_some()) {
+        // Held to the rate if it changes anything upstream.
+        if upstream.is_some() {
             self.admit_sub_change(&outlet).await;
         }
-        self.unsubscribe(&sid, None).await;
         if self.subs.len() >= self.shared.config.limits.max_subscriptions {
             return self.deny("maximum subscriptions exceeded".into()).await;
         }

@@ -528,3 +528,33 @@ async fn subjects_too_long_once_scoped_are_refused_and_everyone_else_is_served()
         }
     }
 }
+
+/// A SUB under a sid already in use is ignored, the first subscription
+/// stands (as nats-server does); a sid spent by its UNSUB limit is free
+/// again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sub_under_a_sid_in_use_is_ignored() {
+    let s = stack().await;
+    let direct = s.direct().await;
+    let mut raw = s.raw_as("acme", &s.acme).await;
+    raw.send("SUB logs.web.> 1\r\nSUB logs.api.> 1\r\n").await;
+    assert_eq!(errors(&raw.sync().await), Vec::<String>::new());
+    for (subject, body) in [("logs.acme.api.iad.h1", "api"), ("logs.acme.web.iad.h1", "web")] {
+        direct.publish(subject, body.into()).await.unwrap();
+    }
+    direct.flush().await.unwrap();
+    assert_eq!(payloads(&raw.drain(Duration::from_millis(500)).await), ["web"], "the first SUB of sid 1 stands");
+
+    raw.send("SUB logs.db.> 5\r\nUNSUB 5 1\r\n").await;
+    assert_eq!(errors(&raw.sync().await), Vec::<String>::new());
+    direct.publish("logs.acme.db.iad.h1", "d1".into()).await.unwrap();
+    direct.flush().await.unwrap();
+    assert!(
+        matches!(raw.frame_within(Duration::from_secs(5)).await, Some(Frame::Msg { payload, .. }) if payload == "d1")
+    );
+    raw.send("SUB logs.db.> 5\r\n").await;
+    assert_eq!(errors(&raw.sync().await), Vec::<String>::new());
+    direct.publish("logs.acme.db.iad.h1", "d2".into()).await.unwrap();
+    direct.flush().await.unwrap();
+    assert_eq!(payloads(&raw.drain(Duration::from_millis(500)).await), ["d2"], "sid 5, spent, was free again");
+}

@@ -194,7 +194,7 @@ async fn an_orgs_subscriptions_are_capped_over_its_connections() {
     let mut g = s.raw_as("globex", &s.globex).await;
     g.send("SUB logs.> 1\r\nSUB logs.a.> 2\r\nSUB logs.b.> 3\r\n").await;
     assert_eq!(errors(&g.sync().await), Vec::<String>::new(), "globex counts apart");
-    // Re-subscribing a sid replaces it: no place taken twice.
+    // A SUB under a sid in use is ignored (as nats-server): no place taken twice.
     b.send("SUB logs.api.> 1\r\n").await;
     assert_eq!(errors(&b.sync().await), Vec::<String>::new());
     a.send("UNSUB 2\r\n").await;

@@ -275,7 +275,7 @@ struct Conn {
     /// to be live upstream; 0 for none ([`Conn::sync_subscriptions`]).
     unsynced: u64,
     /// Published since its last PONG: how many times the upstream client
-    /// had connected at the first such publish ([`Conn::sync_publishes`]).
+    /// had connected at the first such publish ([`publishes_landed`]).
     published: Option<u64>,
     /// Cancelled to disconnect a slow consumer: by policy, or once its
     /// socket took nothing for the write deadline.
@@ -562,8 +562,12 @@ impl Conn {
         match op {
             ClientOp::Connect(_) => Flow::Continue,
             ClientOp::Ping => {
-                self.sync_subscriptions().await;
-                self.sync_publishes().await;
+                // Both at once: the PONG waits at most SYNC_WAIT in all.
+                let (generation, published) = (std::mem::take(&mut self.unsynced), self.published.take());
+                tokio::join!(
+                    subscriptions_live(&self.shared, generation),
+                    publishes_landed(&self.shared, self.id, published)
+                );
                 if self.send(Bytes::from_static(writer::PONG)).await {
                     Flow::Continue
                 } else {
@@ -682,25 +686,7 @@ impl Conn {
     /// with them) and before its PONG, so that subscribe, flush, then
     /// publish from anywhere delivers, as with nats-server.
     async fn sync_subscriptions(&mut self) {
-        let generation = std::mem::take(&mut self.unsynced);
-        if generation > 0 {
-            self.shared.fanout.synced(generation).await;
-        }
-    }
-
-    /// A client that published is answered PONG only once nats-server has
-    /// its messages (at most [`SYNC_WAIT`]), as nats-server answers a PING
-    /// after the publishes before it: a flush means they arrived.
-    async fn sync_publishes(&mut self) {
-        let Some(connects) = self.published.take() else { return };
-        let barrier = &self.shared.barrier;
-        if !barrier.passed(SYNC_WAIT).await {
-            tracing::debug!(conn = self.id, "publishes not confirmed upstream in time; PONG anyway");
-        } else if barrier.connects() != connects {
-            // What async-nats had not written when it lost the connection
-            // is gone (core NATS is at most once); the mark came back anyway.
-            tracing::debug!(conn = self.id, "the upstream reconnected since this client published; some may be lost");
-        }
+        subscriptions_live(&self.shared, std::mem::take(&mut self.unsynced)).await;
     }
 
     /// UNSUB: now, or (`max`) once that many messages were delivered in
@@ -882,5 +868,29 @@ impl Conn {
         if let Some(t) = self.reply_task.take() {
             t.abort();
         }
+    }
+}
+
+/// Wait (at most [`SYNC_WAIT`]) until the server has the upstream
+/// subscriptions up to `generation` (0: none waiting).
+async fn subscriptions_live(shared: &Shared, generation: u64) {
+    if generation > 0 {
+        shared.fanout.synced(generation).await;
+    }
+}
+
+/// A client that published (`published`: the upstream client's connect
+/// count at the first such publish) is answered PONG only once nats-server
+/// has its messages (at most [`SYNC_WAIT`]), as nats-server answers a PING
+/// after the publishes before it: a flush means they arrived.
+async fn publishes_landed(shared: &Shared, conn: u64, published: Option<u64>) {
+    let Some(connects) = published else { return };
+    let barrier = &shared.barrier;
+    if !barrier.passed(SYNC_WAIT).await {
+        tracing::debug!(conn, "publishes not confirmed upstream in time; PONG anyway");
+    } else if barrier.connects() != connects {
+        // What async-nats had not written when it lost the connection is
+        // gone (core NATS is at most once); the mark came back anyway.
+        tracing::debug!(conn, "the upstream reconnected since this client published; some may be lost");
     }
 }

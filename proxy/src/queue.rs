@@ -144,6 +144,9 @@ impl Queue {
         let _order = lock(&self.order);
         // Room first: once part of a frame is on the socket, the rest must
         // be able to follow it.
+        if self.tx.is_closed() {
+            return Err(Refused::Closed);
+        }
         if !self.fits(0, bytes.len()) {
             return Err(Refused::Full);
         }

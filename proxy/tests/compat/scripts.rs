@@ -38,20 +38,25 @@ fn go() -> PathBuf {
 fn go_client() -> &'static PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("nats-go-compat-client");
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let out = dir.join("nats-go-compat-client");
+        // Built under a name of this process's, then renamed: another test
+        // process may be running the one in place.
+        let fresh = dir.join(format!("nats-go-compat-client.{}", std::process::id()));
         let gopath = std::env::var("FLOTILLA_GOPATH").unwrap_or_else(|_| "/usr/share/gocode".into());
         let result = Command::new(go())
             .args(["build", "-o"])
-            .arg(&out)
+            .arg(&fresh)
             .arg(".")
             .current_dir(repo_root().join("proxy/tests/go"))
             .env("GO111MODULE", "off")
             .env("GOPATH", gopath)
             .env("GOFLAGS", "")
+            .env("CGO_ENABLED", "0")
             .env("GOCACHE", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go-build-cache"))
             .output();
         match result {
-            Ok(o) if o.status.success() => Ok(out),
+            Ok(o) if o.status.success() => std::fs::rename(&fresh, &out).map(|()| out).map_err(|e| e.to_string()),
             Ok(o) => Err(String::from_utf8_lossy(&o.stderr).into_owned()),
             Err(e) => Err(e.to_string()),
         }

@@ -193,20 +193,22 @@ impl Outlet {
         if !self.wants(m) {
             return;
         }
+        if pending.msgs >= self.queue.room() {
+            return self.dropped();
+        }
         // A client that did not declare `headers` gets the payload alone,
         // as nats-server does.
         let headers = if self.headers { m.header_block() } else { None };
-        // (Its reply's alias, unknown yet, is about as long as the reply.)
-        let estimate = writer::MSG_OVERHEAD
+        // The frame without its reply, whose alias is not known yet (it is
+        // about as long as the reply).
+        let bare = writer::MSG_OVERHEAD
             + subject.iter().map(|s| s.len()).sum::<usize>()
             + sid.len()
-            + m.reply().map_or(0, str::len)
             + headers.as_ref().map_or(0, |h| h.len())
             + m.payload().len();
-        if pending.msgs >= self.queue.room() || !self.queue.fits(pending.frames.len(), estimate) {
-            self.org.drops.inc();
-            self.on_slow();
-            return;
+        let estimate = bare + m.reply().map_or(0, str::len);
+        if !self.queue.fits(pending.frames.len(), estimate) {
+            return self.dropped();
         }
         // Aliases only for what is queued (a dropped request's must not
         // push out those of requests the client got). A tenant is shown the
@@ -219,12 +221,7 @@ impl Outlet {
         });
         // Room for this frame and, at the first, for the rest of the batch:
         // one allocation per chunk instead of a regrowth every few frames.
-        let frame = writer::MSG_OVERHEAD
-            + subject.iter().map(|s| s.len()).sum::<usize>()
-            + sid.len()
-            + reply.as_ref().map_or(0, String::len)
-            + headers.as_ref().map_or(0, |h| h.len())
-            + m.payload().len();
+        let frame = bare + reply.as_ref().map_or(0, String::len);
         if pending.frames.capacity() - pending.frames.len() < frame {
             // The hint is capped: one large message first in a batch of
             // small ones must not reserve (and, frozen into the chunk,
@@ -235,6 +232,12 @@ impl Outlet {
         writer::put_msg(&mut pending.frames, subject, sid, reply.as_deref(), headers.as_deref(), m.payload());
         pending.msgs += 1;
         pending.payload_bytes += m.payload().len();
+    }
+
+    /// One delivery found no room in the client's queue.
+    fn dropped(&self) {
+        self.org.drops.inc();
+        self.on_slow();
     }
 
     /// Queue what is pending, in one chunk; false if the client is gone.

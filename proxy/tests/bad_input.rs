@@ -244,12 +244,7 @@ async fn payloads_over_max_payload_are_refused_and_closed() {
 /// not lost quietly, and the client, which kept to the limit, stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstreams_max_payload_is_the_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("nats.conf");
-    std::fs::write(&conf, "max_payload: 2048\n").unwrap();
-    let nats = flotilla_testsupport::NatsServer::start_with(&["-c".into(), conf.display().to_string()]);
-    let url = nats.url();
-    let s = stack_over(nats, &url, Extra::default()).await;
+    let s = stack_with_server_conf("max_payload: 2048\n").await;
     let version = s.direct().await.server_info().version;
 
     let mut agent = s.raw_as("acme-agent", &s.acme_agent).await;

@@ -317,12 +317,7 @@ async fn a_clients_pong_comes_after_nats_server_has_its_publishes() {
 /// take 'maximum subscriptions exceeded' as fatal and reconnect for ever).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_the_upstream_out_of_subscriptions_takes_no_one_s_deliveries_down() {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("nats.conf");
-    std::fs::write(&conf, "max_subscriptions: 4\n").unwrap();
-    let nats = flotilla_testsupport::NatsServer::start_with(&["-c".into(), conf.display().to_string()]);
-    let url = nats.url();
-    let s = stack_over(nats, &url, Extra::default()).await;
+    let s = stack_with_server_conf("max_subscriptions: 4\n").await;
     let direct = s.direct().await;
     let mut globex = s.raw_as("globex", &s.globex).await;
     globex.send("SUB logs.web.> 1\r\n").await;

@@ -62,6 +62,17 @@ pub async fn stack_with(extra: Extra<'_>) -> Stack {
     stack_over(nats, &url, extra).await
 }
 
+/// The proxy in front of a nats-server started with the config file text
+/// `conf` (limits such as `max_payload: 2048`).
+pub async fn stack_with_server_conf(conf: &str) -> Stack {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nats.conf");
+    std::fs::write(&path, conf).unwrap();
+    let nats = NatsServer::start_with(&["-c".into(), path.display().to_string()]);
+    let url = nats.url();
+    stack_over(nats, &url, Extra::default()).await
+}
+
 /// The proxy in front of `nats`, reached at `url` (e.g. `tls://...`).
 pub async fn stack_over(nats: NatsServer, url: &str, extra: Extra<'_>) -> Stack {
     let dir = tempfile::tempdir().unwrap();
